@@ -1,0 +1,202 @@
+//! The operator → proxy contract.
+//!
+//! The operator publishes one Secret per StrakeToken and per UpstreamKey into
+//! the proxy's namespace; the proxy watches them by [`SELECTOR`]. Each Secret
+//! carries a JSON record under [`RECORD_KEY`] (upstream Secrets also carry the
+//! real key under [`API_KEY_KEY`]). The records have the same shape as the
+//! proxy's file-mode config entries, so both config sources feed one index.
+//!
+//! Secret names are derived from a hash of `namespace/name` (resource names may
+//! be 253 characters, longer than a prefixed Secret name allows); the labels
+//! and the record carry the readable namespace and name.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::provider::Provider;
+use crate::resources::TokenLimits;
+use crate::token::TokenHash;
+
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "strake-operator";
+/// `token` or `upstream`: what a proxy-namespace Secret holds.
+pub const ROLE_LABEL: &str = "strake.sh/role";
+pub const ROLE_TOKEN: &str = "token";
+pub const ROLE_UPSTREAM: &str = "upstream";
+/// The source resource's namespace and name, when they fit in a label value.
+pub const SOURCE_NAMESPACE_LABEL: &str = "strake.sh/source-namespace";
+pub const SOURCE_NAME_LABEL: &str = "strake.sh/source-name";
+/// The label selector the proxy watches with.
+pub const SELECTOR: &str = "strake.sh/role in (token,upstream)";
+
+/// Secret types, so `kubectl get secrets` tells the two apart from user Secrets.
+pub const TOKEN_SECRET_TYPE: &str = "strake.sh/token";
+pub const UPSTREAM_SECRET_TYPE: &str = "strake.sh/upstream";
+
+/// Data key of the JSON record ([`TokenRecord`] or [`UpstreamRecord`]).
+pub const RECORD_KEY: &str = "record.json";
+/// Data key of the real provider key in an upstream Secret.
+pub const API_KEY_KEY: &str = "api-key";
+
+/// Name of the proxy-namespace Secret for the StrakeToken `namespace/name`.
+pub fn token_secret_name(namespace: &str, name: &str) -> String {
+    format!("strake-token-{}", short_hash(namespace, name))
+}
+
+/// Name of the proxy-namespace Secret for the UpstreamKey `namespace/name`.
+pub fn upstream_secret_name(namespace: &str, name: &str) -> String {
+    format!("strake-upstream-{}", short_hash(namespace, name))
+}
+
+fn short_hash(namespace: &str, name: &str) -> String {
+    let digest = Sha256::digest(format!("{namespace}/{name}").as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The id an upstream has in the proxy's table. Kube mode qualifies it by
+/// namespace (two teams may both have an `openai`); file mode uses the bare name.
+pub fn upstream_id(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+/// The name a client uses in a `/<upstream>/…` path prefix: the id without
+/// its namespace.
+pub fn route_name(upstream_id: &str) -> &str {
+    upstream_id.rsplit('/').next().unwrap_or(upstream_id)
+}
+
+/// Labels for a proxy-namespace Secret. A source name too long for a label
+/// value is left out of the labels; the record still carries it.
+pub fn labels(role: &str, source: &SourceRef) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        (MANAGED_BY_LABEL.to_string(), MANAGED_BY.to_string()),
+        (ROLE_LABEL.to_string(), role.to_string()),
+        (SOURCE_NAMESPACE_LABEL.to_string(), source.namespace.clone()),
+    ]);
+    if source.name.len() <= 63 {
+        labels.insert(SOURCE_NAME_LABEL.to_string(), source.name.clone());
+    }
+    labels
+}
+
+/// The resource a record was published for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SourceRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// What the proxy knows about one token: its hash and its policy. Never the
+/// token itself.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenRecord {
+    /// Shown in logs and metrics: `namespace/name` in kube mode.
+    pub name: String,
+    pub identity: String,
+    pub sha256: TokenHash,
+    /// Upstream ids (see [`upstream_id`]).
+    pub upstreams: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub suspended: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_models: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<TokenLimits>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceRef>,
+}
+
+/// One upstream, without its key (which travels beside it in the Secret).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UpstreamRecord {
+    /// The upstream id (see [`upstream_id`]).
+    pub name: String,
+    pub provider: Provider,
+    /// Resolved: the provider default when the UpstreamKey names none.
+    pub base_url: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceRef>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::Token;
+
+    #[test]
+    fn secret_names_are_stable_short_and_distinct() {
+        let a = token_secret_name("team-a", "alice");
+        assert_eq!(a, token_secret_name("team-a", "alice"));
+        assert_eq!(a.len(), "strake-token-".len() + 16);
+        assert_ne!(a, token_secret_name("team-b", "alice"));
+        // `a/b` + `c` must not collide with `a` + `b/c`: names cannot hold `/`,
+        // but the separator still keeps the hash input unambiguous.
+        assert_ne!(
+            token_secret_name("team-a", "alice"),
+            upstream_secret_name("team-a", "alice")
+        );
+        let long = "x".repeat(253);
+        assert!(token_secret_name(&long, &long).len() <= 63);
+    }
+
+    #[test]
+    fn route_name_strips_the_namespace() {
+        assert_eq!(route_name(&upstream_id("team-a", "openai")), "openai");
+        assert_eq!(route_name("openai"), "openai");
+    }
+
+    #[test]
+    fn labels_omit_names_that_do_not_fit() {
+        let src = SourceRef {
+            namespace: "team-a".into(),
+            name: "y".repeat(100),
+        };
+        let labels = labels(ROLE_TOKEN, &src);
+        assert_eq!(labels[ROLE_LABEL], "token");
+        assert!(!labels.contains_key(SOURCE_NAME_LABEL));
+    }
+
+    #[test]
+    fn token_record_round_trips_and_rejects_unknown_fields() {
+        let rec = TokenRecord {
+            name: "team-a/alice".into(),
+            identity: "alice@example.com".into(),
+            sha256: Token::mint().hash(),
+            upstreams: vec![upstream_id("team-a", "openai")],
+            expires_at: Some(Time("2027-03-01T00:00:00Z".parse().unwrap())),
+            suspended: false,
+            allowed_models: vec!["gpt-4o*".into()],
+            limits: Some(TokenLimits {
+                requests_per_minute: Some(60),
+                tokens_per_minute: None,
+            }),
+            source: Some(SourceRef {
+                namespace: "team-a".into(),
+                name: "alice".into(),
+            }),
+        };
+        let json = serde_json::to_string(&rec).unwrap();
+        assert!(json.contains("\"expiresAt\":\"2027-03-01T00:00:00Z\""));
+        assert_eq!(serde_json::from_str::<TokenRecord>(&json).unwrap(), rec);
+        let mut v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        v["typo"] = true.into();
+        assert!(serde_json::from_value::<TokenRecord>(v).is_err());
+    }
+
+    #[test]
+    fn file_mode_yaml_shape_parses() {
+        let yaml = "name: alice\nidentity: alice@example.com\nsha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\nupstreams: [openai]\nexpiresAt: \"2027-03-01T00:00:00Z\"\nlimits: {requestsPerMinute: 5}\n";
+        let rec: TokenRecord = serde_saphyr::from_str(yaml).unwrap();
+        assert_eq!(rec.upstreams, vec!["openai"]);
+        assert_eq!(rec.limits.unwrap().requests_per_minute, Some(5));
+    }
+}

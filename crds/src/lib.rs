@@ -1,0 +1,26 @@
+//! Strake's API, shared by the operator and the proxy.
+//!
+//! - [`resources`]: the `StrakeToken` and `UpstreamKey` custom resources
+//!   (`strake.sh/v1alpha1`), whose generated CRD YAML lives in `crds/*.yaml`.
+//! - [`token`]: the token format: minting, the offline checksum, SHA-256.
+//! - [`provider`]: what differs between provider APIs (auth header, env keys).
+//! - [`contract`]: what the operator writes into the proxy's namespace and the
+//!   proxy reads back: Secret names, labels, data keys and the policy records.
+#![deny(rust_2018_idioms)]
+#![forbid(unsafe_code)]
+
+pub mod contract;
+pub mod provider;
+pub mod resources;
+pub mod token;
+
+pub use provider::Provider;
+pub use resources::{
+    Phase, StrakeToken, StrakeTokenSpec, StrakeTokenStatus, TokenLimits, TokenUsage, UpstreamKey,
+    UpstreamKeySpec, UpstreamKeyStatus,
+};
+
+/// The API group of both resources.
+pub const GROUP: &str = "strake.sh";
+/// The served and stored API version.
+pub const VERSION: &str = "v1alpha1";

@@ -1,0 +1,355 @@
+//! The custom resources. `crdgen` turns these types into `crds/*.yaml`; the
+//! schema attributes here are what `kubectl apply` validates against.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::provider::Provider;
+
+/// One real provider credential, stored once. Tokens in the same namespace
+/// name it in `spec.upstreams`.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "strake.sh",
+    version = "v1alpha1",
+    kind = "UpstreamKey",
+    namespaced,
+    status = "UpstreamKeyStatus",
+    shortname = "uk",
+    category = "strake",
+    doc = "A real LLM provider credential, stored once in a Secret, that StrakeTokens in the same namespace can use.",
+    printcolumn(name = "Provider", type_ = "string", json_path = ".spec.provider"),
+    printcolumn(
+        name = "Base URL",
+        type_ = "string",
+        json_path = ".spec.baseUrl",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(name = "Tokens", type_ = "integer", json_path = ".status.tokens"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamKeySpec {
+    /// The provider API: openai, anthropic, azure-openai, gemini or openai-compatible.
+    pub provider: Provider,
+    /// Where requests go, scheme and host (and an optional path prefix), e.g.
+    /// https://api.openai.com. Defaults to the provider's public endpoint;
+    /// required for azure-openai and openai-compatible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^https?://[^/?#\s]+(/[^?#\s]*)?$"),
+        length(max = 2048)
+    )]
+    pub base_url: Option<String>,
+    /// The Secret, in this namespace, that holds the real key.
+    pub secret_ref: SecretKeyRef,
+    /// Static headers added to every upstream request, such as OpenAI-Organization.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// A key in a Secret of the resource's own namespace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SecretKeyRef {
+    /// The Secret's name.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// The data key holding the API key.
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
+    pub key: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstreamKeyStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// How many StrakeTokens in this namespace use this key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u32>,
+}
+
+/// One identity's revocable access to one or more UpstreamKeys.
+#[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "strake.sh",
+    version = "v1alpha1",
+    kind = "StrakeToken",
+    namespaced,
+    status = "StrakeTokenStatus",
+    shortname = "st",
+    category = "strake",
+    doc = "A revocable token for one identity (a person, CI runner or environment). Delete it to revoke.",
+    printcolumn(name = "Identity", type_ = "string", json_path = ".spec.identity"),
+    printcolumn(name = "Upstreams", type_ = "string", json_path = ".spec.upstreams"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Expires", type_ = "date", json_path = ".spec.expiresAt"),
+    printcolumn(name = "Last Used", type_ = "date", json_path = ".status.lastUsedAt"),
+    printcolumn(
+        name = "Prefix",
+        type_ = "string",
+        json_path = ".status.tokenPrefix",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct StrakeTokenSpec {
+    /// Who holds the token, e.g. alice@example.com or ci/payments. Shown in
+    /// status, metrics and access logs.
+    #[schemars(length(min = 1, max = 253))]
+    pub identity: String,
+    /// Names of UpstreamKeys in this namespace the token may use.
+    #[schemars(length(min = 1, max = 16))]
+    pub upstreams: Vec<UpstreamName>,
+    /// When the token stops working (RFC 3339, e.g. 2027-03-01T00:00:00Z).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    /// true rejects the token without deleting it; false restores it.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub suspended: bool,
+    /// Model name globs (`*` and `?`) the token may call, e.g. "gpt-4o*".
+    /// Empty allows every model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub allowed_models: Vec<ModelGlob>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<TokenLimits>,
+    /// The Secret, in this namespace, that receives the token and ready-to-use
+    /// environment variables. Defaults to <name>-strake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub secret_name: Option<String>,
+    /// Bump to mint a new token; the old one stops working at once.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(min = 0))]
+    pub rotation: i64,
+}
+
+/// The name of an UpstreamKey in the token's namespace.
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(transparent)]
+pub struct UpstreamName(
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
+    pub String,
+);
+
+/// A model-name glob: `*` matches any run of characters, `?` one character.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct ModelGlob(#[schemars(length(min = 1, max = 256))] pub String);
+
+/// Per-token rate limits, enforced by each proxy replica.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenLimits {
+    /// Requests per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub requests_per_minute: Option<u32>,
+    /// Input plus output tokens per minute, as the provider reports them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub tokens_per_minute: Option<u32>,
+}
+
+/// Where a token is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Phase {
+    /// Waiting for something (an UpstreamKey, the first reconcile).
+    Pending,
+    /// Accepted by the proxy.
+    Active,
+    /// `spec.suspended` is true: rejected, not deleted.
+    Suspended,
+    /// `spec.expiresAt` has passed.
+    Expired,
+    /// The operator could not publish the token; see the Ready condition.
+    Failed,
+}
+
+impl Phase {
+    pub const ALL: [Phase; 5] = [
+        Phase::Pending,
+        Phase::Active,
+        Phase::Suspended,
+        Phase::Expired,
+        Phase::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Active => "Active",
+            Phase::Suspended => "Suspended",
+            Phase::Expired => "Expired",
+            Phase::Failed => "Failed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StrakeTokenStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// The base URL to give clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The Secret holding the plaintext token and environment variables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// The token's first characters: enough to recognise it, never to use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<TokenUsage>,
+}
+
+/// Usage the proxies have counted for this token.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenUsage {
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+impl StrakeToken {
+    /// The Secret that receives the plaintext token.
+    pub fn secret_name(&self) -> String {
+        match &self.spec.secret_name {
+            Some(name) => name.clone(),
+            None => format!(
+                "{}-strake",
+                self.metadata.name.as_deref().unwrap_or_default()
+            ),
+        }
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn design_example_parses() {
+        let yaml = r#"
+apiVersion: strake.sh/v1alpha1
+kind: StrakeToken
+metadata: {name: alice, namespace: team-a}
+spec:
+  identity: alice@example.com
+  upstreams: [openai, anthropic]
+  expiresAt: "2027-03-01T00:00:00Z"
+  suspended: false
+  allowedModels: ["gpt-4o*", "claude-*"]
+  limits: {requestsPerMinute: 60, tokensPerMinute: 200000}
+  rotation: 0
+"#;
+        let t: StrakeToken = serde_saphyr::from_str(yaml).unwrap();
+        assert_eq!(t.spec.upstreams.len(), 2);
+        assert_eq!(t.spec.limits.unwrap().requests_per_minute, Some(60));
+        assert_eq!(t.secret_name(), "alice-strake");
+        assert_eq!(
+            t.spec.expires_at.unwrap().0.to_string(),
+            "2027-03-01T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn schema_carries_the_admission_rules() {
+        let crd = serde_json::to_value(StrakeToken::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        assert_eq!(spec["properties"]["upstreams"]["minItems"], 1);
+        assert_eq!(spec["properties"]["expiresAt"]["format"], "date-time");
+        assert_eq!(
+            spec["properties"]["limits"]["properties"]["requestsPerMinute"]["minimum"].as_f64(),
+            Some(1.0)
+        );
+        let required = spec["required"].as_array().unwrap();
+        assert!(required.contains(&"identity".into()) && required.contains(&"upstreams".into()));
+
+        let crd = serde_json::to_value(UpstreamKey::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let providers: Vec<_> = spec["properties"]["provider"]["enum"]
+            .as_array()
+            .unwrap()
+            .to_vec();
+        assert_eq!(providers.len(), Provider::ALL.len());
+        assert_eq!(
+            spec["properties"]["secretRef"]["properties"]["name"]["minLength"],
+            1
+        );
+    }
+}
+
+/// The CRD files `crdgen` writes: (file name, YAML).
+pub fn generated_crds() -> Vec<(&'static str, String)> {
+    use kube::CustomResourceExt;
+    const HEADER: &str = "# Generated by `cargo run -p strake-crds --bin crdgen` from crds/src/resources.rs. Do not edit.\n";
+    let yaml = |crd| {
+        format!(
+            "{HEADER}{}",
+            serde_saphyr::to_string(&crd).expect("a CRD serializes to YAML")
+        )
+    };
+    vec![
+        ("strake.sh_straketokens.yaml", yaml(StrakeToken::crd())),
+        ("strake.sh_upstreamkeys.yaml", yaml(UpstreamKey::crd())),
+    ]
+}
