@@ -89,6 +89,7 @@ pub struct UpstreamKeyStatus {
     pub observed_generation: Option<i64>,
     /// How many StrakeTokens in this namespace use this key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int32"))]
     pub tokens: Option<u32>,
 }
 
@@ -180,11 +181,11 @@ pub struct ModelGlob(#[schemars(length(min = 1, max = 256))] pub String);
 pub struct TokenLimits {
     /// Requests per minute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 2147483647), extend("format" = "int32"))]
     pub requests_per_minute: Option<u32>,
     /// Input plus output tokens per minute, as the provider reports them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 2147483647), extend("format" = "int64"))]
     pub tokens_per_minute: Option<u32>,
 }
 
@@ -255,8 +256,11 @@ pub struct StrakeTokenStatus {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenUsage {
+    #[schemars(extend("format" = "int64"))]
     pub requests: u64,
+    #[schemars(extend("format" = "int64"))]
     pub input_tokens: u64,
+    #[schemars(extend("format" = "int64"))]
     pub output_tokens: u64,
 }
 
