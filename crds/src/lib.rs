@@ -11,6 +11,9 @@
 
 pub mod contract;
 pub mod provider;
+// `#[kube(printcolumn(name = …, type_ = …), …)]` repeats keys by design;
+// clippy's duplicated_attributes reads each printcolumn as a duplicate.
+#[allow(clippy::duplicated_attributes)]
 pub mod resources;
 pub mod token;
 

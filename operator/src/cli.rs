@@ -1,0 +1,255 @@
+//! Command-line flags; each one can also be set by an environment variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "strake-operator",
+    version,
+    about = "Mints a revocable token per StrakeToken and publishes it, hashed, to the Strake proxy"
+)]
+pub struct Cli {
+    /// Namespace the proxy runs in: where the operator publishes token and upstream Secrets.
+    #[arg(long, env = "STRAKE_PROXY_NAMESPACE")]
+    pub proxy_namespace: String,
+
+    /// Public base URL of the proxy, e.g. https://llm.example.com. Shown in
+    /// status.endpoint and in the env keys of every token Secret.
+    #[arg(long, env = "STRAKE_ENDPOINT")]
+    pub endpoint: String,
+
+    /// Comma-separated namespaces to watch for StrakeTokens and UpstreamKeys.
+    /// Empty: all namespaces.
+    #[arg(long, env = "STRAKE_WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
+
+    /// Address of the admin server (/healthz, /readyz, /metrics).
+    #[arg(long, env = "STRAKE_ADMIN_ADDR", default_value = "0.0.0.0:8081")]
+    pub admin_addr: SocketAddr,
+
+    /// Run the controllers only while holding a coordination.k8s.io Lease.
+    #[arg(long, env = "STRAKE_LEADER_ELECT")]
+    pub leader_elect: bool,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "STRAKE_LEASE_NAME", default_value = "strake-operator")]
+    pub lease_name: String,
+
+    /// Namespace of the leader-election Lease. Default: $POD_NAMESPACE, else
+    /// the proxy namespace.
+    #[arg(long, env = "STRAKE_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+
+    /// Log line format.
+    #[arg(long, env = "STRAKE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+
+    /// How often every resource is reconciled even without a change, and
+    /// orphaned proxy Secrets are swept (e.g. 30s, 5m, 1h).
+    #[arg(long, env = "STRAKE_RESYNC", default_value = "5m", value_parser = parse_duration)]
+    pub resync: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// Which namespaces the controllers cover.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    All,
+    Namespace(String),
+}
+
+impl Scope {
+    pub fn covers(&self, namespace: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Namespace(ns) => ns == namespace,
+        }
+    }
+}
+
+/// The settings the controllers run with, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub proxy_namespace: String,
+    /// Without a trailing slash.
+    pub endpoint: String,
+    pub scopes: Vec<Scope>,
+    pub resync: Duration,
+}
+
+impl Settings {
+    pub fn covers(&self, namespace: &str) -> bool {
+        self.scopes.iter().any(|s| s.covers(namespace))
+    }
+}
+
+impl Cli {
+    pub fn settings(&self) -> Result<Settings> {
+        let endpoint = self.endpoint.trim().trim_end_matches('/');
+        let rest = endpoint
+            .strip_prefix("https://")
+            .or_else(|| endpoint.strip_prefix("http://"));
+        if rest.is_none_or(|r| r.is_empty() || r.contains(['?', '#', ' '])) {
+            return Err(Error::Config(format!(
+                "--endpoint must be an http(s) URL without query, e.g. https://llm.example.com (got {:?})",
+                self.endpoint
+            )));
+        }
+        if self.proxy_namespace.is_empty() {
+            return Err(Error::Config("--proxy-namespace must not be empty".into()));
+        }
+        if !(MIN_RESYNC..=MAX_RESYNC).contains(&self.resync) {
+            return Err(Error::Config(format!(
+                "--resync must be between {MIN_RESYNC:?} and {MAX_RESYNC:?}"
+            )));
+        }
+        let mut namespaces: Vec<String> = self
+            .watch_namespaces
+            .iter()
+            .map(|ns| ns.trim().to_string())
+            .filter(|ns| !ns.is_empty())
+            .collect();
+        namespaces.sort();
+        namespaces.dedup();
+        let scopes = if namespaces.is_empty() {
+            vec![Scope::All]
+        } else {
+            namespaces.into_iter().map(Scope::Namespace).collect()
+        };
+        Ok(Settings {
+            proxy_namespace: self.proxy_namespace.clone(),
+            endpoint: endpoint.to_string(),
+            scopes,
+            resync: self.resync,
+        })
+    }
+
+    /// The Lease's namespace: the flag, else $POD_NAMESPACE, else the proxy's.
+    pub fn lease_namespace(&self) -> String {
+        self.lease_namespace
+            .clone()
+            .or_else(|| {
+                std::env::var("POD_NAMESPACE")
+                    .ok()
+                    .filter(|s| !s.is_empty())
+            })
+            .unwrap_or_else(|| self.proxy_namespace.clone())
+    }
+}
+
+const MIN_RESYNC: Duration = Duration::from_secs(1);
+/// The controller's scheduler cannot hold timers much beyond two years; a
+/// day is plenty for a safety net.
+const MAX_RESYNC: Duration = Duration::from_secs(24 * 3600);
+
+/// `300`, `300s`, `5m`, `1h`, `1h30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = 0u64;
+    let mut digits = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => return Err(format!("invalid duration {s:?}: use e.g. 30s, 5m or 1h")),
+        };
+        let n: u64 = digits
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}: a number must precede each unit"))?;
+        total = total.saturating_add(n.saturating_mul(unit));
+        digits.clear();
+    }
+    if !digits.is_empty() || s.is_empty() {
+        return Err(format!("invalid duration {s:?}: use e.g. 30s, 5m or 1h"));
+    }
+    Ok(Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        let mut all = vec!["strake-operator"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).unwrap()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = cli(&[
+            "--proxy-namespace",
+            "strake",
+            "--endpoint",
+            "https://llm.example.com/",
+        ]);
+        assert_eq!(c.admin_addr.to_string(), "0.0.0.0:8081");
+        assert!(!c.leader_elect);
+        assert_eq!(c.lease_name, "strake-operator");
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert_eq!(c.resync, Duration::from_secs(300));
+        let s = c.settings().unwrap();
+        assert_eq!(s.endpoint, "https://llm.example.com");
+        assert_eq!(s.scopes, [Scope::All]);
+        assert!(s.covers("anything"));
+    }
+
+    #[test]
+    fn watch_namespaces_is_a_comma_list() {
+        let c = cli(&[
+            "--proxy-namespace=strake",
+            "--endpoint=http://localhost:8080",
+            "--watch-namespaces=team-b,team-a,,team-b",
+            "--log-format=text",
+            "--resync=90s",
+        ]);
+        let s = c.settings().unwrap();
+        assert_eq!(
+            s.scopes,
+            [
+                Scope::Namespace("team-a".into()),
+                Scope::Namespace("team-b".into())
+            ]
+        );
+        assert!(s.covers("team-a") && !s.covers("team-c"));
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(s.resync, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn bad_endpoints_are_rejected() {
+        for ep in ["llm.example.com", "https://", "ftp://x", "https://x/?a=b"] {
+            let c = cli(&["--proxy-namespace=s", "--endpoint", ep]);
+            assert!(c.settings().is_err(), "{ep}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("300").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("45s").unwrap(), Duration::from_secs(45));
+        for bad in ["", "m", "5x", "5m3", "-1s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,845 @@
+//! StrakeToken: which token to hold, what to publish, which phase it is in,
+//! and when to look again.
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use strake_crds::contract::{self, SourceRef, TokenRecord};
+use strake_crds::token::{Token, TokenHash};
+use strake_crds::{Phase, StrakeToken, StrakeTokenStatus};
+
+use crate::core::condition;
+
+/// Reasons on a StrakeToken's `Ready` condition (and its events).
+pub mod reason {
+    pub const ACTIVE: &str = "Active";
+    pub const SUSPENDED: &str = "Suspended";
+    pub const EXPIRED: &str = "Expired";
+    pub const UPSTREAM_NOT_FOUND: &str = "UpstreamNotFound";
+    pub const UPSTREAM_NOT_READY: &str = "UpstreamNotReady";
+    pub const SECRET_CONFLICT: &str = "SecretConflict";
+    pub const PUBLISH_FAILED: &str = "PublishFailed";
+}
+
+/// Event reasons that are not also condition reasons.
+pub mod event {
+    pub const ISSUED: &str = "Issued";
+    /// A replacement after the held token was lost or edited. Its own reason,
+    /// because the event recorder folds repeats of one reason into a series
+    /// that keeps the first note.
+    pub const REISSUED: &str = "Reissued";
+    pub const ROTATED: &str = "Rotated";
+    pub const RESUMED: &str = "Resumed";
+    pub const REVOKED: &str = "Revoked";
+}
+
+/// One `spec.upstreams` entry, as found in the namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamState {
+    /// No such UpstreamKey (or it is being deleted).
+    Missing,
+    /// It exists but is not published (see its Ready condition).
+    NotReady,
+    Ready,
+}
+
+/// Everything the phase depends on.
+#[derive(Clone, Debug)]
+pub struct Facts<'a> {
+    pub expires_at: Option<Timestamp>,
+    pub now: Timestamp,
+    pub suspended: bool,
+    /// The plaintext Secret's name, when a Secret of that name exists but
+    /// belongs to something else.
+    pub secret_conflict: Option<&'a str>,
+    /// `spec.upstreams` in order, with what was found.
+    pub upstreams: &'a [(&'a str, UpstreamState)],
+}
+
+/// What the proxy namespace should hold for the token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Publish {
+    /// The token's current record (its hash and policy).
+    Record,
+    /// Nothing: the proxy must forget the token.
+    Withdraw,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub phase: Phase,
+    pub reason: &'static str,
+    pub message: String,
+    pub publish: Publish,
+}
+
+/// The phase decision. Precedence: Expired, SecretConflict (Failed),
+/// Suspended, UpstreamNotFound, UpstreamNotReady, Active.
+///
+/// A token whose upstreams are missing or not Ready is still *published*
+/// (Pending is a report, not a withdrawal): its record carries every upstream
+/// id, and the proxy serves only upstreams it has a Secret for. So a
+/// suspension, an expiry or a model change always reaches the proxy, the
+/// token keeps working for its healthy upstreams, and a recreated UpstreamKey
+/// is usable again without touching the token.
+///
+/// Expired and SecretConflict withdraw the record: fail closed.
+pub fn decide(f: &Facts<'_>) -> Verdict {
+    if let Some(at) = f.expires_at.filter(|at| *at <= f.now) {
+        return Verdict {
+            phase: Phase::Expired,
+            reason: reason::EXPIRED,
+            message: format!("expired at {at}; the proxy no longer accepts it"),
+            publish: Publish::Withdraw,
+        };
+    }
+    if let Some(secret) = f.secret_conflict {
+        return Verdict {
+            phase: Phase::Failed,
+            reason: reason::SECRET_CONFLICT,
+            message: format!(
+                "Secret {secret} exists and is not owned by this StrakeToken; \
+                 delete it or set spec.secretName to an unused name"
+            ),
+            publish: Publish::Withdraw,
+        };
+    }
+    if f.suspended {
+        return Verdict {
+            phase: Phase::Suspended,
+            reason: reason::SUSPENDED,
+            message: "spec.suspended is true: the proxy rejects the token with 403".into(),
+            publish: Publish::Record,
+        };
+    }
+    let names = |state: UpstreamState| -> Vec<&str> {
+        f.upstreams
+            .iter()
+            .filter(|(_, s)| *s == state)
+            .map(|(n, _)| *n)
+            .collect()
+    };
+    let missing = names(UpstreamState::Missing);
+    if !missing.is_empty() {
+        return Verdict {
+            phase: Phase::Pending,
+            reason: reason::UPSTREAM_NOT_FOUND,
+            message: format!(
+                "UpstreamKey not found in this namespace: {}",
+                missing.join(", ")
+            ),
+            publish: Publish::Record,
+        };
+    }
+    let not_ready = names(UpstreamState::NotReady);
+    if !not_ready.is_empty() {
+        return Verdict {
+            phase: Phase::Pending,
+            reason: reason::UPSTREAM_NOT_READY,
+            message: format!(
+                "UpstreamKey not Ready (see its Ready condition): {}",
+                not_ready.join(", ")
+            ),
+            publish: Publish::Record,
+        };
+    }
+    Verdict {
+        phase: Phase::Active,
+        reason: reason::ACTIVE,
+        message: format!(
+            "the proxy accepts the token for {}",
+            f.upstreams
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        publish: Publish::Record,
+    }
+}
+
+/// What the holder's Secret currently holds, if it exists.
+#[derive(Clone, Copy, Debug)]
+pub struct Held<'a> {
+    /// The `token` key's bytes.
+    pub token: Option<&'a [u8]>,
+    /// The rotation annotation.
+    pub rotation: Option<&'a str>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenChoice {
+    Keep(Token),
+    Mint(MintReason),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MintReason {
+    /// Never issued before.
+    First,
+    /// The Secret (or its token) is gone after an earlier issue: the old token
+    /// cannot be recovered, so it is replaced.
+    SecretDeleted,
+    /// The Secret's token is not a well-formed Strake token, or its
+    /// bookkeeping annotation was removed.
+    Edited,
+    /// The Secret's token is not the one the proxy knows: edited by hand, or
+    /// an earlier publish did not complete. Minting is the only safe answer.
+    Mismatch,
+    /// `spec.rotation` changed.
+    Rotated,
+}
+
+/// Keep the held token, or mint a new one. A token is kept only when it is
+/// well-formed, was minted for the current `spec.rotation`, and is the token
+/// the proxy has (when the proxy has one).
+pub fn choose_token(
+    held: Option<Held<'_>>,
+    rotation: i64,
+    published: Option<&TokenHash>,
+    issued_before: bool,
+) -> TokenChoice {
+    let Some(held) = held else {
+        return TokenChoice::Mint(if issued_before {
+            MintReason::SecretDeleted
+        } else {
+            MintReason::First
+        });
+    };
+    let Some(raw) = held.token else {
+        return TokenChoice::Mint(MintReason::SecretDeleted);
+    };
+    match held.rotation.map(str::parse::<i64>) {
+        Some(Ok(r)) if r == rotation => {}
+        Some(Ok(_)) => return TokenChoice::Mint(MintReason::Rotated),
+        None | Some(Err(_)) => return TokenChoice::Mint(MintReason::Edited),
+    }
+    let Some(token) = std::str::from_utf8(raw)
+        .ok()
+        .and_then(|s| Token::parse(s).ok())
+    else {
+        return TokenChoice::Mint(MintReason::Edited);
+    };
+    match published {
+        Some(hash) if *hash != token.hash() => TokenChoice::Mint(MintReason::Mismatch),
+        _ => TokenChoice::Keep(token),
+    }
+}
+
+impl MintReason {
+    /// The event announcing a new token: (reason, note). Shows only the prefix.
+    pub fn event(self, secret: &str, prefix: &str, rotation: i64) -> (&'static str, String) {
+        match self {
+            MintReason::First => (
+                event::ISSUED,
+                format!("issued token {prefix}… into Secret {secret}"),
+            ),
+            MintReason::SecretDeleted => (
+                event::REISSUED,
+                format!(
+                    "Secret {secret} or its token was deleted; the old token cannot be recovered \
+                     and no longer works. Issued a new token {prefix}…"
+                ),
+            ),
+            MintReason::Edited => (
+                event::REISSUED,
+                format!(
+                    "Secret {secret} was edited and its token is no longer trusted; it no longer \
+                     works. Issued a new token {prefix}…"
+                ),
+            ),
+            MintReason::Mismatch => (
+                event::REISSUED,
+                format!(
+                    "the token in Secret {secret} is not the one the proxy knows (edited, or an \
+                     earlier publish failed); issued a new token {prefix}…"
+                ),
+            ),
+            MintReason::Rotated => (
+                event::ROTATED,
+                format!(
+                    "rotation {rotation}: issued a new token {prefix}… into Secret {secret}; the \
+                     previous token stops working now"
+                ),
+            ),
+        }
+    }
+}
+
+pub fn source(token: &StrakeToken) -> SourceRef {
+    SourceRef {
+        namespace: token.metadata.namespace.clone().unwrap_or_default(),
+        name: token.metadata.name.clone().unwrap_or_default(),
+    }
+}
+
+/// The record the proxy gets: the token's hash and policy, never the token.
+pub fn record(token: &StrakeToken, sha256: TokenHash) -> TokenRecord {
+    let source = source(token);
+    let spec = &token.spec;
+    TokenRecord {
+        name: format!("{}/{}", source.namespace, source.name),
+        identity: spec.identity.clone(),
+        sha256,
+        upstreams: spec
+            .upstreams
+            .iter()
+            .map(|u| contract::upstream_id(&source.namespace, &u.0))
+            .collect(),
+        expires_at: spec.expires_at.clone(),
+        suspended: spec.suspended,
+        allowed_models: spec.allowed_models.iter().map(|m| m.0.clone()).collect(),
+        limits: spec.limits,
+        source: Some(source),
+    }
+}
+
+/// `now` without its fraction of a second: API timestamps (status `Time`)
+/// carry whole seconds, and a value that does not survive the round trip
+/// would make every resync rewrite the status.
+pub fn whole_seconds(now: Timestamp) -> Timestamp {
+    Timestamp::from_second(now.as_second()).unwrap_or(now)
+}
+
+/// True once `expires_at` is reached: a token is valid strictly before it.
+pub fn is_expired(expires_at: Option<&Time>, now: Timestamp) -> bool {
+    expires_at.is_some_and(|at| at.0 <= now)
+}
+
+/// When to reconcile again: at the expiry instant if that comes before the
+/// next resync, else at the resync.
+pub fn requeue_after(expires_at: Option<&Time>, now: Timestamp, resync: Duration) -> Duration {
+    let Some(at) = expires_at else {
+        return resync;
+    };
+    let nanos = at.0.as_nanosecond() - now.as_nanosecond();
+    if nanos <= 0 {
+        return resync;
+    }
+    // The scheduler has millisecond resolution: round up so that the next
+    // reconcile never lands just before the instant.
+    let millis = u64::try_from((nanos + 999_999) / 1_000_000).unwrap_or(u64::MAX);
+    Duration::from_millis(millis).min(resync)
+}
+
+/// What the token currently holds, for status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Issued {
+    pub prefix: String,
+    pub at: Option<Time>,
+}
+
+/// The status this operator owns. `lastUsedAt` and `usage` are left out: they
+/// are not ours to write (see [`owned`]).
+pub fn status(
+    token: &StrakeToken,
+    verdict: &Verdict,
+    endpoint: Option<String>,
+    issued: Option<Issued>,
+    now: Timestamp,
+) -> StrakeTokenStatus {
+    let generation = token.metadata.generation;
+    let previous = token
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let ready = condition::ready(
+        verdict.phase == Phase::Active,
+        verdict.reason,
+        verdict.message.clone(),
+        generation,
+        previous,
+        now,
+    );
+    let (token_prefix, issued_at) = match issued {
+        Some(i) => (Some(i.prefix), i.at),
+        None => (None, None),
+    };
+    StrakeTokenStatus {
+        phase: Some(verdict.phase),
+        conditions: vec![ready],
+        observed_generation: generation,
+        endpoint,
+        secret_name: Some(token.secret_name()),
+        token_prefix,
+        issued_at,
+        expires_at: token.spec.expires_at.clone(),
+        last_used_at: None,
+        usage: None,
+    }
+}
+
+/// The part of a status this operator writes.
+pub fn owned(status: &StrakeTokenStatus) -> StrakeTokenStatus {
+    StrakeTokenStatus {
+        last_used_at: None,
+        usage: None,
+        ..status.clone()
+    }
+}
+
+/// True when writing `desired` would change the status: skipping identical
+/// writes keeps the controller from triggering itself.
+pub fn status_changed(current: Option<&StrakeTokenStatus>, desired: &StrakeTokenStatus) -> bool {
+    current.map(owned).as_ref() != Some(desired)
+}
+
+/// A notable change, to be published as an event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub note: String,
+}
+
+/// The events a phase change deserves: Suspended, Resumed and Expired on the
+/// transition, and a warning when the token becomes Pending or Failed for a
+/// new reason. A steady state produces none, so resyncs stay quiet.
+pub fn phase_notices(previous: Option<&StrakeTokenStatus>, verdict: &Verdict) -> Vec<Notice> {
+    let prev_phase = previous.and_then(|s| s.phase);
+    let prev_reason = previous.and_then(|s| condition::ready_reason(&s.conditions));
+    let mut notices = Vec::new();
+    let normal = |reason, note: String| Notice {
+        warning: false,
+        reason,
+        note,
+    };
+    match verdict.phase {
+        Phase::Expired if prev_phase != Some(Phase::Expired) => {
+            notices.push(normal(reason::EXPIRED, verdict.message.clone()));
+        }
+        Phase::Suspended if prev_phase != Some(Phase::Suspended) => {
+            notices.push(normal(reason::SUSPENDED, verdict.message.clone()));
+        }
+        Phase::Pending | Phase::Failed if prev_reason != Some(verdict.reason) => {
+            notices.push(Notice {
+                warning: true,
+                reason: verdict.reason,
+                note: verdict.message.clone(),
+            });
+        }
+        _ => {}
+    }
+    if prev_phase == Some(Phase::Suspended)
+        && !matches!(verdict.phase, Phase::Suspended | Phase::Expired)
+    {
+        notices.push(normal(
+            event::RESUMED,
+            "spec.suspended is false: the proxy accepts the token again".into(),
+        ));
+    }
+    notices
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strake_crds::StrakeTokenSpec;
+    use strake_crds::TokenLimits;
+    use strake_crds::resources::{ModelGlob, UpstreamName};
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    const NOW: &str = "2026-06-01T12:00:00Z";
+
+    fn facts<'a>(ups: &'a [(&'a str, UpstreamState)]) -> Facts<'a> {
+        Facts {
+            expires_at: None,
+            now: ts(NOW),
+            suspended: false,
+            secret_conflict: None,
+            upstreams: ups,
+        }
+    }
+
+    use UpstreamState::{Missing, NotReady, Ready};
+
+    #[test]
+    fn phase_decision_table() {
+        let all_ready = [("openai", Ready), ("anthropic", Ready)];
+        let one_missing = [("openai", Ready), ("anthropic", Missing)];
+        let one_not_ready = [("openai", NotReady), ("anthropic", Ready)];
+        let mixed = [("openai", NotReady), ("anthropic", Missing)];
+        let past = Some(ts("2026-06-01T11:59:59Z"));
+        let future = Some(ts("2026-06-01T12:00:01Z"));
+        let cases: Vec<(&str, Facts<'_>, Phase, &str, Publish)> = vec![
+            (
+                "active",
+                facts(&all_ready),
+                Phase::Active,
+                reason::ACTIVE,
+                Publish::Record,
+            ),
+            (
+                "active, expiring later",
+                Facts {
+                    expires_at: future,
+                    ..facts(&all_ready)
+                },
+                Phase::Active,
+                reason::ACTIVE,
+                Publish::Record,
+            ),
+            (
+                "missing upstream",
+                facts(&one_missing),
+                Phase::Pending,
+                reason::UPSTREAM_NOT_FOUND,
+                Publish::Record,
+            ),
+            (
+                "upstream not ready",
+                facts(&one_not_ready),
+                Phase::Pending,
+                reason::UPSTREAM_NOT_READY,
+                Publish::Record,
+            ),
+            (
+                "missing wins over not ready",
+                facts(&mixed),
+                Phase::Pending,
+                reason::UPSTREAM_NOT_FOUND,
+                Publish::Record,
+            ),
+            (
+                "suspended",
+                Facts {
+                    suspended: true,
+                    ..facts(&all_ready)
+                },
+                Phase::Suspended,
+                reason::SUSPENDED,
+                Publish::Record,
+            ),
+            (
+                "suspended wins over missing upstream",
+                Facts {
+                    suspended: true,
+                    ..facts(&one_missing)
+                },
+                Phase::Suspended,
+                reason::SUSPENDED,
+                Publish::Record,
+            ),
+            (
+                "expired",
+                Facts {
+                    expires_at: past,
+                    ..facts(&all_ready)
+                },
+                Phase::Expired,
+                reason::EXPIRED,
+                Publish::Withdraw,
+            ),
+            (
+                "expired exactly now",
+                Facts {
+                    expires_at: Some(ts(NOW)),
+                    ..facts(&all_ready)
+                },
+                Phase::Expired,
+                reason::EXPIRED,
+                Publish::Withdraw,
+            ),
+            (
+                "expired wins over suspended",
+                Facts {
+                    expires_at: past,
+                    suspended: true,
+                    ..facts(&one_missing)
+                },
+                Phase::Expired,
+                reason::EXPIRED,
+                Publish::Withdraw,
+            ),
+            (
+                "secret conflict fails closed",
+                Facts {
+                    secret_conflict: Some("alice-strake"),
+                    ..facts(&all_ready)
+                },
+                Phase::Failed,
+                reason::SECRET_CONFLICT,
+                Publish::Withdraw,
+            ),
+        ];
+        for (name, f, phase, reason, publish) in cases {
+            let v = decide(&f);
+            assert_eq!(
+                (v.phase, v.reason, v.publish),
+                (phase, reason, publish),
+                "{name}"
+            );
+        }
+        let v = decide(&facts(&mixed));
+        assert!(v.message.contains("anthropic") && !v.message.contains("openai"));
+        let v = decide(&facts(&one_not_ready));
+        assert!(v.message.contains("openai"));
+    }
+
+    #[test]
+    fn whole_seconds_survive_the_api_round_trip() {
+        let t = ts("2026-06-01T12:00:00.123456789Z");
+        assert_eq!(whole_seconds(t), ts(NOW));
+        let json = serde_json::to_string(&Time(whole_seconds(t))).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Time>(&json).unwrap().0,
+            whole_seconds(t)
+        );
+    }
+
+    #[test]
+    fn requeue_lands_on_the_expiry_instant() {
+        let resync = Duration::from_secs(300);
+        let now = ts(NOW);
+        let at = |s: &str| Some(Time(ts(s)));
+        assert_eq!(requeue_after(None, now, resync), resync);
+        assert_eq!(
+            requeue_after(at("2026-06-01T12:00:42Z").as_ref(), now, resync),
+            Duration::from_secs(42)
+        );
+        // Sub-millisecond remainders round up, never down.
+        assert_eq!(
+            requeue_after(at("2026-06-01T12:00:00.0000001Z").as_ref(), now, resync),
+            Duration::from_millis(1)
+        );
+        // Far expiries wait for the resync (the scheduler cannot hold years).
+        assert_eq!(
+            requeue_after(at("2030-01-01T00:00:00Z").as_ref(), now, resync),
+            resync
+        );
+        assert_eq!(
+            requeue_after(at("2026-01-01T00:00:00Z").as_ref(), now, resync),
+            resync
+        );
+        assert!(is_expired(at(NOW).as_ref(), now));
+        assert!(!is_expired(at("2026-06-01T12:00:00.001Z").as_ref(), now));
+        assert!(!is_expired(None, now));
+    }
+
+    #[test]
+    fn token_choice() {
+        let t = Token::mint();
+        let raw = t.expose().as_bytes();
+        let held =
+            |token: Option<&'static [u8]>, rotation: Option<&'static str>| Held { token, rotation };
+        let keep =
+            |h: Held<'_>, published: Option<&TokenHash>| choose_token(Some(h), 0, published, true);
+        let good = Held {
+            token: Some(raw),
+            rotation: Some("0"),
+        };
+
+        assert_eq!(
+            choose_token(None, 0, None, false),
+            TokenChoice::Mint(MintReason::First)
+        );
+        assert_eq!(
+            choose_token(None, 0, None, true),
+            TokenChoice::Mint(MintReason::SecretDeleted)
+        );
+        assert_eq!(
+            keep(held(None, Some("0")), None),
+            TokenChoice::Mint(MintReason::SecretDeleted)
+        );
+        assert_eq!(keep(good, None), TokenChoice::Keep(t.clone()));
+        assert_eq!(keep(good, Some(&t.hash())), TokenChoice::Keep(t.clone()));
+        assert_eq!(
+            keep(good, Some(&Token::mint().hash())),
+            TokenChoice::Mint(MintReason::Mismatch)
+        );
+        assert_eq!(
+            choose_token(Some(good), 1, Some(&t.hash()), true),
+            TokenChoice::Mint(MintReason::Rotated)
+        );
+        assert_eq!(
+            keep(
+                Held {
+                    token: Some(raw),
+                    rotation: None
+                },
+                None
+            ),
+            TokenChoice::Mint(MintReason::Edited)
+        );
+        assert_eq!(
+            keep(
+                Held {
+                    token: Some(raw),
+                    rotation: Some("x")
+                },
+                None
+            ),
+            TokenChoice::Mint(MintReason::Edited)
+        );
+        assert_eq!(
+            keep(held(Some(b"sk-strk-notatoken"), Some("0")), None),
+            TokenChoice::Mint(MintReason::Edited)
+        );
+        assert_eq!(
+            keep(held(Some(b"\xff\xfe"), Some("0")), None),
+            TokenChoice::Mint(MintReason::Edited)
+        );
+    }
+
+    #[test]
+    fn mint_events_show_only_the_prefix() {
+        let t = Token::mint();
+        for r in [
+            MintReason::First,
+            MintReason::SecretDeleted,
+            MintReason::Edited,
+            MintReason::Mismatch,
+            MintReason::Rotated,
+        ] {
+            let (reason, note) = r.event("alice-strake", t.display_prefix(), 3);
+            assert!(!note.contains(t.expose()));
+            assert!(note.contains(t.display_prefix()));
+            let expected = match r {
+                MintReason::First => event::ISSUED,
+                MintReason::Rotated => event::ROTATED,
+                _ => event::REISSUED,
+            };
+            assert_eq!(reason, expected);
+        }
+    }
+
+    fn alice() -> StrakeToken {
+        let mut t = StrakeToken::new(
+            "alice",
+            StrakeTokenSpec {
+                identity: "alice@example.com".into(),
+                upstreams: vec![
+                    UpstreamName("openai".into()),
+                    UpstreamName("anthropic".into()),
+                ],
+                expires_at: Some(Time(ts("2027-03-01T00:00:00Z"))),
+                suspended: true,
+                allowed_models: vec![ModelGlob("gpt-4o*".into())],
+                limits: Some(TokenLimits {
+                    requests_per_minute: Some(60),
+                    tokens_per_minute: None,
+                }),
+                secret_name: None,
+                rotation: 0,
+            },
+        );
+        t.metadata.namespace = Some("team-a".into());
+        t.metadata.generation = Some(4);
+        t
+    }
+
+    #[test]
+    fn record_carries_the_policy_and_qualified_upstream_ids() {
+        let t = alice();
+        let token = Token::mint();
+        let r = record(&t, token.hash());
+        assert_eq!(r.name, "team-a/alice");
+        assert_eq!(r.identity, "alice@example.com");
+        assert_eq!(r.sha256, token.hash());
+        assert_eq!(r.upstreams, ["team-a/openai", "team-a/anthropic"]);
+        assert_eq!(r.expires_at, t.spec.expires_at);
+        assert!(r.suspended);
+        assert_eq!(r.allowed_models, ["gpt-4o*"]);
+        assert_eq!(r.limits.unwrap().requests_per_minute, Some(60));
+        assert_eq!(
+            r.source,
+            Some(SourceRef {
+                namespace: "team-a".into(),
+                name: "alice".into()
+            })
+        );
+        assert!(!serde_json::to_string(&r).unwrap().contains(token.expose()));
+    }
+
+    #[test]
+    fn status_is_rewritten_only_when_it_changes() {
+        let mut t = alice();
+        let v = decide(&Facts {
+            suspended: false,
+            ..facts(&[("openai", Ready)])
+        });
+        let issued = Some(Issued {
+            prefix: "sk-strk-AbCd".into(),
+            at: Some(Time(ts(NOW))),
+        });
+        let s = status(
+            &t,
+            &v,
+            Some("https://llm.example.com/v1".into()),
+            issued.clone(),
+            ts(NOW),
+        );
+        assert_eq!(s.phase, Some(Phase::Active));
+        assert_eq!(s.observed_generation, Some(4));
+        assert_eq!(s.secret_name.as_deref(), Some("alice-strake"));
+        assert_eq!(s.conditions[0].status, "True");
+        assert!(status_changed(None, &s));
+        // Stored, with usage counted by someone else: nothing to write.
+        let mut stored = s.clone();
+        stored.usage = Some(Default::default());
+        t.status = Some(stored);
+        let later = status(
+            &t,
+            &v,
+            Some("https://llm.example.com/v1".into()),
+            issued.clone(),
+            ts("2026-06-02T00:00:00Z"),
+        );
+        assert!(!status_changed(t.status.as_ref(), &later));
+        // A new generation is a change.
+        t.metadata.generation = Some(5);
+        let newer = status(
+            &t,
+            &v,
+            Some("https://llm.example.com/v1".into()),
+            issued,
+            ts(NOW),
+        );
+        assert!(status_changed(t.status.as_ref(), &newer));
+    }
+
+    #[test]
+    fn notices_fire_on_transitions_only() {
+        let t = alice();
+        let active = decide(&facts(&[("openai", Ready)]));
+        let suspended = decide(&Facts {
+            suspended: true,
+            ..facts(&[("openai", Ready)])
+        });
+        let missing = decide(&facts(&[("openai", Missing)]));
+        let expired = decide(&Facts {
+            expires_at: Some(ts(NOW)),
+            ..facts(&[("openai", Ready)])
+        });
+        let st = |v: &Verdict| status(&t, v, None, None, ts(NOW));
+        let reasons = |prev: Option<&StrakeTokenStatus>, v: &Verdict| -> Vec<&'static str> {
+            phase_notices(prev, v)
+                .into_iter()
+                .map(|n| n.reason)
+                .collect()
+        };
+        assert!(reasons(None, &active).is_empty());
+        assert!(reasons(Some(&st(&active)), &active).is_empty());
+        assert_eq!(reasons(Some(&st(&active)), &suspended), [reason::SUSPENDED]);
+        assert!(reasons(Some(&st(&suspended)), &suspended).is_empty());
+        assert_eq!(reasons(Some(&st(&suspended)), &active), [event::RESUMED]);
+        assert_eq!(
+            reasons(Some(&st(&active)), &missing),
+            [reason::UPSTREAM_NOT_FOUND]
+        );
+        assert!(phase_notices(Some(&st(&active)), &missing)[0].warning);
+        assert!(reasons(Some(&st(&missing)), &missing).is_empty());
+        assert_eq!(
+            reasons(Some(&st(&suspended)), &missing),
+            [reason::UPSTREAM_NOT_FOUND, event::RESUMED]
+        );
+        assert_eq!(reasons(Some(&st(&active)), &expired), [reason::EXPIRED]);
+        assert_eq!(reasons(Some(&st(&suspended)), &expired), [reason::EXPIRED]);
+        assert!(reasons(Some(&st(&expired)), &expired).is_empty());
+    }
+}

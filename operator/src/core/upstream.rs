@@ -1,0 +1,425 @@
+//! UpstreamKey: is it usable, and what the proxy should get if it is.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
+use strake_crds::contract::{self, SourceRef, UpstreamRecord};
+use strake_crds::{StrakeToken, UpstreamKey, UpstreamKeyStatus};
+
+use crate::core::condition;
+
+/// Reasons on an UpstreamKey's `Ready` condition.
+pub mod reason {
+    pub const PUBLISHED: &str = "Published";
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    pub const KEY_MISSING: &str = "KeyMissing";
+    pub const KEY_INVALID: &str = "KeyInvalid";
+    pub const BASE_URL_REQUIRED: &str = "BaseUrlRequired";
+    pub const INVALID_HEADER: &str = "InvalidHeader";
+}
+
+/// Headers the proxy sets itself (the provider credential, framing and
+/// hop-by-hop headers): a static header must not override them.
+const RESERVED_HEADERS: &[&str] = &[
+    "authorization",
+    "x-api-key",
+    "api-key",
+    "x-goog-api-key",
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-connection",
+];
+
+/// The real provider key. Its `Debug` is redacted, so no `{:?}` can leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(Vec<u8>);
+
+impl ApiKey {
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    #[cfg(test)]
+    pub fn for_tests(key: &[u8]) -> Self {
+        ApiKey(key.to_vec())
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpstreamVerdict {
+    /// Publish this record and key to the proxy.
+    Ready { record: UpstreamRecord, key: ApiKey },
+    /// Not usable; nothing is published for it.
+    NotReady {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+impl UpstreamVerdict {
+    fn not_ready(reason: &'static str, message: String) -> Self {
+        UpstreamVerdict::NotReady { reason, message }
+    }
+}
+
+pub fn source(uk: &UpstreamKey) -> SourceRef {
+    SourceRef {
+        namespace: uk.metadata.namespace.clone().unwrap_or_default(),
+        name: uk.metadata.name.clone().unwrap_or_default(),
+    }
+}
+
+/// Checks an UpstreamKey against the Secret its `secretRef` names (`None` when
+/// that Secret does not exist). Spec problems are reported before the Secret's.
+/// No message ever contains the key or a header value.
+pub fn evaluate(uk: &UpstreamKey, secret: Option<&Secret>) -> UpstreamVerdict {
+    let spec = &uk.spec;
+    if let Err(message) = check_headers(&spec.headers) {
+        return UpstreamVerdict::not_ready(reason::INVALID_HEADER, message);
+    }
+    let base_url = match spec
+        .base_url
+        .as_deref()
+        .filter(|u| !u.is_empty())
+        .or(spec.provider.default_base_url())
+    {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => {
+            return UpstreamVerdict::not_ready(
+                reason::BASE_URL_REQUIRED,
+                format!(
+                    "provider {} has no public endpoint: set spec.baseUrl",
+                    spec.provider
+                ),
+            );
+        }
+    };
+    let secret_ref = &spec.secret_ref;
+    let Some(secret) = secret else {
+        return UpstreamVerdict::not_ready(
+            reason::SECRET_NOT_FOUND,
+            format!("Secret {} not found in this namespace", secret_ref.name),
+        );
+    };
+    let raw = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(&secret_ref.key))
+        .map(|b| b.0.as_slice())
+        .unwrap_or_default();
+    // A key written with `echo` into a file carries a newline; no provider
+    // key contains whitespace, so trimming is safe.
+    let key = raw.trim_ascii();
+    if key.is_empty() {
+        return UpstreamVerdict::not_ready(
+            reason::KEY_MISSING,
+            format!(
+                "Secret {} has no non-empty key {:?}",
+                secret_ref.name, secret_ref.key
+            ),
+        );
+    }
+    if http::HeaderValue::from_bytes(key).is_err() {
+        return UpstreamVerdict::not_ready(
+            reason::KEY_INVALID,
+            format!(
+                "key {:?} of Secret {} contains characters a header cannot carry",
+                secret_ref.key, secret_ref.name
+            ),
+        );
+    }
+    let source = source(uk);
+    UpstreamVerdict::Ready {
+        record: UpstreamRecord {
+            name: contract::upstream_id(&source.namespace, &source.name),
+            provider: spec.provider,
+            base_url,
+            headers: spec.headers.clone(),
+            source: Some(source),
+        },
+        key: ApiKey(key.to_vec()),
+    }
+}
+
+fn check_headers(headers: &BTreeMap<String, String>) -> Result<(), String> {
+    for (name, value) in headers {
+        let Ok(parsed) = http::HeaderName::from_bytes(name.as_bytes()) else {
+            return Err(format!(
+                "header name {name:?} is not a valid HTTP header name"
+            ));
+        };
+        if RESERVED_HEADERS.contains(&parsed.as_str()) {
+            return Err(format!(
+                "header {name:?} is set by the proxy and cannot be configured"
+            ));
+        }
+        if http::HeaderValue::from_str(value).is_err() {
+            return Err(format!(
+                "the value of header {name:?} contains characters a header cannot carry"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// How many live StrakeTokens in the UpstreamKey's namespace name it.
+pub fn tokens_naming<'a>(
+    tokens: impl IntoIterator<Item = &'a StrakeToken>,
+    namespace: &str,
+    name: &str,
+) -> u32 {
+    let count = tokens
+        .into_iter()
+        .filter(|t| {
+            t.metadata.namespace.as_deref() == Some(namespace)
+                && t.metadata.deletion_timestamp.is_none()
+                && t.spec.upstreams.iter().any(|u| u.0 == name)
+        })
+        .count();
+    u32::try_from(count).unwrap_or(u32::MAX)
+}
+
+/// The status this operator owns on an UpstreamKey.
+pub fn status(
+    uk: &UpstreamKey,
+    verdict: &UpstreamVerdict,
+    tokens: u32,
+    now: Timestamp,
+) -> UpstreamKeyStatus {
+    let generation = uk.metadata.generation;
+    let previous = uk
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let ready = match verdict {
+        UpstreamVerdict::Ready { record, .. } => condition::ready(
+            true,
+            reason::PUBLISHED,
+            format!("published to the proxy as {}", record.name),
+            generation,
+            previous,
+            now,
+        ),
+        UpstreamVerdict::NotReady { reason, message } => {
+            condition::ready(false, reason, message.clone(), generation, previous, now)
+        }
+    };
+    UpstreamKeyStatus {
+        conditions: vec![ready],
+        observed_generation: generation,
+        tokens: Some(tokens),
+    }
+}
+
+/// True when an UpstreamKey's status says it is published for its current spec.
+pub fn is_ready(uk: &UpstreamKey) -> bool {
+    uk.metadata.deletion_timestamp.is_none()
+        && uk
+            .status
+            .as_ref()
+            .is_some_and(|s| condition::is_ready(&s.conditions, uk.metadata.generation))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::ByteString;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use strake_crds::resources::SecretKeyRef;
+    use strake_crds::{Provider, UpstreamKeySpec};
+
+    const KEY: &str = "sk-proj-REALKEY-never-shown";
+
+    fn uk(provider: Provider, base_url: Option<&str>) -> UpstreamKey {
+        let mut uk = UpstreamKey::new(
+            "openai",
+            UpstreamKeySpec {
+                provider,
+                base_url: base_url.map(String::from),
+                secret_ref: SecretKeyRef {
+                    name: "openai-upstream".into(),
+                    key: "api-key".into(),
+                },
+                headers: BTreeMap::new(),
+            },
+        );
+        uk.metadata.namespace = Some("team-a".into());
+        uk.metadata.generation = Some(1);
+        uk
+    }
+
+    fn secret(key: &str, value: &[u8]) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some("openai-upstream".into()),
+                ..ObjectMeta::default()
+            },
+            data: Some(BTreeMap::from([(
+                key.to_string(),
+                ByteString(value.to_vec()),
+            )])),
+            ..Secret::default()
+        }
+    }
+
+    fn reason_of(v: &UpstreamVerdict) -> &'static str {
+        match v {
+            UpstreamVerdict::Ready { .. } => reason::PUBLISHED,
+            UpstreamVerdict::NotReady { reason, message } => {
+                assert!(!message.contains(KEY), "message leaks the key");
+                reason
+            }
+        }
+    }
+
+    #[test]
+    fn a_complete_upstream_is_published_with_the_default_base_url() {
+        let v = evaluate(
+            &uk(Provider::OpenAi, None),
+            Some(&secret("api-key", format!("{KEY}\n").as_bytes())),
+        );
+        let UpstreamVerdict::Ready { record, key } = v else {
+            panic!("expected Ready, got {v:?}");
+        };
+        assert_eq!(record.name, "team-a/openai");
+        assert_eq!(record.base_url, "https://api.openai.com");
+        assert_eq!(record.provider, Provider::OpenAi);
+        assert_eq!(record.source.unwrap().name, "openai");
+        // Trimmed, and never shown by Debug.
+        assert_eq!(key.expose(), KEY.as_bytes());
+        assert!(!format!("{key:?}").contains(KEY));
+    }
+
+    #[test]
+    fn each_problem_has_its_reason() {
+        let ok = secret("api-key", KEY.as_bytes());
+        assert_eq!(
+            reason_of(&evaluate(&uk(Provider::OpenAi, None), None)),
+            reason::SECRET_NOT_FOUND
+        );
+        assert_eq!(
+            reason_of(&evaluate(
+                &uk(Provider::OpenAi, None),
+                Some(&secret("other", KEY.as_bytes()))
+            )),
+            reason::KEY_MISSING
+        );
+        assert_eq!(
+            reason_of(&evaluate(
+                &uk(Provider::OpenAi, None),
+                Some(&secret("api-key", b" \n"))
+            )),
+            reason::KEY_MISSING
+        );
+        assert_eq!(
+            reason_of(&evaluate(
+                &uk(Provider::OpenAi, None),
+                Some(&secret("api-key", b"a\x01b"))
+            )),
+            reason::KEY_INVALID
+        );
+        assert_eq!(
+            reason_of(&evaluate(&uk(Provider::AzureOpenAi, None), Some(&ok))),
+            reason::BASE_URL_REQUIRED
+        );
+        assert_eq!(
+            reason_of(&evaluate(&uk(Provider::OpenAiCompatible, None), Some(&ok))),
+            reason::BASE_URL_REQUIRED
+        );
+        assert_eq!(
+            reason_of(&evaluate(
+                &uk(Provider::AzureOpenAi, Some("https://x.openai.azure.com/")),
+                Some(&ok)
+            )),
+            reason::PUBLISHED
+        );
+        for bad in ["bad header", "Authorization", "x-api-key", "Host", ""] {
+            let mut u = uk(Provider::OpenAi, None);
+            u.spec.headers.insert(bad.into(), "v".into());
+            assert_eq!(
+                reason_of(&evaluate(&u, Some(&ok))),
+                reason::INVALID_HEADER,
+                "{bad}"
+            );
+        }
+        let mut u = uk(Provider::OpenAi, None);
+        u.spec
+            .headers
+            .insert("OpenAI-Organization".into(), "line\nbreak".into());
+        assert_eq!(reason_of(&evaluate(&u, Some(&ok))), reason::INVALID_HEADER);
+        u.spec
+            .headers
+            .insert("OpenAI-Organization".into(), "org-123".into());
+        assert_eq!(reason_of(&evaluate(&u, Some(&ok))), reason::PUBLISHED);
+    }
+
+    #[test]
+    fn status_reports_readiness_and_token_count() {
+        let u = uk(Provider::OpenAi, None);
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let v = evaluate(&u, Some(&secret("api-key", KEY.as_bytes())));
+        let s = status(&u, &v, 3, now);
+        assert_eq!(s.tokens, Some(3));
+        assert_eq!(s.observed_generation, Some(1));
+        let mut published = u.clone();
+        published.status = Some(s);
+        assert!(is_ready(&published));
+        published.metadata.generation = Some(2);
+        assert!(!is_ready(&published), "a stale status is not Ready");
+        assert!(!is_ready(&u), "no status is not Ready");
+    }
+
+    #[test]
+    fn token_count_ignores_other_namespaces_and_deleting_tokens() {
+        use strake_crds::StrakeTokenSpec;
+        use strake_crds::resources::UpstreamName;
+        let tok = |ns: &str, name: &str, ups: &[&str], deleting: bool| {
+            let mut t = StrakeToken::new(
+                name,
+                StrakeTokenSpec {
+                    identity: name.into(),
+                    upstreams: ups.iter().map(|u| UpstreamName(u.to_string())).collect(),
+                    expires_at: None,
+                    suspended: false,
+                    allowed_models: vec![],
+                    limits: None,
+                    secret_name: None,
+                    rotation: 0,
+                },
+            );
+            t.metadata.namespace = Some(ns.into());
+            if deleting {
+                t.metadata.deletion_timestamp = Some(
+                    k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::UNIX_EPOCH),
+                );
+            }
+            t
+        };
+        let tokens = [
+            tok("team-a", "a", &["openai"], false),
+            tok("team-a", "b", &["openai", "anthropic"], false),
+            tok("team-a", "c", &["anthropic"], false),
+            tok("team-a", "d", &["openai"], true),
+            tok("team-b", "e", &["openai"], false),
+        ];
+        assert_eq!(tokens_naming(&tokens, "team-a", "openai"), 2);
+        assert_eq!(tokens_naming(&tokens, "team-a", "gemini"), 0);
+    }
+}
