@@ -1,0 +1,246 @@
+# shellcheck shell=bash
+# Shared by up.sh, down.sh and service.sh: the layout of a dev directory and
+# the three local processes (mock upstream, proxy, operator) that run against
+# the control plane in DIR/cluster. Everything listens on 127.0.0.1 only.
+
+dev_here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$dev_here/../.." && pwd)"
+CLUSTER_SCRIPTS="$ROOT/e2e/cluster"
+
+log() { printf '%s: %s\n' "$(basename "$0")" "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+NAMESPACE=strake-system
+RELEASE=strake
+
+# The fake "real" provider keys the mock upstream accepts. They are what a
+# team would otherwise share; the log scan at the end of the e2e suite
+# proves none of them reaches a log.
+UPSTREAM_OPENAI_KEY=sk-upstream-dev-openai-4f1c9a7be0d2
+UPSTREAM_ANTHROPIC_KEY=sk-upstream-dev-anthropic-8e3b6d05a9c7
+UPSTREAM_AZURE_KEY=sk-upstream-dev-azure-2a7e4c1f8b93
+UPSTREAM_GEMINI_KEY=sk-upstream-dev-gemini-6d0f3b9e5a14
+
+# dev_init DIR: absolute paths of everything under DIR.
+dev_init() {
+	[[ -n "${1:-}" ]] || die "usage: $(basename "$0") DIR ..."
+	mkdir -p "$1"
+	DEV="$(cd "$1" && pwd)"
+	LOGS="$DEV/logs"
+	RUN="$DEV/run"
+	CLUSTER="$DEV/cluster"
+	ENV_FILE="$DEV/env"
+	KUBECONFIGS="$DEV/kubeconfigs"
+	BINDIR="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
+	mkdir -p "$LOGS" "$RUN"
+	ports_load
+}
+
+# Ports: from the environment (STRAKE_MOCK_PORT, STRAKE_PROXY_PORT,
+# STRAKE_PROXY_ADMIN_PORT, STRAKE_OPERATOR_ADMIN_PORT), else what DIR last
+# used, else the defaults. up.sh records them in DIR/ports.env so that
+# service.sh restarts a process where the others expect it.
+ports_load() {
+	MOCK_PORT="" PROXY_PORT="" PROXY_ADMIN_PORT="" OPERATOR_ADMIN_PORT=""
+	if [[ -f "$DEV/ports.env" ]]; then
+		# shellcheck source=/dev/null
+		source "$DEV/ports.env"
+	fi
+	MOCK_PORT="${STRAKE_MOCK_PORT:-${MOCK_PORT:-18080}}"
+	PROXY_PORT="${STRAKE_PROXY_PORT:-${PROXY_PORT:-18081}}"
+	PROXY_ADMIN_PORT="${STRAKE_PROXY_ADMIN_PORT:-${PROXY_ADMIN_PORT:-18091}}"
+	OPERATOR_ADMIN_PORT="${STRAKE_OPERATOR_ADMIN_PORT:-${OPERATOR_ADMIN_PORT:-18092}}"
+	ENDPOINT="http://127.0.0.1:$PROXY_PORT"
+}
+
+ports_save() {
+	printf 'MOCK_PORT=%s\nPROXY_PORT=%s\nPROXY_ADMIN_PORT=%s\nOPERATOR_ADMIN_PORT=%s\n' \
+		"$MOCK_PORT" "$PROXY_PORT" "$PROXY_ADMIN_PORT" "$OPERATOR_ADMIN_PORT" >"$DEV/ports.env"
+}
+
+# cluster_env: KUBECONFIG (admin), PATH (kubectl, helm) and APISERVER_PORT
+# from the file the cluster's up.sh wrote.
+cluster_env() {
+	[[ -f "$CLUSTER/cluster.env" ]] || die "no control plane in $CLUSTER (run up.sh first)"
+	# shellcheck source=/dev/null
+	source "$CLUSTER/cluster.env"
+}
+
+# --- processes --------------------------------------------------------------
+
+binary() {
+	case "$1" in
+	mock) echo "$BINDIR/strake-mock-upstream" ;;
+	proxy) echo "$BINDIR/strake-proxy" ;;
+	operator) echo "$BINDIR/strake-operator" ;;
+	*) die "unknown service '$1' (mock, proxy or operator)" ;;
+	esac
+}
+
+# pid_of NAME: the pid if NAME's pid file points at a live, non-zombie process
+# still running NAME's binary (guards against a recycled pid).
+pid_of() {
+	local pid
+	[[ -f "$RUN/$1.pid" ]] || return 1
+	pid="$(<"$RUN/$1.pid")"
+	[[ "$pid" =~ ^[0-9]+$ && -d "/proc/$pid" ]] || return 1
+	[[ "$(awk '/^State:/{print $2}' "/proc/$pid/status" 2>/dev/null)" != Z ]] || return 1
+	[[ "$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n1)" == "$(binary "$1")" ]] || return 1
+	echo "$pid"
+}
+
+# current NAME: running, and from the binary now on disk. Cargo replaces a
+# rebuilt binary with a new file, so an older process no longer runs it.
+current() {
+	local pid
+	pid="$(pid_of "$1")" || return 1
+	[[ "/proc/$pid/exe" -ef "$(binary "$1")" ]]
+}
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# ready NAME: the process's own readiness endpoint answers 200.
+ready() {
+	local url
+	case "$1" in
+	mock) url="http://127.0.0.1:$MOCK_PORT/__mock/health" ;;
+	proxy) url="http://127.0.0.1:$PROXY_ADMIN_PORT/readyz" ;;
+	operator) url="http://127.0.0.1:$OPERATOR_ADMIN_PORT/readyz" ;;
+	esac
+	curl -fsS --max-time 2 -o /dev/null "$url" 2>/dev/null
+}
+
+ports_of() {
+	case "$1" in
+	mock) echo "$MOCK_PORT" ;;
+	proxy) echo "$PROXY_PORT $PROXY_ADMIN_PORT" ;;
+	operator) echo "$OPERATOR_ADMIN_PORT" ;;
+	esac
+}
+
+# service_kubeconfig SA FILE: a kubeconfig that authenticates as the chart's
+# ServiceAccount SA, so that the chart's RBAC is what the process gets. The
+# token is requested anew on every start (48 h, longer than any session).
+service_kubeconfig() {
+	local sa="$1" file="$2" token
+	mkdir -p "$KUBECONFIGS"
+	chmod 700 "$KUBECONFIGS"
+	token="$(kubectl create token "$sa" -n "$NAMESPACE" --duration=48h)" ||
+		die "cannot create a token for ServiceAccount $NAMESPACE/$sa (is the chart installed?)"
+	cat >"$file.tmp" <<YAML
+apiVersion: v1
+kind: Config
+clusters:
+- name: strake-dev
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority-data: $(base64 -w0 <"$CLUSTER/pki/ca.crt")
+users:
+- name: $sa
+  user:
+    token: $token
+contexts:
+- name: strake-dev
+  context: {cluster: strake-dev, user: $sa, namespace: $NAMESPACE}
+current-context: strake-dev
+YAML
+	chmod 600 "$file.tmp"
+	mv "$file.tmp" "$file"
+}
+
+# service_account ROLE: the name of the chart's ServiceAccount for the
+# operator or the proxy, found by the chart's component label.
+service_account() {
+	local name
+	name="$(kubectl get serviceaccounts -n "$NAMESPACE" \
+		-l "app.kubernetes.io/instance=$RELEASE,app.kubernetes.io/component=$1" \
+		-o jsonpath='{.items[0].metadata.name}' 2>/dev/null)" || true
+	[[ -n "$name" ]] || die "the chart created no ServiceAccount labelled app.kubernetes.io/component=$1 in $NAMESPACE"
+	echo "$name"
+}
+
+# start NAME: starts NAME unless it already runs the current binary (an
+# older build is restarted), detached (setsid) so that it outlives the
+# caller, appending to DIR/logs/NAME.log. Does not wait; see wait_ready.
+start() {
+	local name="$1" bin port
+	bin="$(binary "$name")"
+	if current "$name"; then
+		return 0
+	fi
+	if pid_of "$name" >/dev/null; then
+		log "$name runs an older build; restarting it"
+		stop "$name"
+	fi
+	[[ -x "$bin" ]] || die "$bin is not built (run: cargo build --workspace --bins)"
+	for port in $(ports_of "$name"); do
+		port_busy "$port" && die "127.0.0.1:$port is in use by another process (needed by $name)"
+	done
+	local -a env=() args=()
+	case "$name" in
+	mock)
+		# Keys through the environment, so that ps does not show them.
+		env=(STRAKE_MOCK_OPENAI_KEY="$UPSTREAM_OPENAI_KEY" STRAKE_MOCK_ANTHROPIC_KEY="$UPSTREAM_ANTHROPIC_KEY"
+			STRAKE_MOCK_AZURE_KEY="$UPSTREAM_AZURE_KEY" STRAKE_MOCK_GEMINI_KEY="$UPSTREAM_GEMINI_KEY")
+		args=(--listen "127.0.0.1:$MOCK_PORT" --verbose)
+		;;
+	proxy)
+		service_kubeconfig "$(service_account proxy)" "$KUBECONFIGS/proxy.kubeconfig"
+		env=(KUBECONFIG="$KUBECONFIGS/proxy.kubeconfig")
+		args=(--kube --namespace "$NAMESPACE"
+			--listen "127.0.0.1:$PROXY_PORT" --admin "127.0.0.1:$PROXY_ADMIN_PORT")
+		;;
+	operator)
+		service_kubeconfig "$(service_account operator)" "$KUBECONFIGS/operator.kubeconfig"
+		env=(KUBECONFIG="$KUBECONFIGS/operator.kubeconfig")
+		args=(--proxy-namespace "$NAMESPACE" --endpoint "$ENDPOINT"
+			--admin-addr "127.0.0.1:$OPERATOR_ADMIN_PORT"
+			--leader-elect --lease-namespace "$NAMESPACE")
+		;;
+	esac
+	printf '\n=== %s starting %s\n' "$(date -u +%FT%TZ)" "$name" >>"$LOGS/$name.log"
+	# Without job control a background child is not a process-group leader,
+	# so setsid execs in place and $! is the service's own pid.
+	env "${env[@]}" setsid "$bin" "${args[@]}" </dev/null >>"$LOGS/$name.log" 2>&1 &
+	echo $! >"$RUN/$name.pid"
+	log "started $name (pid $!), log: $LOGS/$name.log"
+}
+
+# wait_ready NAME...: polls every 100 ms until each is ready; fails after
+# STRAKE_START_TIMEOUT seconds (default 60) or as soon as one exits.
+wait_ready() {
+	local name i limit=$((${STRAKE_START_TIMEOUT:-60} * 10))
+	for name in "$@"; do
+		for ((i = 0; ; i++)); do
+			ready "$name" && break
+			if ! pid_of "$name" >/dev/null; then
+				tail -n 20 "$LOGS/$name.log" >&2 || true
+				die "$name exited before it was ready (log: $LOGS/$name.log)"
+			fi
+			((i < limit)) || die "timed out waiting for $name to be ready (log: $LOGS/$name.log)"
+			sleep 0.1
+		done
+	done
+}
+
+# stop NAME: SIGTERM (the proxy drains, the operator releases its lease),
+# then SIGKILL after STRAKE_STOP_TIMEOUT seconds (default 20).
+stop() {
+	local name="$1" pid i limit=$((${STRAKE_STOP_TIMEOUT:-20} * 10))
+	if ! pid="$(pid_of "$name")"; then
+		rm -f "$RUN/$name.pid"
+		return 0
+	fi
+	kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < limit; i++)); do
+		pid_of "$name" >/dev/null || break
+		sleep 0.1
+	done
+	if pid_of "$name" >/dev/null; then
+		log "$name (pid $pid) did not exit in time; killing it"
+		kill -KILL "$pid" 2>/dev/null || true
+		while pid_of "$name" >/dev/null; do sleep 0.1; done
+	fi
+	rm -f "$RUN/$name.pid"
+	log "stopped $name"
+}
