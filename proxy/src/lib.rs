@@ -1,0 +1,244 @@
+//! `strake-proxy`: per-identity Strake tokens in, the real provider key out,
+//! streaming and usage intact.
+//!
+//! A pure core, tested without sockets:
+//!
+//! - [`index`]: the token index (SHA-256 → policy) and upstream table.
+//! - [`config`]: the file-mode YAML, parsed and validated.
+//! - [`credential`], [`target`], [`route`], [`glob`], [`ratelimit`],
+//!   [`rewrite`]: what a request may do and where it goes.
+//! - [`usage`]: token counts read from JSON bodies and SSE streams.
+//! - [`reject`]: provider-shaped errors.
+//!
+//! A thin shell: [`server`] (listeners, graceful shutdown), `pipeline` (the
+//! request stages), [`client`], [`admin`], [`metrics`], and the config
+//! [`source`]s (file polling, Secret watching).
+//!
+//! Embedding (tests, benchmarks):
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), strake_proxy::StartError> {
+//! use strake_proxy::{ConfigSource, Options, start};
+//!
+//! let running = start(Options {
+//!     source: ConfigSource::File("strake.yaml".into()),
+//!     listen: Some("127.0.0.1:0".parse().unwrap()),
+//!     admin: Some("127.0.0.1:0".parse().unwrap()),
+//!     ..Options::default()
+//! })
+//! .await?;
+//! println!("proxy on http://{}", running.listen_addr());
+//! running.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+#![deny(rust_2018_idioms)]
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod body;
+pub mod client;
+pub mod config;
+pub mod credential;
+pub mod glob;
+pub mod index;
+pub mod metrics;
+mod pipeline;
+pub mod ratelimit;
+pub mod reject;
+pub mod rewrite;
+pub mod route;
+pub mod server;
+pub mod source;
+pub mod target;
+pub mod usage;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use server::{Proxy, Settings};
+
+/// Where tokens and upstreams come from.
+#[derive(Clone, Debug)]
+pub enum ConfigSource {
+    /// A YAML file, reloaded when it changes.
+    File(PathBuf),
+    /// The operator's Secrets in `namespace` (default: the client's
+    /// namespace, i.e. the pod's).
+    Kube { namespace: Option<String> },
+}
+
+/// How to start a proxy.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub source: ConfigSource,
+    /// Traffic address. Default: the file's `listen`, else 127.0.0.1:8080
+    /// (file mode) or 0.0.0.0:8080 (kube mode).
+    pub listen: Option<SocketAddr>,
+    /// Admin address. Default: the file's `admin`, else 127.0.0.1:9090
+    /// (file mode) or 0.0.0.0:9090 (kube mode).
+    pub admin: Option<SocketAddr>,
+    pub settings: Settings,
+    /// How often file mode checks the file.
+    pub poll_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            source: ConfigSource::File(PathBuf::from("strake.yaml")),
+            listen: None,
+            admin: None,
+            settings: Settings::default(),
+            poll_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] source::file::LoadError),
+    #[error("cannot reach the Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// A started proxy.
+pub struct Running {
+    proxy: Proxy,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    drained: watch::Sender<bool>,
+    traffic: JoinHandle<std::io::Result<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Loads the config (file mode: at once, failing on a bad file), binds
+/// both listeners and starts serving and watching.
+pub async fn start(options: Options) -> Result<Running, StartError> {
+    let proxy = Proxy::new(options.settings.clone());
+    // Traffic drains first; the admin port (readiness) and the config
+    // source stop after it.
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (drained, drained_rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let (listen, admin) = match &options.source {
+        ConfigSource::File(path) => {
+            let (config, fingerprint) = source::file::load(path)?;
+            let addresses = (config.listen, config.admin);
+            let index = source::file::index_of(config.records);
+            proxy.publish(&index, Vec::new());
+            let view = index.view();
+            tracing::info!(
+                path = %path.display(),
+                tokens = view.token_count(),
+                upstreams = view.upstream_count(),
+                "config loaded"
+            );
+            let addrs = (
+                options
+                    .listen
+                    .or(config.listen)
+                    .unwrap_or(([127, 0, 0, 1], 8080).into()),
+                options
+                    .admin
+                    .or(config.admin)
+                    .unwrap_or(([127, 0, 0, 1], 9090).into()),
+            );
+            tasks.push(tokio::spawn(source::file::watch(
+                proxy.clone(),
+                path.clone(),
+                index,
+                fingerprint,
+                addresses,
+                options.poll_interval,
+                drained_rx.clone(),
+            )));
+            addrs
+        }
+        ConfigSource::Kube { namespace } => {
+            let client = kube::Client::try_default().await?;
+            let namespace = namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_owned());
+            tasks.push(tokio::spawn(source::kube::run(
+                proxy.clone(),
+                client,
+                namespace,
+                drained_rx.clone(),
+            )));
+            (
+                options.listen.unwrap_or(([0, 0, 0, 0], 8080).into()),
+                options.admin.unwrap_or(([0, 0, 0, 0], 9090).into()),
+            )
+        }
+    };
+    let traffic_listener = server::bind(listen, "--listen").await?;
+    let admin_listener = server::bind(admin, "--admin").await?;
+    let (listen, admin) = (traffic_listener.local_addr()?, admin_listener.local_addr()?);
+    let admin_proxy = proxy.clone();
+    let mut rx = drained_rx;
+    tasks.push(tokio::spawn(async move {
+        let _ = admin_proxy
+            .serve_admin(admin_listener, async move {
+                let _ = rx.changed().await;
+            })
+            .await;
+    }));
+    let traffic_proxy = proxy.clone();
+    let mut rx = shutdown_rx;
+    let traffic = tokio::spawn(async move {
+        traffic_proxy
+            .serve(traffic_listener, async move {
+                let _ = rx.changed().await;
+            })
+            .await
+    });
+    tracing::info!(%listen, %admin, "serving");
+    Ok(Running {
+        proxy,
+        listen,
+        admin,
+        shutdown,
+        drained,
+        traffic,
+        tasks,
+    })
+}
+
+impl Running {
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
+    /// Stops accepting, drains in-flight requests and streams (up to the
+    /// shutdown grace), then stops the config source and the admin port.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        match self.traffic.await {
+            Ok(Err(e)) => tracing::error!(error = %e, "traffic listener failed"),
+            Err(e) => tracing::error!(error = %e, "traffic listener panicked"),
+            Ok(Ok(())) => {}
+        }
+        let _ = self.drained.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        tracing::info!("stopped");
+    }
+}

@@ -1,0 +1,240 @@
+//! `strake-proxy`: see `strake-proxy --help` and proxy/README.md.
+
+#![deny(rust_2018_idioms)]
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use strake_crds::token::Token;
+use strake_proxy::{ConfigSource, Options, Settings};
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Strake's proxy: per-identity tokens in, the real provider key out",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: Serve,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print a new token and its SHA-256 (put the hash in the config, give the token to its holder)
+    Mint {
+        /// Print {"token": …, "sha256": …}
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+#[command(group = clap::ArgGroup::new("source").args(["config", "kube"]))]
+struct Serve {
+    /// File mode: the YAML config file (reloaded when it changes)
+    #[arg(long, short, env = "STRAKE_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Kube mode: watch the operator's Secrets
+    #[arg(long, env = "STRAKE_KUBE")]
+    kube: bool,
+    /// Kube mode: the namespace to watch [default: the pod's]
+    #[arg(long, env = "STRAKE_NAMESPACE", requires = "kube")]
+    namespace: Option<String>,
+    /// Traffic address [default: the file's `listen`, else 127.0.0.1:8080; kube mode 0.0.0.0:8080]
+    #[arg(long, env = "STRAKE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Admin address (/healthz, /readyz, /metrics, /usage) [default: the file's `admin`, else 127.0.0.1:9090; kube mode 0.0.0.0:9090]
+    #[arg(long, env = "STRAKE_ADMIN")]
+    admin: Option<SocketAddr>,
+    /// Largest request body accepted, in bytes
+    #[arg(long, env = "STRAKE_MAX_BODY_BYTES", default_value_t = Settings::default().max_body_bytes)]
+    max_body_bytes: usize,
+    /// Longest wait for the upstream's response head (e.g. 600s, 10m)
+    #[arg(long, env = "STRAKE_UPSTREAM_TIMEOUT", default_value = "600s", value_parser = duration)]
+    upstream_timeout: Duration,
+    /// Longest wait for a connection to the upstream
+    #[arg(long, env = "STRAKE_CONNECT_TIMEOUT", default_value = "10s", value_parser = duration)]
+    connect_timeout: Duration,
+    /// Longest time a client may take to send request headers; also the idle keep-alive timeout
+    #[arg(long, env = "STRAKE_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = duration)]
+    header_read_timeout: Duration,
+    /// Longest pause while receiving a request body
+    #[arg(long, env = "STRAKE_BODY_TIMEOUT", default_value = "60s", value_parser = duration)]
+    body_timeout: Duration,
+    /// How long idle upstream connections are pooled; keep it below the upstream's keep-alive
+    #[arg(long, env = "STRAKE_UPSTREAM_IDLE_TIMEOUT", default_value = "30s", value_parser = duration)]
+    upstream_idle_timeout: Duration,
+    /// How long in-flight requests and streams may finish after SIGTERM/SIGINT
+    #[arg(long, env = "STRAKE_SHUTDOWN_GRACE", default_value = "30s", value_parser = duration)]
+    shutdown_grace: Duration,
+    /// Log format on stderr (filter with RUST_LOG, e.g. RUST_LOG=info,access=off)
+    #[arg(long, env = "STRAKE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+/// `250ms`, `30s`, `10m`, or bare seconds.
+fn duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 250ms, 30s or 10m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Mint { json }) = cli.command {
+        let token = Token::mint();
+        let hash = token.hash().to_hex();
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({"token": token.expose(), "sha256": hash})
+            );
+        } else {
+            println!("token:  {}", token.expose());
+            println!("sha256: {hash}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let serve = cli.serve;
+    init_logging(serve.log_format);
+    let source = match (&serve.config, serve.kube) {
+        (Some(path), false) => ConfigSource::File(path.clone()),
+        (None, true) => ConfigSource::Kube {
+            namespace: serve.namespace.clone(),
+        },
+        _ => {
+            eprintln!(
+                "error: choose a config source: --config FILE (file mode) or --kube (kube mode)\n\nStart with `strake-proxy --help`."
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let options = Options {
+        source,
+        listen: serve.listen,
+        admin: serve.admin,
+        settings: Settings {
+            max_body_bytes: serve.max_body_bytes,
+            upstream_timeout: serve.upstream_timeout,
+            connect_timeout: serve.connect_timeout,
+            header_read_timeout: serve.header_read_timeout,
+            body_timeout: serve.body_timeout,
+            upstream_idle_timeout: serve.upstream_idle_timeout,
+            shutdown_grace: serve.shutdown_grace,
+        },
+        ..Options::default()
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts");
+    runtime.block_on(async move {
+        // Handlers first: a signal that arrives while the proxy starts must
+        // drain it, not kill it.
+        let signals = shutdown_signals();
+        let running = match strake_proxy::start(options).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start");
+                return ExitCode::FAILURE;
+            }
+        };
+        signals.await;
+        tracing::info!("shutdown signal received");
+        running.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// Installs the SIGTERM and SIGINT handlers now; the future completes on
+/// the first of them.
+fn shutdown_signals() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("the SIGTERM handler installs");
+    let mut int = signal(SignalKind::interrupt()).expect("the SIGINT handler installs");
+    async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(duration("10m"), Ok(Duration::from_secs(600)));
+        assert!(duration("ten").is_err());
+        assert!(duration("5d").is_err());
+    }
+
+    #[test]
+    fn sources_are_exclusive() {
+        assert!(Cli::try_parse_from(["strake-proxy", "--config", "a", "--kube"]).is_err());
+        assert!(Cli::try_parse_from(["strake-proxy", "--namespace", "x"]).is_err());
+        assert!(Cli::try_parse_from(["strake-proxy", "mint", "--json"]).is_ok());
+        assert!(
+            Cli::try_parse_from([
+                "strake-proxy",
+                "--kube",
+                "--namespace",
+                "x",
+                "--listen",
+                "0.0.0.0:8080"
+            ])
+            .is_ok()
+        );
+    }
+}

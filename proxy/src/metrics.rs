@@ -1,0 +1,302 @@
+//! Prometheus metrics, served on the admin port at `/metrics`.
+//!
+//! Per-token series are resolved once and cached in the index entry (see
+//! [`TokenMetrics`]), so the request path increments atomics instead of
+//! hashing label sets. Series of a deleted token are removed with it.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Latency buckets, seconds: sub-millisecond (proxy overhead, errors) up to
+/// ten minutes (long generations).
+const LATENCY_BUCKETS: [f64; 19] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0, 300.0, 600.0,
+];
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    identity: String,
+    token: String,
+    upstream: String,
+    status_class: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    identity: String,
+    token: String,
+    upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+type HistogramFamily = Family<UpstreamLabels, Histogram, fn() -> Histogram>;
+
+/// Every metric the proxy exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    input_tokens: Family<TokenLabels, Counter>,
+    output_tokens: Family<TokenLabels, Counter>,
+    duration: HistogramFamily,
+    ttfb: HistogramFamily,
+    auth_failures: Family<ReasonLabels, Counter>,
+    rejected_records: Family<KindLabels, Counter>,
+    pub index_tokens: Gauge,
+    pub index_upstreams: Gauge,
+    pub config_reloads: Counter,
+    pub config_reload_failures: Counter,
+}
+
+/// The series of one (token, upstream) pair, cached in the token's index entry.
+#[derive(Clone, Debug)]
+pub struct TokenMetrics {
+    requests: [Counter; 5],
+    pub input_tokens: Counter,
+    pub output_tokens: Counter,
+}
+
+impl TokenMetrics {
+    pub fn request(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.requests[class].inc();
+    }
+}
+
+/// The series of one upstream, cached in its table entry.
+#[derive(Clone, Debug)]
+pub struct UpstreamMetrics {
+    pub duration: Histogram,
+    pub ttfb: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("strake");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests forwarded (or refused after routing), by token and upstream",
+            requests.clone(),
+        );
+        let input_tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "input_tokens",
+            "Input (prompt) tokens reported by the upstream",
+            input_tokens.clone(),
+        );
+        let output_tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "output_tokens",
+            "Output (completion) tokens reported by the upstream",
+            output_tokens.clone(),
+        );
+        let new_histogram: fn() -> Histogram = || Histogram::new(LATENCY_BUCKETS);
+        let duration = HistogramFamily::new_with_constructor(new_histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to the end of the response body",
+            duration.clone(),
+        );
+        let ttfb = HistogramFamily::new_with_constructor(new_histogram);
+        registry.register(
+            "upstream_ttfb_seconds",
+            "Time from request to the upstream's response head",
+            ttfb.clone(),
+        );
+        let auth_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Requests refused by authentication or authorization, by reason",
+            auth_failures.clone(),
+        );
+        let rejected_records = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "records_rejected",
+            "Token or upstream records (kube mode Secrets) that could not be used",
+            rejected_records.clone(),
+        );
+        let index_tokens = Gauge::default();
+        registry.register("index_tokens", "Tokens in the index", index_tokens.clone());
+        let index_upstreams = Gauge::default();
+        registry.register(
+            "index_upstreams",
+            "Upstreams in the index",
+            index_upstreams.clone(),
+        );
+        let config_reloads = Counter::default();
+        registry.register(
+            "config_reloads",
+            "Configuration changes applied (file reloads, Secret events)",
+            config_reloads.clone(),
+        );
+        let config_reload_failures = Counter::<u64, AtomicU64>::default();
+        registry.register(
+            "config_reload_failures",
+            "Configuration changes refused; the last good configuration keeps serving",
+            config_reload_failures.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            input_tokens,
+            output_tokens,
+            duration,
+            ttfb,
+            auth_failures,
+            rejected_records,
+            index_tokens,
+            index_upstreams,
+            config_reloads,
+            config_reload_failures,
+        }
+    }
+
+    pub fn token(&self, identity: &str, token: &str, upstream: &str) -> TokenMetrics {
+        let labels = |status_class| RequestLabels {
+            identity: identity.to_owned(),
+            token: token.to_owned(),
+            upstream: upstream.to_owned(),
+            status_class,
+        };
+        let t = TokenLabels {
+            identity: identity.to_owned(),
+            token: token.to_owned(),
+            upstream: upstream.to_owned(),
+        };
+        TokenMetrics {
+            requests: STATUS_CLASSES.map(|c| self.requests.get_or_create_owned(&labels(c))),
+            input_tokens: self.input_tokens.get_or_create_owned(&t),
+            output_tokens: self.output_tokens.get_or_create_owned(&t),
+        }
+    }
+
+    /// Drops the series of a token that left the index.
+    pub fn forget_token(&self, identity: &str, token: &str, upstream: &str) {
+        for status_class in STATUS_CLASSES {
+            self.requests.remove(&RequestLabels {
+                identity: identity.to_owned(),
+                token: token.to_owned(),
+                upstream: upstream.to_owned(),
+                status_class,
+            });
+        }
+        let t = TokenLabels {
+            identity: identity.to_owned(),
+            token: token.to_owned(),
+            upstream: upstream.to_owned(),
+        };
+        self.input_tokens.remove(&t);
+        self.output_tokens.remove(&t);
+    }
+
+    pub fn upstream(&self, upstream: &str) -> UpstreamMetrics {
+        let l = UpstreamLabels {
+            upstream: upstream.to_owned(),
+        };
+        UpstreamMetrics {
+            duration: self.duration.get_or_create_owned(&l),
+            ttfb: self.ttfb.get_or_create_owned(&l),
+        }
+    }
+
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.auth_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// A Secret whose record could not be used. `kind`: `token` or `upstream`.
+    pub fn rejected_record(&self, kind: &'static str) {
+        self.rejected_records
+            .get_or_create(&KindLabels { kind })
+            .inc();
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_handles_feed_the_exported_series_and_forget_removes_them() {
+        let m = Metrics::new();
+        let h = m.token("alice@example.com", "alice", "openai");
+        h.request(200);
+        h.request(201);
+        h.request(429);
+        h.input_tokens.inc_by(12);
+        // A second resolution shares the same series.
+        m.token("alice@example.com", "alice", "openai")
+            .output_tokens
+            .inc_by(3);
+        m.auth_failure("unknown_token");
+        m.index_tokens.set(7);
+        let text = m.encode();
+        assert!(text.contains(r#"strake_requests_total{identity="alice@example.com",token="alice",upstream="openai",status_class="2xx"} 2"#), "{text}");
+        assert!(text.contains(r#"status_class="4xx"} 1"#));
+        assert!(text.contains(r#"strake_input_tokens_total{identity="alice@example.com",token="alice",upstream="openai"} 12"#));
+        assert!(text.contains(r#"strake_output_tokens_total{identity="alice@example.com",token="alice",upstream="openai"} 3"#));
+        assert!(text.contains(r#"strake_auth_failures_total{reason="unknown_token"} 1"#));
+        assert!(text.contains("strake_index_tokens 7"));
+        assert!(text.contains("strake_config_reload_failures_total 0"));
+        m.forget_token("alice@example.com", "alice", "openai");
+        assert!(!m.encode().contains("token=\"alice\""));
+    }
+
+    #[test]
+    fn histograms_per_upstream() {
+        let m = Metrics::new();
+        let u = m.upstream("openai");
+        u.duration.observe(0.2);
+        u.ttfb.observe(0.1);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"strake_request_duration_seconds_count{upstream="openai"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"strake_upstream_ttfb_seconds_bucket{le="0.1",upstream="openai"} 1"#)
+                || text.contains(
+                    r#"strake_upstream_ttfb_seconds_bucket{upstream="openai",le="0.1"} 1"#
+                ),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,438 @@
+//! The request path, stage by stage (named as in pingora's phases, so a
+//! reader finds each rule by its stage):
+//!
+//! 1. `check_target`: the request may only name a path.
+//! 2. `authenticate`: find the credential, check it offline, look its hash up.
+//! 3. `authorize_token`: expiry, suspension.
+//! 4. `route`: pick the upstream (prefix, single, API style).
+//! 5. read the body (size limit) and `authorize_request`: allowed models, rate limits.
+//! 6. `rewrite`: credentials out, upstream key in, URL from the upstream record.
+//! 7. `forward`: the pooled client, with connect and first-byte timeouts.
+//! 8. `respond`: stream the upstream's answer back frame by frame.
+//! 9. `account` and `log`: when the body ends, is cut, or the client leaves.
+//!
+//! A request that stops early gets a provider-shaped error ([`Reject`]) and
+//! goes straight to `account` and `log`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::request::Parts;
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use strake_crds::provider::ApiStyle;
+use strake_crds::token::TokenHash;
+
+use crate::body::{ProxyBody, UpstreamBody, read_limited};
+use crate::credential::{self, CredentialError};
+use crate::index::{Snapshot, TokenPolicy, Upstream};
+use crate::reject::Reject;
+use crate::route::{self, BodyModel, Candidate};
+use crate::server::Shared;
+use crate::usage::{BodyKind, Usage, UsageParser};
+use crate::{glob, rewrite, target};
+
+/// Bodies up to this size have their model read for the access log even
+/// when the token has no model restrictions.
+const MODEL_SNIFF_LIMIT: usize = 1024 * 1024;
+
+/// One request's journey, carried to the end of its response body.
+pub struct Exchange {
+    shared: Arc<Shared>,
+    started: Instant,
+    method: Method,
+    uri: Uri,
+    /// The API style errors are rendered in: the client's, until an
+    /// upstream is chosen, then the upstream's.
+    style: ApiStyle,
+    token: Option<Arc<TokenPolicy>>,
+    /// Index into `token.upstreams` of the chosen upstream.
+    slot: usize,
+    upstream: Option<Arc<Upstream>>,
+    model: Option<Box<str>>,
+    status: u16,
+    ttfb: Option<Duration>,
+    parser: UsageParser,
+    reject: Option<&'static str>,
+}
+
+/// hyper's service entry point.
+pub async fn handle(
+    shared: Arc<Shared>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let style = route::detect_style(parts.uri.path(), &parts.headers, parts.uri.query());
+    let mut ex = Exchange {
+        shared,
+        started,
+        method: parts.method.clone(),
+        uri: parts.uri.clone(),
+        style,
+        token: None,
+        slot: 0,
+        upstream: None,
+        model: None,
+        status: 0,
+        ttfb: None,
+        parser: UsageParser::None,
+        reject: None,
+    };
+    Ok(match proxy(&mut ex, parts, body).await {
+        Ok(upstream_response) => respond(ex, upstream_response),
+        Err(reject) => ex.reject(reject),
+    })
+}
+
+/// Stages 1–7: everything up to the upstream's response head.
+async fn proxy(
+    ex: &mut Exchange,
+    parts: Parts,
+    body: Incoming,
+) -> Result<Response<Incoming>, Reject> {
+    let Parts {
+        method,
+        uri,
+        version,
+        headers,
+        ..
+    } = parts;
+    check_target(&method, &uri, version)?;
+    let (token, upstream, path) = {
+        // One snapshot for the whole decision; released before any await.
+        let snapshot = ex.shared.index.load();
+        let token = authenticate(&snapshot, &headers, uri.query())?;
+        ex.token = Some(token.clone());
+        authorize_token(&token)?;
+        let (slot, upstream, path) = route(&snapshot, &token, uri.path(), ex.style)?;
+        ex.slot = slot;
+        ex.style = upstream.provider.style();
+        ex.upstream = Some(upstream.clone());
+        (token, upstream, path)
+    };
+    let settings = &ex.shared.settings;
+    let body = read_limited(
+        body,
+        &headers,
+        settings.max_body_bytes,
+        settings.body_timeout,
+    )
+    .await?;
+    ex.model = authorize_request(ex, &token, &upstream, path, &headers, &body)?;
+    let request = rewrite(method, headers, &upstream, path, uri.query(), body)?;
+    let response = forward(&ex.shared, request).await?;
+    ex.ttfb = Some(ex.started.elapsed());
+    Ok(response)
+}
+
+fn check_target(method: &Method, uri: &Uri, version: Version) -> Result<(), Reject> {
+    target::check(method, uri, version).map_err(Reject::UnsafeTarget)
+}
+
+fn authenticate(
+    snapshot: &Snapshot,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Arc<TokenPolicy>, Reject> {
+    let (token, _source) = credential::find(headers, query).map_err(|e| match e {
+        CredentialError::Missing => Reject::MissingCredential,
+        CredentialError::Malformed(e) => Reject::MalformedToken(e),
+    })?;
+    snapshot
+        .token(&TokenHash::of(token))
+        .cloned()
+        .ok_or(Reject::UnknownToken)
+}
+
+fn authorize_token(token: &TokenPolicy) -> Result<(), Reject> {
+    if token.is_expired(unix_now().as_millis() as i64) {
+        return Err(Reject::Expired {
+            at: token.expires_at_string(),
+        });
+    }
+    if token.suspended {
+        return Err(Reject::Suspended);
+    }
+    Ok(())
+}
+
+fn route<'p>(
+    snapshot: &Snapshot,
+    token: &TokenPolicy,
+    path: &'p str,
+    style: ApiStyle,
+) -> Result<(usize, Arc<Upstream>, &'p str), Reject> {
+    const MAX: usize = crate::index::MAX_TOKEN_UPSTREAMS;
+    let mut resolved: [Option<&Arc<Upstream>>; MAX] = [None; MAX];
+    let mut candidates: [Candidate<'_>; MAX] = [Candidate {
+        route: "",
+        provider: None,
+    }; MAX];
+    // The index refuses tokens with more.
+    let n = token.upstreams.len().min(MAX);
+    for (i, u) in token.upstreams.iter().take(n).enumerate() {
+        resolved[i] = snapshot.upstream(&u.id);
+        candidates[i] = Candidate {
+            route: u.route(),
+            provider: resolved[i].map(|u| u.provider),
+        };
+    }
+    let routed = route::route(path, style, &candidates[..n]).map_err(Reject::Route)?;
+    let upstream = resolved[routed.index].expect("route() only picks configured upstreams");
+    Ok((routed.index, upstream.clone(), routed.path))
+}
+
+/// Allowed models, then rate limits (so a refused model costs no quota).
+/// Returns the model, for the log.
+fn authorize_request(
+    ex: &Exchange,
+    token: &TokenPolicy,
+    upstream: &Upstream,
+    path: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Option<Box<str>>, Reject> {
+    let restricted = !token.allowed_models.is_empty();
+    let in_path = route::path_model(upstream.provider.style(), path);
+    let in_body = if restricted || body.len() <= MODEL_SNIFF_LIMIT {
+        let content_type = headers
+            .get(http::header::CONTENT_TYPE)
+            .map(|v| v.as_bytes());
+        route::body_model(content_type, body)
+    } else {
+        BodyModel::Absent
+    };
+    if restricted {
+        let refuse = |model: &str| Reject::ModelNotAllowed {
+            model: model.to_owned(),
+            allowed: token.allowed_models.iter().map(|m| m.to_string()).collect(),
+        };
+        if let Some(m) = &in_path
+            && !glob::allowed(&token.allowed_models, m)
+        {
+            return Err(refuse(m));
+        }
+        match &in_body {
+            BodyModel::Named(m) if !glob::allowed(&token.allowed_models, m) => {
+                return Err(refuse(m));
+            }
+            BodyModel::Unreadable => return Err(Reject::ModelUnreadable),
+            _ => {}
+        }
+    }
+    if let Some(limits) = &token.limits {
+        let now = ex.shared.epoch.elapsed();
+        token
+            .state
+            .limiter()
+            .admit(limits, now)
+            .map_err(Reject::RateLimited)?;
+    }
+    Ok(match (in_path, in_body) {
+        (Some(m), _) => Some(m.into()),
+        (None, BodyModel::Named(m)) => Some(m.into()),
+        _ => None,
+    })
+}
+
+/// Builds the upstream request: scheme and authority from the upstream
+/// record only, its base path + the routed path + the query without `key`.
+fn rewrite(
+    method: Method,
+    mut headers: HeaderMap,
+    upstream: &Upstream,
+    path: &str,
+    query: Option<&str>,
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, Reject> {
+    let query = query.and_then(credential::strip_query_key);
+    let mut pq = String::with_capacity(
+        upstream.base_path.len() + path.len() + query.as_ref().map_or(0, |q| q.len() + 1),
+    );
+    pq.push_str(&upstream.base_path);
+    pq.push_str(path);
+    if let Some(q) = &query {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(upstream.scheme.clone());
+    uri.authority = Some(upstream.authority.clone());
+    uri.path_and_query = Some(
+        PathAndQuery::try_from(pq)
+            .map_err(|_| Reject::UnsafeTarget(target::UnsafeTarget::NotOriginForm))?,
+    );
+    let uri = Uri::from_parts(uri)
+        .map_err(|_| Reject::UnsafeTarget(target::UnsafeTarget::NotOriginForm))?;
+    rewrite::request_headers(&mut headers, upstream);
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+async fn forward(
+    shared: &Shared,
+    request: Request<Full<Bytes>>,
+) -> Result<Response<Incoming>, Reject> {
+    let timeout = shared.settings.upstream_timeout;
+    match tokio::time::timeout(timeout, shared.client.request(request)).await {
+        Ok(Ok(response)) => Ok(response),
+        Err(_) => Err(Reject::UpstreamTimeout {
+            secs: timeout.as_secs(),
+        }),
+        Ok(Err(e)) => {
+            let chain = error_chain(&e);
+            tracing::warn!(error = %chain, "upstream request failed");
+            if e.is_connect() {
+                if chain.contains("timed out") || chain.contains("timeout") {
+                    Err(Reject::UpstreamTimeout {
+                        secs: shared.settings.connect_timeout.as_secs(),
+                    })
+                } else {
+                    Err(Reject::UpstreamConnect)
+                }
+            } else {
+                Err(Reject::UpstreamFailed)
+            }
+        }
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+/// Stage 8: the upstream's head now, its body as it arrives.
+fn respond(mut ex: Exchange, response: Response<Incoming>) -> Response<ProxyBody> {
+    let (mut parts, body) = response.into_parts();
+    ex.status = parts.status.as_u16();
+    rewrite::response_headers(&mut parts.headers);
+    parts.version = Version::default();
+    let encoded = parts
+        .headers
+        .get(http::header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes() != b"identity");
+    let kind = if encoded {
+        BodyKind::Other
+    } else {
+        BodyKind::from_content_type(
+            parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .map(|v| v.as_bytes()),
+        )
+    };
+    ex.parser = UsageParser::new(kind);
+    Response::from_parts(
+        parts,
+        ProxyBody::Upstream(UpstreamBody::new(body, Box::new(ex))),
+    )
+}
+
+impl Exchange {
+    /// A chunk of the response body went by.
+    pub(crate) fn observe(&mut self, data: &Bytes) {
+        self.parser.feed(data);
+    }
+
+    /// Stage 9, for a forwarded request: the body ended (`complete`) or was
+    /// cut off.
+    pub(crate) fn finish(mut self, complete: bool) {
+        let usage = self.parser.finish();
+        self.account(usage, true);
+        self.log(usage, complete);
+    }
+
+    /// A request the proxy answers itself.
+    fn reject(mut self, reject: Reject) -> Response<ProxyBody> {
+        self.status = reject.status().as_u16();
+        self.reject = Some(reject.reason());
+        if reject.is_auth_failure() {
+            self.shared.metrics.auth_failure(reject.reason());
+        }
+        let response = reject.response(self.style).map(ProxyBody::full);
+        self.account(Usage::default(), false);
+        self.log(Usage::default(), true);
+        response
+    }
+
+    fn account(&mut self, usage: Usage, forwarded: bool) {
+        let (Some(token), Some(upstream)) = (&self.token, &self.upstream) else {
+            return;
+        };
+        let metrics = &self.shared.metrics;
+        let handles = token.upstreams[self.slot].metrics(metrics, token);
+        handles.request(self.status);
+        if let Some(n) = usage.input_tokens {
+            handles.input_tokens.inc_by(n);
+        }
+        if let Some(n) = usage.output_tokens {
+            handles.output_tokens.inc_by(n);
+        }
+        let upstream_metrics = upstream.metrics(metrics);
+        upstream_metrics
+            .duration
+            .observe(self.started.elapsed().as_secs_f64());
+        if let Some(ttfb) = self.ttfb {
+            upstream_metrics.ttfb.observe(ttfb.as_secs_f64());
+        }
+        if forwarded {
+            token.state.record_use(
+                usage.input_tokens.unwrap_or(0),
+                usage.output_tokens.unwrap_or(0),
+                unix_now().as_secs(),
+            );
+            if let Some(limits) = &token.limits
+                && usage.total() > 0
+            {
+                let now = self.shared.epoch.elapsed();
+                token
+                    .state
+                    .limiter()
+                    .debit_tokens(limits, usage.total(), now);
+            }
+        }
+    }
+
+    /// One JSON line per request on the `access` target. Never a token, a
+    /// key, a query string or a header value.
+    fn log(&self, usage: Usage, complete: bool) {
+        let ms = |d: Duration| d.as_micros() as f64 / 1000.0;
+        tracing::info!(
+            target: "access",
+            method = %self.method,
+            path = self.uri.path(),
+            token = self.token.as_ref().map(|t| &*t.name),
+            identity = self.token.as_ref().map(|t| &*t.identity),
+            upstream = self.upstream.as_ref().map(|u| &*u.id),
+            model = self.model.as_deref(),
+            status = self.status,
+            latency_ms = ms(self.started.elapsed()),
+            ttfb_ms = self.ttfb.map(ms),
+            input_tokens = usage.input_tokens,
+            output_tokens = usage.output_tokens,
+            complete,
+            reject = self.reject,
+        );
+    }
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}

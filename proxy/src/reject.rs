@@ -1,0 +1,383 @@
+//! Why the proxy answered a request itself, and how that answer looks.
+//!
+//! Errors are shaped like the provider's own error JSON, in the request's
+//! API style, so SDKs raise their usual exceptions
+//! (`openai.AuthenticationError`, `anthropic.RateLimitError`, …). Messages
+//! say what happened and what to do; they never repeat the credential.
+//! Every proxy-made error also carries `x-strake-error: <reason>`, which
+//! tells it apart from an upstream's error.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use serde_json::json;
+use strake_crds::provider::ApiStyle;
+use strake_crds::token::TokenError;
+
+use crate::ratelimit::{LimitKind, RateLimited};
+use crate::route::{RouteError, style_name};
+use crate::target::UnsafeTarget;
+
+/// The header naming the reason of a proxy-made error.
+pub const REASON_HEADER: &str = "x-strake-error";
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reject {
+    // authenticate
+    MissingCredential,
+    MalformedToken(TokenError),
+    UnknownToken,
+    // authorize
+    Expired { at: String },
+    Suspended,
+    ModelNotAllowed { model: String, allowed: Vec<String> },
+    ModelUnreadable,
+    RateLimited(RateLimited),
+    // the request itself
+    UnsafeTarget(UnsafeTarget),
+    BodyTooLarge { limit: usize },
+    BodyTimeout,
+    BodyAborted,
+    // route
+    Route(RouteError),
+    // forward
+    UpstreamConnect,
+    UpstreamTimeout { secs: u64 },
+    UpstreamFailed,
+}
+
+impl Reject {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Reject::MissingCredential
+            | Reject::MalformedToken(_)
+            | Reject::UnknownToken
+            | Reject::Expired { .. } => StatusCode::UNAUTHORIZED,
+            Reject::Suspended | Reject::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
+            Reject::ModelUnreadable | Reject::UnsafeTarget(_) | Reject::BodyAborted => {
+                StatusCode::BAD_REQUEST
+            }
+            Reject::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Reject::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Reject::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Reject::Route(RouteError::NoneForStyle { .. }) => StatusCode::NOT_FOUND,
+            Reject::Route(RouteError::Ambiguous { .. }) => StatusCode::BAD_REQUEST,
+            Reject::Route(RouteError::NotConfigured { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::UpstreamConnect | Reject::UpstreamFailed => StatusCode::BAD_GATEWAY,
+            Reject::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// A stable, low-cardinality name: the `reason` metric label, the
+    /// access log's `reject` field and the `x-strake-error` header.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Reject::MissingCredential => "missing_credential",
+            Reject::MalformedToken(_) => "malformed_token",
+            Reject::UnknownToken => "unknown_token",
+            Reject::Expired { .. } => "expired",
+            Reject::Suspended => "suspended",
+            Reject::ModelNotAllowed { .. } => "model_not_allowed",
+            Reject::ModelUnreadable => "model_unreadable",
+            Reject::RateLimited(r) => match r.kind {
+                LimitKind::Requests => "rate_limited_requests",
+                LimitKind::Tokens => "rate_limited_tokens",
+            },
+            Reject::UnsafeTarget(_) => "unsafe_target",
+            Reject::BodyTooLarge { .. } => "body_too_large",
+            Reject::BodyTimeout => "body_timeout",
+            Reject::BodyAborted => "body_aborted",
+            Reject::Route(RouteError::NoneForStyle { .. }) => "no_upstream_for_style",
+            Reject::Route(RouteError::Ambiguous { .. }) => "ambiguous_upstream",
+            Reject::Route(RouteError::NotConfigured { .. }) => "upstream_not_configured",
+            Reject::UpstreamConnect => "upstream_connect",
+            Reject::UpstreamTimeout { .. } => "upstream_timeout",
+            Reject::UpstreamFailed => "upstream_failed",
+        }
+    }
+
+    /// Whether this is an authentication or authorization failure
+    /// (`strake_auth_failures_total`).
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(
+            self,
+            Reject::MissingCredential
+                | Reject::MalformedToken(_)
+                | Reject::UnknownToken
+                | Reject::Expired { .. }
+                | Reject::Suspended
+                | Reject::ModelNotAllowed { .. }
+                | Reject::ModelUnreadable
+                | Reject::RateLimited(_)
+        )
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Reject::MissingCredential => "No API key was provided. Send your Strake token (sk-strk-…) as `Authorization: Bearer <token>` or in the x-api-key, api-key or x-goog-api-key header.".into(),
+            Reject::MalformedToken(TokenError::Prefix) => "The API key is not a Strake token. This endpoint accepts only Strake tokens (sk-strk-…); ask your platform team for one.".into(),
+            Reject::MalformedToken(e) => format!("The Strake token is malformed: {}.", e.to_string().trim_start_matches("malformed Strake token: ")),
+            Reject::UnknownToken => "This Strake token has been revoked or does not exist. Ask your platform team for a new one.".into(),
+            Reject::Expired { at } => format!("This Strake token expired at {at}. Ask your platform team to extend or reissue it."),
+            Reject::Suspended => "This Strake token is suspended. Ask your platform team to reinstate it.".into(),
+            Reject::ModelNotAllowed { model, allowed } => {
+                let model: String = model.chars().take(200).collect();
+                format!("This Strake token may not use the model '{model}'. Allowed models: {}. Ask your platform team if you need another.", allowed.join(", "))
+            }
+            Reject::ModelUnreadable => "This Strake token is limited to some models, and the request's model could not be read. Send a JSON body with a single string \"model\" field.".into(),
+            Reject::RateLimited(r) => format!(
+                "Rate limit reached for this Strake token: {} {} per minute. Try again in {} s.",
+                r.per_minute,
+                r.kind.as_str(),
+                r.retry_after_secs
+            ),
+            Reject::UnsafeTarget(u) => u.message().into(),
+            Reject::BodyTooLarge { limit } => format!("The request body is larger than this proxy accepts ({limit} bytes)."),
+            Reject::BodyTimeout => "The request body did not arrive in time.".into(),
+            Reject::BodyAborted => "The request body could not be read completely.".into(),
+            Reject::Route(RouteError::NoneForStyle { style, available }) => format!(
+                "This Strake token has no {} upstream. Its upstreams are: {}. To choose one explicitly, start the path with its name (/<name>/…).",
+                style_name(*style),
+                available.join(", ")
+            ),
+            Reject::Route(RouteError::Ambiguous { style, names }) => format!(
+                "This Strake token can reach several {} upstreams ({}). Choose one by starting the path with its name, e.g. /{}/….",
+                style_name(*style),
+                names.join(", "),
+                names.first().map(String::as_str).unwrap_or("name")
+            ),
+            Reject::Route(RouteError::NotConfigured { name }) => format!(
+                "The upstream '{name}' is not available on this proxy right now. Ask your platform team to check its UpstreamKey."
+            ),
+            Reject::UpstreamConnect => "The proxy could not connect to the upstream provider. Try again; if it persists, ask your platform team.".into(),
+            Reject::UpstreamTimeout { secs } => format!("The upstream provider did not answer within {secs} s."),
+            Reject::UpstreamFailed => "The connection to the upstream provider failed before it answered. Try again.".into(),
+        }
+    }
+
+    /// The error body in the provider's shape.
+    pub fn body(&self, style: ApiStyle) -> serde_json::Value {
+        let status = self.status();
+        let message = self.message();
+        match style {
+            ApiStyle::OpenAi | ApiStyle::Azure => {
+                let (kind, code) = self.openai_type_and_code();
+                json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+            }
+            ApiStyle::Anthropic => {
+                let kind = match status.as_u16() {
+                    400 | 408 => "invalid_request_error",
+                    401 => "authentication_error",
+                    403 => "permission_error",
+                    404 => "not_found_error",
+                    413 => "request_too_large",
+                    429 => "rate_limit_error",
+                    504 => "timeout_error",
+                    _ => "api_error",
+                };
+                json!({"type": "error", "error": {"type": kind, "message": message}})
+            }
+            ApiStyle::Gemini => {
+                let grpc = match status.as_u16() {
+                    401 => "UNAUTHENTICATED",
+                    403 => "PERMISSION_DENIED",
+                    404 => "NOT_FOUND",
+                    429 => "RESOURCE_EXHAUSTED",
+                    408 | 504 => "DEADLINE_EXCEEDED",
+                    502 | 503 => "UNAVAILABLE",
+                    _ => "INVALID_ARGUMENT",
+                };
+                json!({"error": {"code": status.as_u16(), "message": message, "status": grpc}})
+            }
+        }
+    }
+
+    /// OpenAI's `type` and `code`, as its API uses them: 401s are
+    /// `invalid_request_error`/`invalid_api_key`; rate limits name the
+    /// limit (`requests`/`tokens`) with code `rate_limit_exceeded`.
+    fn openai_type_and_code(&self) -> (&'static str, Option<&'static str>) {
+        match self {
+            Reject::MissingCredential => ("invalid_request_error", Some("missing_api_key")),
+            Reject::MalformedToken(_) | Reject::UnknownToken => {
+                ("invalid_request_error", Some("invalid_api_key"))
+            }
+            Reject::Expired { .. } => ("invalid_request_error", Some("invalid_api_key")),
+            Reject::Suspended => ("invalid_request_error", Some("permission_denied")),
+            Reject::ModelNotAllowed { .. } => ("invalid_request_error", Some("model_not_allowed")),
+            Reject::ModelUnreadable => ("invalid_request_error", Some("invalid_model")),
+            Reject::RateLimited(r) => (r.kind.as_str(), Some("rate_limit_exceeded")),
+            Reject::UnsafeTarget(_) => ("invalid_request_error", Some("invalid_path")),
+            Reject::BodyTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
+            Reject::BodyTimeout | Reject::BodyAborted => ("invalid_request_error", None),
+            Reject::Route(RouteError::NoneForStyle { .. }) => {
+                ("invalid_request_error", Some("unknown_upstream"))
+            }
+            Reject::Route(RouteError::Ambiguous { .. }) => {
+                ("invalid_request_error", Some("ambiguous_upstream"))
+            }
+            Reject::Route(RouteError::NotConfigured { .. }) => {
+                ("server_error", Some("upstream_unavailable"))
+            }
+            Reject::UpstreamConnect | Reject::UpstreamFailed => ("server_error", None),
+            Reject::UpstreamTimeout { .. } => ("server_error", Some("timeout")),
+        }
+    }
+
+    /// The whole response: status, JSON body in `style`, `Retry-After` for 429s.
+    pub fn response(&self, style: ApiStyle) -> Response<Bytes> {
+        let body = serde_json::to_vec(&self.body(style)).expect("JSON values serialize");
+        let mut resp = Response::new(Bytes::from(body));
+        *resp.status_mut() = self.status();
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(REASON_HEADER, HeaderValue::from_static(self.reason()));
+        if let Reject::RateLimited(r) = self {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(r.retry_after_secs));
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn all() -> Vec<Reject> {
+        vec![
+            Reject::MissingCredential,
+            Reject::MalformedToken(TokenError::Checksum),
+            Reject::MalformedToken(TokenError::Prefix),
+            Reject::UnknownToken,
+            Reject::Expired {
+                at: "2020-01-01T00:00:00Z".into(),
+            },
+            Reject::Suspended,
+            Reject::ModelNotAllowed {
+                model: "o1-pro".into(),
+                allowed: vec!["gpt-4o*".into()],
+            },
+            Reject::ModelUnreadable,
+            Reject::RateLimited(RateLimited {
+                kind: LimitKind::Requests,
+                per_minute: 60,
+                retry_after_secs: 7,
+            }),
+            Reject::UnsafeTarget(UnsafeTarget::DotSegment),
+            Reject::BodyTooLarge { limit: 10 },
+            Reject::BodyTimeout,
+            Reject::BodyAborted,
+            Reject::Route(RouteError::NoneForStyle {
+                style: ApiStyle::Anthropic,
+                available: vec!["openai".into()],
+            }),
+            Reject::Route(RouteError::Ambiguous {
+                style: ApiStyle::OpenAi,
+                names: vec!["a".into(), "b".into()],
+            }),
+            Reject::Route(RouteError::NotConfigured { name: "x".into() }),
+            Reject::UpstreamConnect,
+            Reject::UpstreamTimeout { secs: 600 },
+            Reject::UpstreamFailed,
+        ]
+    }
+
+    fn parse(r: &Response<Bytes>) -> Value {
+        serde_json::from_slice(r.body()).unwrap()
+    }
+
+    #[test]
+    fn openai_shape() {
+        let r = Reject::UnknownToken.response(ApiStyle::OpenAi);
+        assert_eq!(r.status(), 401);
+        let v = parse(&r);
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["code"], "invalid_api_key");
+        assert_eq!(v["error"]["param"], Value::Null);
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("revoked or does not exist")
+        );
+        let r = Reject::RateLimited(RateLimited {
+            kind: LimitKind::Tokens,
+            per_minute: 1000,
+            retry_after_secs: 3,
+        })
+        .response(ApiStyle::OpenAi);
+        assert_eq!(r.status(), 429);
+        assert_eq!(r.headers()["retry-after"], "3");
+        assert_eq!(parse(&r)["error"]["type"], "tokens");
+        assert_eq!(parse(&r)["error"]["code"], "rate_limit_exceeded");
+        assert_eq!(r.headers()[REASON_HEADER], "rate_limited_tokens");
+    }
+
+    #[test]
+    fn anthropic_shape() {
+        let cases = [
+            (Reject::UnknownToken, 401, "authentication_error"),
+            (Reject::Suspended, 403, "permission_error"),
+            (Reject::BodyTooLarge { limit: 1 }, 413, "request_too_large"),
+            (Reject::UpstreamConnect, 502, "api_error"),
+            (Reject::UpstreamTimeout { secs: 1 }, 504, "timeout_error"),
+            (
+                Reject::Route(RouteError::NoneForStyle {
+                    style: ApiStyle::Anthropic,
+                    available: vec![],
+                }),
+                404,
+                "not_found_error",
+            ),
+        ];
+        for (rej, status, kind) in cases {
+            let r = rej.response(ApiStyle::Anthropic);
+            assert_eq!(r.status(), status);
+            let v = parse(&r);
+            assert_eq!(v["type"], "error");
+            assert_eq!(v["error"]["type"], kind);
+            assert!(v["error"]["message"].is_string());
+        }
+    }
+
+    #[test]
+    fn gemini_shape() {
+        let v = parse(&Reject::Suspended.response(ApiStyle::Gemini));
+        assert_eq!(v["error"]["code"], 403);
+        assert_eq!(v["error"]["status"], "PERMISSION_DENIED");
+        let v = parse(&Reject::UnknownToken.response(ApiStyle::Gemini));
+        assert_eq!(v["error"]["status"], "UNAUTHENTICATED");
+    }
+
+    #[test]
+    fn every_rejection_renders_in_every_style_with_a_json_content_type() {
+        for rej in all() {
+            for style in [
+                ApiStyle::OpenAi,
+                ApiStyle::Anthropic,
+                ApiStyle::Azure,
+                ApiStyle::Gemini,
+            ] {
+                let r = rej.response(style);
+                assert_eq!(r.status(), rej.status());
+                assert_eq!(r.headers()["content-type"], "application/json");
+                assert_eq!(r.headers()[REASON_HEADER], rej.reason());
+                let v = parse(&r);
+                assert!(
+                    v["error"]["message"].as_str().is_some_and(|m| m.len() > 10),
+                    "{rej:?} {style:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn messages_never_echo_a_credential() {
+        for rej in all() {
+            let m = rej.message();
+            assert!(!m.contains("sk-strk-") || m.contains("sk-strk-…"), "{m}");
+        }
+    }
+}

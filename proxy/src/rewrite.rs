@@ -1,0 +1,223 @@
+//! The `rewrite` stage's header rules, and their mirror for responses.
+//!
+//! Going up: every client credential header goes (whichever one carried
+//! the token), with hop-by-hop headers, `Host`, cookies and framing; the
+//! upstream's key and static headers come in. `Accept-Encoding` becomes
+//! `identity` so usage can be read from the response (clients still get a
+//! valid, uncompressed body).
+//!
+//! Coming back: hop-by-hop headers go; everything else passes unchanged.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::index::Upstream;
+
+/// RFC 9110 §7.6.1 connection-specific headers (plus the legacy ones
+/// proxies have always dropped). `HeaderName`s, not strings: removing by
+/// name then skips parsing the string on every request.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Every header a client credential can arrive in (see
+/// [`crate::credential::CREDENTIAL_HEADERS`]).
+const CREDENTIALS: [HeaderName; 4] = [
+    header::AUTHORIZATION,
+    HeaderName::from_static("x-api-key"),
+    HeaderName::from_static("api-key"),
+    HeaderName::from_static("x-goog-api-key"),
+];
+
+/// Removes the headers named in `Connection`, then the hop-by-hop set.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Turns the client's headers into the upstream request's.
+pub fn request_headers(headers: &mut HeaderMap, upstream: &Upstream) {
+    strip_hop_by_hop(headers);
+    for name in &CREDENTIALS {
+        headers.remove(name);
+    }
+    // The client's cookies belong to the proxy's domain, not the provider's.
+    headers.remove(header::COOKIE);
+    // The client set Host for the proxy; the HTTP client sets it for the
+    // upstream from the URI.
+    headers.remove(header::HOST);
+    // The body is forwarded whole: framing is recomputed, and there is
+    // nothing to wait for.
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::EXPECT);
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    headers.insert(upstream.key_header.clone(), upstream.key_value.clone());
+    for (name, value) in upstream.headers.iter() {
+        headers.insert(name.clone(), value.clone());
+    }
+}
+
+/// Turns the upstream's response headers into the client's.
+pub fn response_headers(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use strake_crds::contract::UpstreamRecord;
+    use strake_crds::provider::Provider;
+
+    use crate::index::ApiKey;
+
+    fn upstream(provider: Provider) -> Upstream {
+        let record = UpstreamRecord {
+            name: "u".into(),
+            provider,
+            base_url: "https://api.example.com".into(),
+            headers: BTreeMap::from([("OpenAI-Organization".into(), "org-1".into())]),
+            source: None,
+        };
+        Upstream::new(&record, &ApiKey::new("sk-real")).unwrap()
+    }
+
+    fn client_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Bearer sk-strk-x"),
+            ("x-api-key", "sk-strk-x"),
+            ("api-key", "sk-strk-x"),
+            ("x-goog-api-key", "sk-strk-x"),
+            ("proxy-authorization", "Basic x"),
+            ("cookie", "session=1"),
+            ("host", "proxy.example"),
+            ("connection", "keep-alive, x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("content-length", "12"),
+            ("expect", "100-continue"),
+            ("accept-encoding", "gzip, br"),
+            ("openai-organization", "org-client"),
+            ("anthropic-version", "2023-06-01"),
+            ("content-type", "application/json"),
+            ("user-agent", "OpenAI/Python 1.0"),
+        ] {
+            h.append(k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn credentials_and_hop_by_hop_go_the_key_comes_in() {
+        for (provider, key_header, key_value) in [
+            (Provider::OpenAi, "authorization", "Bearer sk-real"),
+            (
+                Provider::OpenAiCompatible,
+                "authorization",
+                "Bearer sk-real",
+            ),
+            (Provider::Anthropic, "x-api-key", "sk-real"),
+            (Provider::AzureOpenAi, "api-key", "sk-real"),
+            (Provider::Gemini, "x-goog-api-key", "sk-real"),
+        ] {
+            let mut h = client_headers();
+            request_headers(&mut h, &upstream(provider));
+            assert_eq!(
+                h.get_all(key_header).iter().collect::<Vec<_>>(),
+                [key_value]
+            );
+            for (name, value) in &h {
+                assert!(
+                    !value.as_bytes().starts_with(b"sk-strk")
+                        && !value.as_bytes().ends_with(b"sk-strk-x"),
+                    "{name} leaked"
+                );
+            }
+            for gone in [
+                "proxy-authorization",
+                "cookie",
+                "host",
+                "connection",
+                "x-secret-hop",
+                "keep-alive",
+                "te",
+                "transfer-encoding",
+                "upgrade",
+                "content-length",
+                "expect",
+            ] {
+                assert!(!h.contains_key(gone), "{gone} forwarded for {provider}");
+            }
+            let other_credentials = crate::credential::CREDENTIAL_HEADERS
+                .iter()
+                .filter(|c| **c != key_header)
+                .count();
+            assert_eq!(
+                crate::credential::CREDENTIAL_HEADERS
+                    .iter()
+                    .filter(|c| h.contains_key(**c))
+                    .count(),
+                1,
+                "only the key header, {other_credentials} others stripped"
+            );
+            assert_eq!(h["accept-encoding"], "identity");
+            // Static headers override what the client sent.
+            assert_eq!(
+                h.get_all("openai-organization").iter().collect::<Vec<_>>(),
+                ["org-1"]
+            );
+            assert_eq!(h["anthropic-version"], "2023-06-01");
+            assert_eq!(h["user-agent"], "OpenAI/Python 1.0");
+        }
+    }
+
+    #[test]
+    fn the_credential_list_matches_the_credential_module() {
+        let credentials = CREDENTIALS;
+        let names: Vec<&str> = credentials.iter().map(HeaderName::as_str).collect();
+        assert_eq!(names, crate::credential::CREDENTIAL_HEADERS);
+    }
+
+    #[test]
+    fn response_hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("close, x-internal"));
+        h.insert("x-internal", HeaderValue::from_static("1"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert(
+            "content-type",
+            HeaderValue::from_static("text/event-stream"),
+        );
+        h.insert("x-request-id", HeaderValue::from_static("req_1"));
+        response_headers(&mut h);
+        assert_eq!(h.len(), 2);
+        assert!(h.contains_key("content-type") && h.contains_key("x-request-id"));
+    }
+}

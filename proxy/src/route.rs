@@ -1,0 +1,540 @@
+//! Which upstream a request goes to, and which model it asks for.
+//!
+//! 1. `/<upstream-name>/…`: a path prefix naming one of the token's
+//!    upstreams selects it explicitly and is stripped.
+//! 2. Otherwise a token with one upstream sends everything there.
+//! 3. Otherwise the request's API style picks the upstream whose provider
+//!    speaks it, so one base URL serves Claude Code and Cursor alike.
+//!
+//! Exception to 1: `/openai/deployments/…` is Azure's own path shape and is
+//! never read as a prefix, since `openai` is a likely upstream name.
+
+use std::borrow::Cow;
+
+use http::HeaderMap;
+use serde::Deserialize;
+use strake_crds::provider::{ApiStyle, Provider};
+
+/// The API style a request is written in, from its path and headers.
+///
+/// Paths are the stronger signal (`/v1/messages` is Anthropic whatever the
+/// headers say); then provider-specific headers; everything else is
+/// OpenAI-style, the lingua franca of "OpenAI-compatible" tools.
+pub fn detect_style(path: &str, headers: &HeaderMap, query: Option<&str>) -> ApiStyle {
+    if path.starts_with("/openai/deployments/") || path == "/openai/deployments" {
+        return ApiStyle::Azure;
+    }
+    if path.starts_with("/v1beta/") || path.starts_with("/v1alpha/") {
+        return ApiStyle::Gemini;
+    }
+    if path == "/v1/messages" || path.starts_with("/v1/messages/") {
+        return ApiStyle::Anthropic;
+    }
+    if headers.contains_key("anthropic-version") {
+        return ApiStyle::Anthropic;
+    }
+    if headers.contains_key("api-key") {
+        return ApiStyle::Azure;
+    }
+    if headers.contains_key("x-goog-api-key")
+        || query.is_some_and(|q| q.split('&').any(|p| p.starts_with("key=")))
+    {
+        return ApiStyle::Gemini;
+    }
+    ApiStyle::OpenAi
+}
+
+/// Human name of a style, for error messages.
+pub fn style_name(style: ApiStyle) -> &'static str {
+    match style {
+        ApiStyle::OpenAi => "OpenAI-style",
+        ApiStyle::Anthropic => "Anthropic",
+        ApiStyle::Azure => "Azure OpenAI",
+        ApiStyle::Gemini => "Gemini",
+    }
+}
+
+/// One of the token's upstreams, as routing sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Candidate<'a> {
+    /// The name a client uses as a path prefix ([`strake_crds::contract::route_name`]).
+    pub route: &'a str,
+    /// `None`: the token names an upstream the proxy does not know (yet).
+    pub provider: Option<Provider>,
+}
+
+/// The routing decision: which candidate, and the path to forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Routed<'p> {
+    pub index: usize,
+    pub path: &'p str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RouteError {
+    /// None of the token's upstreams speaks this style.
+    NoneForStyle {
+        style: ApiStyle,
+        available: Vec<String>,
+    },
+    /// Several do; the client must pick one with a prefix.
+    Ambiguous { style: ApiStyle, names: Vec<String> },
+    /// The chosen upstream is not in the proxy's table (an UpstreamKey not
+    /// published yet, or a file config naming one that failed).
+    NotConfigured { name: String },
+}
+
+/// Routes a request for a token whose upstreams are `candidates`.
+pub fn route<'p>(
+    path: &'p str,
+    style: ApiStyle,
+    candidates: &[Candidate<'_>],
+) -> Result<Routed<'p>, RouteError> {
+    if let Some((first, rest)) = split_prefix(path)
+        && !(first == "openai" && (rest == "/deployments" || rest.starts_with("/deployments/")))
+        && let Some(index) = candidates.iter().position(|c| c.route == first)
+    {
+        return checked(candidates, Routed { index, path: rest });
+    }
+    if candidates.len() == 1 {
+        return checked(candidates, Routed { index: 0, path });
+    }
+    let matching: Vec<usize> = (0..candidates.len())
+        .filter(|&i| candidates[i].provider.is_some_and(|p| p.style() == style))
+        .collect();
+    match matching[..] {
+        [index] => Ok(Routed { index, path }),
+        [] => match candidates.iter().find(|c| c.provider.is_none()) {
+            Some(missing) => Err(RouteError::NotConfigured {
+                name: missing.route.to_owned(),
+            }),
+            None => Err(RouteError::NoneForStyle {
+                style,
+                available: candidates.iter().map(|c| c.route.to_owned()).collect(),
+            }),
+        },
+        _ => Err(RouteError::Ambiguous {
+            style,
+            names: matching
+                .iter()
+                .map(|&i| candidates[i].route.to_owned())
+                .collect(),
+        }),
+    }
+}
+
+fn checked<'p>(candidates: &[Candidate<'_>], r: Routed<'p>) -> Result<Routed<'p>, RouteError> {
+    match candidates[r.index].provider {
+        Some(_) => Ok(r),
+        None => Err(RouteError::NotConfigured {
+            name: candidates[r.index].route.to_owned(),
+        }),
+    }
+}
+
+/// `/name/rest…` → (`name`, `/rest…`); `/name` → (`name`, `/`).
+fn split_prefix(path: &str) -> Option<(&str, &str)> {
+    let after = path.strip_prefix('/')?;
+    match after.find('/') {
+        Some(i) => Some((&after[..i], &after[i..])),
+        None if !after.is_empty() => Some((after, "/")),
+        None => None,
+    }
+}
+
+/// The model named in the path: Azure's deployment, Gemini's model.
+/// Percent-decoded, as the upstream will read it.
+pub fn path_model(style: ApiStyle, path: &str) -> Option<Cow<'_, str>> {
+    let raw = match style {
+        ApiStyle::Azure => path
+            .strip_prefix("/openai/deployments/")?
+            .split('/')
+            .next()?,
+        ApiStyle::Gemini => {
+            // /v1beta/models/{model}:{action}, /v1/tunedModels/{model}:…
+            let mut segments = path.split('/').skip(1);
+            segments.next()?;
+            match segments.next()? {
+                "models" | "tunedModels" => {}
+                _ => return None,
+            }
+            let seg = segments.next()?;
+            seg.split(':').next()?
+        }
+        ApiStyle::OpenAi | ApiStyle::Anthropic => return None,
+    };
+    if raw.is_empty() {
+        None
+    } else if raw.contains('%') {
+        Some(Cow::Owned(crate::target::decode_once(raw)))
+    } else {
+        Some(Cow::Borrowed(raw))
+    }
+}
+
+/// What a request body says about the model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BodyModel<'a> {
+    Named(Cow<'a, str>),
+    /// The body names no model (a file upload, `GET /v1/models`, …).
+    Absent,
+    /// The body looks like it names one but cannot be read unambiguously
+    /// (broken JSON, `model` twice, not a string): a token restricted to
+    /// some models must not get through on a parsing disagreement.
+    Unreadable,
+}
+
+/// The model a request body names: the `model` field of a JSON body, or
+/// the `model` part of a multipart form (audio transcription uploads).
+pub fn body_model<'a>(content_type: Option<&[u8]>, body: &'a [u8]) -> BodyModel<'a> {
+    #[derive(Deserialize)]
+    struct Model<'a> {
+        #[serde(borrow, default)]
+        model: Option<Cow<'a, str>>,
+    }
+    let is_multipart = content_type
+        .is_some_and(|ct| ct.len() >= 19 && ct[..19].eq_ignore_ascii_case(b"multipart/form-data"));
+    if is_multipart {
+        return multipart_model(body);
+    }
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return BodyModel::Absent;
+    }
+    match serde_json::from_slice::<Model<'_>>(body) {
+        Ok(Model { model: Some(m) }) => BodyModel::Named(m),
+        Ok(Model { model: None }) => BodyModel::Absent,
+        // Broken JSON, and duplicate `model` keys: serde rejects them.
+        Err(_) => BodyModel::Unreadable,
+    }
+}
+
+/// The value of the `name="model"` part of a multipart body.
+fn multipart_model(body: &[u8]) -> BodyModel<'_> {
+    const NEEDLE: &[u8] = b"name=\"model\"";
+    let Some(at) = find(body, NEEDLE) else {
+        return BodyModel::Absent;
+    };
+    if find(&body[at + NEEDLE.len()..], NEEDLE).is_some() {
+        return BodyModel::Unreadable;
+    }
+    let after = &body[at + NEEDLE.len()..];
+    let Some(start) = find(after, b"\r\n\r\n") else {
+        return BodyModel::Unreadable;
+    };
+    let value = &after[start + 4..];
+    let Some(end) = find(value, b"\r\n") else {
+        return BodyModel::Unreadable;
+    };
+    match std::str::from_utf8(&value[..end]) {
+        Ok(m) => BodyModel::Named(Cow::Borrowed(m.trim())),
+        Err(_) => BodyModel::Unreadable,
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn h(pairs: &[&'static str]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for k in pairs {
+            m.insert(*k, HeaderValue::from_static("x"));
+        }
+        m
+    }
+
+    #[test]
+    fn style_from_paths_then_headers() {
+        let none = HeaderMap::new();
+        assert_eq!(
+            detect_style("/v1/chat/completions", &none, None),
+            ApiStyle::OpenAi
+        );
+        assert_eq!(
+            detect_style("/v1/messages", &none, None),
+            ApiStyle::Anthropic
+        );
+        assert_eq!(
+            detect_style("/v1/messages/count_tokens", &none, None),
+            ApiStyle::Anthropic
+        );
+        assert_eq!(
+            detect_style("/v1/models", &h(&["anthropic-version"]), None),
+            ApiStyle::Anthropic
+        );
+        assert_eq!(
+            detect_style("/openai/deployments/gpt/chat/completions", &none, None),
+            ApiStyle::Azure
+        );
+        assert_eq!(
+            detect_style("/anything", &h(&["api-key"]), None),
+            ApiStyle::Azure
+        );
+        assert_eq!(
+            detect_style("/v1beta/models/gemini-pro:generateContent", &none, None),
+            ApiStyle::Gemini
+        );
+        assert_eq!(
+            detect_style("/v1/models", &h(&["x-goog-api-key"]), None),
+            ApiStyle::Gemini
+        );
+        assert_eq!(
+            detect_style("/v1/models", &none, Some("key=abc")),
+            ApiStyle::Gemini
+        );
+        assert_eq!(
+            detect_style("/v1/models", &h(&["authorization"]), None),
+            ApiStyle::OpenAi
+        );
+        // The path beats a header.
+        assert_eq!(
+            detect_style("/v1/messages", &h(&["x-goog-api-key"]), None),
+            ApiStyle::Anthropic
+        );
+    }
+
+    fn c(route: &str, provider: Provider) -> Candidate<'_> {
+        Candidate {
+            route,
+            provider: Some(provider),
+        }
+    }
+
+    #[test]
+    fn a_prefix_selects_and_is_stripped() {
+        let cands = [
+            c("openai", Provider::OpenAi),
+            c("claude", Provider::Anthropic),
+        ];
+        assert_eq!(
+            route("/claude/v1/messages", ApiStyle::Anthropic, &cands),
+            Ok(Routed {
+                index: 1,
+                path: "/v1/messages"
+            })
+        );
+        // The prefix wins over the style.
+        assert_eq!(
+            route("/openai/v1/messages", ApiStyle::Anthropic, &cands),
+            Ok(Routed {
+                index: 0,
+                path: "/v1/messages"
+            })
+        );
+        assert_eq!(
+            route("/claude", ApiStyle::OpenAi, &cands),
+            Ok(Routed {
+                index: 1,
+                path: "/"
+            })
+        );
+        // A prefix that is not one of the token's upstreams is just a path.
+        assert_eq!(
+            route("/groq/v1/chat/completions", ApiStyle::OpenAi, &cands),
+            Ok(Routed {
+                index: 0,
+                path: "/groq/v1/chat/completions"
+            })
+        );
+    }
+
+    #[test]
+    fn a_single_upstream_takes_everything() {
+        let cands = [c("openai", Provider::OpenAi)];
+        assert_eq!(
+            route("/v1/messages", ApiStyle::Anthropic, &cands),
+            Ok(Routed {
+                index: 0,
+                path: "/v1/messages"
+            })
+        );
+        assert_eq!(
+            route("/openai/v1/models", ApiStyle::OpenAi, &cands),
+            Ok(Routed {
+                index: 0,
+                path: "/v1/models"
+            })
+        );
+    }
+
+    #[test]
+    fn several_upstreams_are_chosen_by_style() {
+        let cands = [
+            c("openai", Provider::OpenAi),
+            c("anthropic", Provider::Anthropic),
+            c("azure", Provider::AzureOpenAi),
+            c("gemini", Provider::Gemini),
+        ];
+        let pick = |path, style| route(path, style, &cands).map(|r| r.index);
+        assert_eq!(pick("/v1/chat/completions", ApiStyle::OpenAi), Ok(0));
+        assert_eq!(pick("/v1/messages", ApiStyle::Anthropic), Ok(1));
+        assert_eq!(
+            pick("/openai/deployments/d/chat/completions", ApiStyle::Azure),
+            Ok(2)
+        );
+        assert_eq!(
+            pick("/v1beta/models/g:generateContent", ApiStyle::Gemini),
+            Ok(3)
+        );
+    }
+
+    #[test]
+    fn azure_paths_are_never_a_prefix() {
+        let cands = [
+            c("openai", Provider::OpenAi),
+            c("azure", Provider::AzureOpenAi),
+        ];
+        assert_eq!(
+            route(
+                "/openai/deployments/gpt-4o/chat/completions",
+                ApiStyle::Azure,
+                &cands
+            ),
+            Ok(Routed {
+                index: 1,
+                path: "/openai/deployments/gpt-4o/chat/completions"
+            })
+        );
+        // An Azure upstream named `openai` keeps Azure's own path too.
+        let cands = [
+            c("openai", Provider::AzureOpenAi),
+            c("claude", Provider::Anthropic),
+        ];
+        assert_eq!(
+            route(
+                "/openai/deployments/gpt-4o/chat/completions",
+                ApiStyle::Azure,
+                &cands
+            ),
+            Ok(Routed {
+                index: 0,
+                path: "/openai/deployments/gpt-4o/chat/completions"
+            })
+        );
+        assert_eq!(
+            route("/openai/openai/deployments/x", ApiStyle::Azure, &cands),
+            Ok(Routed {
+                index: 0,
+                path: "/openai/deployments/x"
+            })
+        );
+    }
+
+    #[test]
+    fn ambiguity_and_absence_are_errors() {
+        let cands = [
+            c("openai", Provider::OpenAi),
+            c("groq", Provider::OpenAiCompatible),
+        ];
+        assert_eq!(
+            route("/v1/chat/completions", ApiStyle::OpenAi, &cands),
+            Err(RouteError::Ambiguous {
+                style: ApiStyle::OpenAi,
+                names: vec!["openai".into(), "groq".into()]
+            })
+        );
+        assert_eq!(
+            route("/v1/messages", ApiStyle::Anthropic, &cands),
+            Err(RouteError::NoneForStyle {
+                style: ApiStyle::Anthropic,
+                available: vec!["openai".into(), "groq".into()]
+            })
+        );
+        let missing = [
+            c("openai", Provider::OpenAi),
+            Candidate {
+                route: "claude",
+                provider: None,
+            },
+        ];
+        assert_eq!(
+            route("/v1/messages", ApiStyle::Anthropic, &missing),
+            Err(RouteError::NotConfigured {
+                name: "claude".into()
+            })
+        );
+        assert_eq!(
+            route("/claude/v1/messages", ApiStyle::Anthropic, &missing),
+            Err(RouteError::NotConfigured {
+                name: "claude".into()
+            })
+        );
+    }
+
+    #[test]
+    fn models_in_paths_and_bodies() {
+        assert_eq!(
+            path_model(
+                ApiStyle::Azure,
+                "/openai/deployments/gpt-4o/chat/completions"
+            )
+            .as_deref(),
+            Some("gpt-4o")
+        );
+        assert_eq!(
+            path_model(
+                ApiStyle::Gemini,
+                "/v1beta/models/gemini-2.0-flash:streamGenerateContent"
+            )
+            .as_deref(),
+            Some("gemini-2.0-flash")
+        );
+        assert_eq!(
+            path_model(
+                ApiStyle::Gemini,
+                "/v1/tunedModels/my%2Dmodel:generateContent"
+            )
+            .as_deref(),
+            Some("my-model")
+        );
+        assert_eq!(
+            path_model(ApiStyle::Gemini, "/v1beta/models").as_deref(),
+            None
+        );
+        assert_eq!(
+            path_model(ApiStyle::OpenAi, "/v1/models/gpt-4o").as_deref(),
+            None
+        );
+        let json = |b: &'static [u8]| body_model(Some(b"application/json"), b);
+        let named = |m: &'static str| BodyModel::Named(Cow::Borrowed(m));
+        assert_eq!(
+            json(br#"{"model":"gpt-4o","messages":[]}"#),
+            named("gpt-4o")
+        );
+        assert_eq!(
+            json(br#" {"messages":[{"content":"a \"model\""}],"model":"claude-3\u002d5"}"#),
+            BodyModel::Named(Cow::Owned("claude-3-5".into()))
+        );
+        assert_eq!(json(br#"{"messages":[]}"#), BodyModel::Absent);
+        assert_eq!(json(b""), BodyModel::Absent);
+        assert_eq!(json(b"not json"), BodyModel::Absent);
+        // What a restricted token must not slip through.
+        assert_eq!(
+            json(br#"{"model":"gpt-4o","model":"o1-pro"}"#),
+            BodyModel::Unreadable
+        );
+        assert_eq!(json(br#"{"model": 5}"#), BodyModel::Unreadable);
+        assert_eq!(
+            json(br#"{"model": "gpt-4o", "messages": [}"#),
+            BodyModel::Unreadable
+        );
+        assert_eq!(
+            json(br#"{"\u006dodel": "o1-pro", "model": "gpt-4o"}"#),
+            BodyModel::Unreadable
+        );
+        let form = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF\r\n--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--b--\r\n";
+        assert_eq!(
+            body_model(Some(b"multipart/form-data; boundary=b"), form),
+            named("whisper-1")
+        );
+        assert_eq!(
+            body_model(Some(b"multipart/form-data; boundary=b"), b"--b--"),
+            BodyModel::Absent
+        );
+    }
+}

@@ -1,0 +1,233 @@
+//! The listeners: traffic (HTTP/1.1 and h2c) with graceful shutdown, and
+//! the admin port.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+
+use crate::client::{self, UpstreamClient};
+use crate::index::{Removed, Snapshot, TokenIndex};
+use crate::metrics::Metrics;
+use crate::{admin, pipeline};
+
+/// Limits and timeouts. `Default` gives the CLI's defaults.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// Longest wait for the upstream's response head (504 beyond). A
+    /// streaming body has no limit once it has started.
+    pub upstream_timeout: Duration,
+    /// Longest wait for a TCP (and TLS) connection to the upstream.
+    pub connect_timeout: Duration,
+    /// Longest time a client may take to send request headers; also how
+    /// long an idle keep-alive connection stays open (hyper applies the
+    /// same timer while waiting for the next request).
+    pub header_read_timeout: Duration,
+    /// Longest pause between two pieces of a request body (408 beyond).
+    pub body_timeout: Duration,
+    /// How long an idle pooled upstream connection is kept.
+    pub upstream_idle_timeout: Duration,
+    /// How long in-flight requests and streams may run after a shutdown
+    /// signal.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            max_body_bytes: 32 * 1024 * 1024,
+            upstream_timeout: Duration::from_secs(600),
+            connect_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(60),
+            upstream_idle_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What every request shares.
+pub struct Shared {
+    pub(crate) index: ArcSwap<Snapshot>,
+    ready: AtomicBool,
+    /// Set once shutdown starts: readiness stays off whatever the config
+    /// source publishes meanwhile.
+    draining: AtomicBool,
+    pub(crate) client: UpstreamClient,
+    pub(crate) metrics: Metrics,
+    pub(crate) settings: Settings,
+    /// The rate limiter's clock origin.
+    pub(crate) epoch: Instant,
+}
+
+/// A proxy instance: its index, client and metrics. Cheap to clone.
+#[derive(Clone)]
+pub struct Proxy {
+    shared: Arc<Shared>,
+}
+
+impl Proxy {
+    /// A proxy with an empty index, not ready until the first [`Proxy::publish`].
+    pub fn new(settings: Settings) -> Proxy {
+        let client = client::build(settings.connect_timeout, settings.upstream_idle_timeout);
+        Proxy {
+            shared: Arc::new(Shared {
+                index: ArcSwap::from_pointee(Snapshot::default()),
+                ready: AtomicBool::new(false),
+                draining: AtomicBool::new(false),
+                client,
+                metrics: Metrics::new(),
+                settings,
+                epoch: Instant::now(),
+            }),
+        }
+    }
+
+    /// Makes the index's current content what requests see, and marks the
+    /// proxy ready. `removed` are tokens gone for good: their metric series go.
+    pub fn publish(&self, index: &TokenIndex, removed: Removed) {
+        let snapshot = index.snapshot();
+        let m = &self.shared.metrics;
+        m.index_tokens.set(snapshot.token_count() as i64);
+        m.index_upstreams.set(snapshot.upstream_count() as i64);
+        self.shared.index.store(snapshot);
+        for policy in removed {
+            for u in policy.upstreams.iter() {
+                m.forget_token(&policy.identity, &policy.name, &u.id);
+            }
+        }
+        if !self.shared.draining.load(Ordering::Acquire) {
+            self.shared.ready.store(true, Ordering::Release);
+        }
+    }
+
+    /// The snapshot requests currently see.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.shared.index.load_full()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.shared.ready.load(Ordering::Acquire)
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.shared.settings
+    }
+
+    /// Serves traffic on `listener` until `shutdown` completes, then stops
+    /// accepting and lets in-flight requests and streams finish, for up to
+    /// [`Settings::shutdown_grace`].
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.shared.settings.header_read_timeout)
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20));
+        let graceful = GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (stream, _peer) = match accepted {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            // Out of file descriptors, most likely: back off a little.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let shared = self.shared.clone();
+                    let service = service_fn(move |req| pipeline::handle(shared.clone(), req));
+                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, "client connection ended with an error");
+                        }
+                    });
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        drop(listener);
+        self.shared.draining.store(true, Ordering::Release);
+        self.shared.ready.store(false, Ordering::Release);
+        let in_flight = graceful.count();
+        tracing::info!(
+            connections = in_flight,
+            "shutting down: draining in-flight requests"
+        );
+        let grace = self.shared.settings.shutdown_grace;
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "grace period over; closing the remaining connections"
+            );
+        }
+        Ok(())
+    }
+
+    /// Serves `/healthz`, `/readyz`, `/metrics` and `/usage` until `shutdown`.
+    pub async fn serve_admin(
+        &self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let proxy = self.clone();
+                    let service = service_fn(move |req| {
+                        let proxy = proxy.clone();
+                        async move { Ok::<_, std::convert::Infallible>(admin::handle(&proxy, req)) }
+                    });
+                    tokio::spawn(async move {
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+                () = &mut shutdown => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Binds a listener, with a message that names the flag.
+pub async fn bind(addr: SocketAddr, what: &str) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({what}): {e}"))
+    })
+}

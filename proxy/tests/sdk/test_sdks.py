@@ -1,0 +1,211 @@
+"""The official OpenAI and Anthropic Python SDKs against strake-proxy (file
+mode) in front of the mock upstream: they must work unchanged with only a
+base URL and a Strake token, raise their usual exceptions for a bad token,
+and the upstream must see the real key, never the token.
+
+    cargo build -p strake-proxy -p strake-mock-upstream
+    python3 -m venv /tmp/sdkvenv && /tmp/sdkvenv/bin/pip install openai anthropic pytest
+    /tmp/sdkvenv/bin/pytest proxy/tests/sdk -q
+
+Binaries: $STRAKE_PROXY_BIN and $STRAKE_MOCK_BIN (default target/debug/…).
+"""
+
+import json
+import os
+import pathlib
+import queue
+import subprocess
+import threading
+import urllib.request
+
+import anthropic
+import openai
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+PROXY_BIN = os.environ.get("STRAKE_PROXY_BIN", str(ROOT / "target/debug/strake-proxy"))
+MOCK_BIN = os.environ.get("STRAKE_MOCK_BIN", str(ROOT / "target/debug/strake-mock-upstream"))
+KEY = "sk-real-upstream-key-for-sdk-tests"
+
+
+def _lines(stream, sink):
+    for line in iter(stream.readline, ""):
+        sink.put(line)
+
+
+def _wait_for(proc, stream, match, timeout=30):
+    lines = queue.Queue()
+    threading.Thread(target=_lines, args=(stream, lines), daemon=True).start()
+    seen = []
+    while True:
+        try:
+            line = lines.get(timeout=timeout)
+        except queue.Empty:
+            raise RuntimeError(f"{proc.args[0]} did not start: {''.join(seen)}")
+        seen.append(line)
+        found = match(line)
+        if found:
+            # Keep draining so the child never blocks on a full pipe.
+            threading.Thread(target=lambda: [None for _ in iter(lines.get, None)], daemon=True).start()
+            return found
+
+
+def _mint():
+    out = subprocess.run([PROXY_BIN, "mint", "--json"], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    mock = subprocess.Popen(
+        [MOCK_BIN, "--listen", "127.0.0.1:0", "--key", KEY],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    mock_url = _wait_for(
+        mock, mock.stdout, lambda l: l.strip().split("listening on ", 1)[1] if "listening on" in l else None
+    )
+    token = _mint()
+    config = tmp_path_factory.mktemp("strake") / "strake.yaml"
+    config.write_text(
+        f"""upstreams:
+  - name: openai
+    provider: openai
+    baseUrl: {mock_url}
+    apiKey: {KEY}
+  - name: anthropic
+    provider: anthropic
+    baseUrl: {mock_url}
+    apiKey: {KEY}
+tokens:
+  - name: sdk
+    identity: sdk@example.com
+    sha256: {token["sha256"]}
+    upstreams: [openai, anthropic]
+"""
+    )
+    proxy = subprocess.Popen(
+        [PROXY_BIN, "--config", str(config), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def serving(line):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            return None
+        return entry if entry.get("message") == "serving" else None
+
+    addrs = _wait_for(proxy, proxy.stderr, serving)
+    yield {
+        "proxy": f"http://{addrs['listen']}",
+        "admin": f"http://{addrs['admin']}",
+        "mock": mock_url,
+        "token": token["token"],
+    }
+    proxy.terminate()
+    mock.terminate()
+    proxy.wait(10)
+    mock.wait(10)
+
+
+def _get(url):
+    with urllib.request.urlopen(url) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture
+def recorded(stack):
+    """Requests the mock receives during the test."""
+    req = urllib.request.Request(f"{stack['mock']}/__mock/requests", method="DELETE")
+    urllib.request.urlopen(req).read()
+
+    def get():
+        return _get(f"{stack['mock']}/__mock/requests")
+
+    return get
+
+
+def _assert_only_the_real_key(requests, header):
+    assert requests, "nothing reached the upstream"
+    for r in requests:
+        text = json.dumps(r)
+        assert "sk-strk-" not in text, r
+        values = [v for (k, v) in r["headers"] if k == header]
+        assert values in ([f"Bearer {KEY}"], [KEY]), r["headers"]
+
+
+def test_openai_chat(stack, recorded):
+    client = openai.OpenAI(base_url=f"{stack['proxy']}/v1", api_key=stack["token"])
+    resp = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Say hello"}])
+    assert resp.choices[0].message.content
+    assert resp.usage.completion_tokens > 0
+    _assert_only_the_real_key(recorded(), "authorization")
+
+
+def test_openai_chat_stream_with_usage(stack, recorded):
+    client = openai.OpenAI(base_url=f"{stack['proxy']}/v1", api_key=stack["token"])
+    stream = client.chat.completions.create(
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "Say hello"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+    _assert_only_the_real_key(recorded(), "authorization")
+
+
+def test_anthropic_messages(stack, recorded):
+    client = anthropic.Anthropic(base_url=stack["proxy"], api_key=stack["token"])
+    msg = client.messages.create(
+        model="claude-3-5-haiku-latest", max_tokens=64, messages=[{"role": "user", "content": "Say hello"}]
+    )
+    assert msg.content[0].text
+    assert msg.usage.output_tokens > 0
+    _assert_only_the_real_key(recorded(), "x-api-key")
+
+
+def test_anthropic_stream_with_auth_token(stack, recorded):
+    # What the operator's Secret sets: ANTHROPIC_AUTH_TOKEN, sent as a bearer token.
+    client = anthropic.Anthropic(base_url=stack["proxy"], auth_token=stack["token"], api_key=None)
+    with client.messages.stream(
+        model="claude-3-5-haiku-latest", max_tokens=64, messages=[{"role": "user", "content": "Say hello"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text
+    assert final.usage.input_tokens > 0 and final.usage.output_tokens > 0
+    requests = recorded()
+    _assert_only_the_real_key(requests, "x-api-key")
+    assert all(not any(k == "authorization" for k, _ in r["headers"]) for r in requests)
+
+
+def test_wrong_tokens_raise_authentication_errors(stack, recorded):
+    bad = _mint()["token"]  # well-formed, never configured
+    with pytest.raises(openai.AuthenticationError) as e:
+        openai.OpenAI(base_url=f"{stack['proxy']}/v1", api_key=bad, max_retries=0).chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert "revoked or does not exist" in str(e.value)
+    assert bad not in str(e.value)
+    with pytest.raises(anthropic.AuthenticationError) as e:
+        anthropic.Anthropic(base_url=stack["proxy"], api_key=bad, max_retries=0).messages.create(
+            model="claude-3-5-haiku-latest", max_tokens=8, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert "revoked or does not exist" in str(e.value)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{stack['proxy']}/v1", api_key="sk-proj-not-strake", max_retries=0).models.list()
+    assert recorded() == [], "rejected requests never reach the upstream"
+
+
+def test_usage_is_counted(stack):
+    usage = _get(f"{stack['admin']}/usage")
+    entry = next(t for t in usage["tokens"] if t["name"] == "sdk")
+    assert entry["requests"] >= 4
+    assert entry["inputTokens"] > 0 and entry["outputTokens"] > 0
