@@ -1,0 +1,500 @@
+#!/usr/bin/env bash
+# bench/run.sh [--short]: Strake's benchmarks, side by side in one run.
+#
+#   overhead     open-loop constant-rate load: direct to the mock, nginx,
+#                strake-proxy (file mode), LiteLLM; added latency over direct
+#   saturation   closed-loop maximum throughput of each
+#   streaming    time to first byte and gaps between SSE events
+#   scale        strake-proxy with 10 / 10,000 / 100,000 tokens: startup, RSS, latency
+#   revocation   on the local control plane (make dev-up): delete -> 401
+#   operator     1,000 StrakeTokens to Ready on the local control plane
+#
+# Writes docs/benchmarks.md (full) or target/bench/benchmarks-short.md
+# (--short: CI-sized, a few minutes). Everything it starts listens on
+# 127.0.0.1 ports 19101-19109 and is stopped on exit. See bench/README.md.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+mode=full
+case "${1:-}" in
+"") ;;
+--short) mode=short ;;
+*)
+	echo "usage: bench/run.sh [--short]" >&2
+	exit 2
+	;;
+esac
+
+export STRAKE_CACHE="${STRAKE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/strake}"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+bin="$target_dir/release"
+work="$root/target/bench/$mode"
+results="$work/results"
+logs="$work/logs"
+run="$work/run"
+if [[ $mode == full ]]; then
+	report="$root/docs/benchmarks.md"
+	plots="$root/docs/benchmarks"
+else
+	report="$root/target/bench/benchmarks-short.md"
+	plots="$work/plots"
+fi
+
+# --- what each mode measures --------------------------------------------------
+
+if [[ $mode == full ]]; then
+	warmup=2 duration=10
+	rates=(20 50 500 2000 5000)
+	litellm_rates=(20 50)
+	stream_n=20 stream_c=4 stream_chunks=50 stream_ms=20
+	scale_counts=(10 10000 100000)
+	scale_rate=2000
+	revocation_trials=30 revocation_timeout=30
+	operator_tokens=1000
+	aa=1 # direct measured twice per rate: the run-to-run noise floor
+else
+	warmup=1 duration=3
+	rates=(20 2000)
+	litellm_rates=(20)
+	stream_n=8 stream_c=4 stream_chunks=20 stream_ms=20
+	scale_counts=(10 10000)
+	scale_rate=2000
+	revocation_trials=5 revocation_timeout=15
+	operator_tokens=100
+	aa=0
+fi
+connections=32
+
+# Ports: clear of the dev stack (18080-18092) and the cluster (16443, 23790, 23800).
+MOCK_PORT=19101 NGINX_PORT=19102 STRAKE_PORT=19103 STRAKE_ADMIN_PORT=19104
+LITELLM_PORT=19105 SCALE_PORT=19106 SCALE_ADMIN_PORT=19107
+NOLOG_PORT=19108 NOLOG_ADMIN_PORT=19109
+
+# Pinning: the server under test gets core 0 to itself; the load generator
+# and the mock upstream share core 1. Every proxy runs one worker (nginx
+# worker_processes 1, LiteLLM 1 worker, tokio sizes itself to its affinity).
+if (($(nproc) >= 2)); then
+	SUT_CPU=0 LOAD_CPU=1
+	pin_sut=(taskset -c "$SUT_CPU")
+	pin_load=(taskset -c "$LOAD_CPU")
+	layout="server under test pinned to core $SUT_CPU (taskset); load generator and mock upstream on core $LOAD_CPU"
+else
+	pin_sut=() pin_load=()
+	layout="one core: nothing pinned"
+fi
+
+UPSTREAM_KEY=sk-bench-upstream-0123456789
+LITELLM_KEY=sk-litellm-bench-master
+
+began=$SECONDS
+log() { printf 'bench [%4ss]: %s\n' "$((SECONDS - began))" "$*" >&2; }
+die() {
+	log "$*"
+	exit 1
+}
+
+# --- processes ------------------------------------------------------------------
+
+mkdir -p "$work"
+rm -rf "$results" "$logs" "$run" "$work/conf"
+mkdir -p "$results" "$logs" "$run" "$work/conf"
+
+# stop NAME: SIGTERM to the process group that start made, SIGKILL after 10 s.
+stop() {
+	local f="$run/$1.pid" pid i
+	[[ -f $f ]] || return 0
+	pid="$(<"$f")"
+	rm -f "$f"
+	kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || return 0
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$pid" 2>/dev/null || return 0
+		sleep 0.1
+	done
+	log "$1 (pid $pid) ignored SIGTERM; killing it"
+	kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+}
+
+dev_started=0
+cleanup() {
+	local f
+	for f in "$run"/*.pid; do
+		[[ -e $f ]] && stop "$(basename "$f" .pid)"
+	done
+	if ((dev_started)); then
+		log "stopping the dev stack this run started"
+		timeout 120 e2e/dev/down.sh "$root/target/dev" >/dev/null 2>&1 || true
+	fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# start NAME EXPERIMENT READY_URL CMD...: starts CMD in its own session (so
+# stop reaches its children), waits until READY_URL answers 200, records the
+# time to ready and the memory then in results (scale-*) or work/startup.
+start() {
+	local name="$1" experiment="$2" url="$3"
+	shift 3
+	local out="$work/startup-$name.json"
+	[[ $experiment == scale-* ]] && out="$results/startup-$experiment.json"
+	if ! timeout 200 "$bin/strake-bench" startup --target "$name" --experiment "$experiment" \
+		--out "$out" --ready-url "$url" --timeout 180 \
+		--pid-file "$run/$name.pid" --log "$logs/$name.log" -- setsid "$@" >&2; then
+		tail -n 20 "$logs/$name.log" >&2 || true
+		return 1
+	fi
+}
+
+pid() { cat "$run/$1.pid"; }
+
+# load TARGET EXPERIMENT RATE URL [strake-bench load args...]
+load() {
+	local target="$1" experiment="$2" rate="$3" url="$4" name
+	shift 4
+	name="$experiment-$target-${rate}"
+	local -a pidarg=()
+	[[ -f "$run/${SERVER[$target]:-none}.pid" ]] && pidarg=(--pid "$(pid "${SERVER[$target]}")")
+	timeout $((warmup + duration + 90)) "${pin_load[@]}" "$bin/strake-bench" load \
+		--target "$target" --experiment "$experiment" --out "$results/load-$name.json" \
+		--url "$url" --body "$work/conf/chat.json" --rate "$rate" \
+		--warmup "$warmup" --duration "$duration" --connections "$connections" \
+		"${pidarg[@]}" "$@" ||
+		log "load $name failed (exit $?)"
+}
+
+skip() {
+	local target="$1" experiment="$2" reason="$3"
+	log "skipping $target ($experiment): $reason"
+	python3 -c 'import json,sys; print(json.dumps({"kind":"skipped","target":sys.argv[1],"experiment":sys.argv[2],"reason":sys.argv[3]}))' \
+		"$target" "$experiment" "$reason" >"$results/skipped-$target-$experiment.json"
+}
+
+# The process behind each target, for its CPU and memory.
+declare -A SERVER=([direct]=mock [direct-repeat]=mock [nginx]=nginx [strake]=strake
+	[strake-nolog]=strake-nolog [litellm]=litellm)
+
+# --- build ----------------------------------------------------------------------
+
+log "building (release): strake-bench, strake-mock-upstream, strake-proxy"
+timeout 1800 cargo build --release -q -p strake-bench -p strake-mock-upstream -p strake-proxy >&2 ||
+	die "cargo build failed"
+
+litellm_ok=0 venv=""
+if venv="$(timeout 1300 bench/venv.sh | tail -n1)" && [[ -x "$venv/bin/litellm" ]]; then
+	litellm_ok=1
+else
+	skip litellm overhead "the LiteLLM proxy could not be installed from PyPI here (bench/venv.sh failed)"
+fi
+
+# --- the machine ----------------------------------------------------------------
+
+# busy_pct SECONDS: how busy the whole machine was over SECONDS, in percent.
+busy_pct() {
+	local -a a b
+	read -ra a </proc/stat
+	sleep "$1"
+	read -ra b </proc/stat
+	local busy=$(((b[1] + b[2] + b[3] + b[6] + b[7] + b[8]) - (a[1] + a[2] + a[3] + a[6] + a[7] + a[8])))
+	local idle=$(((b[4] + b[5]) - (a[4] + a[5])))
+	echo $((100 * busy / (busy + idle + 1)))
+}
+# Timings mean little while something else (a build, a test suite) runs on
+# these two cores: the full run waits up to 10 minutes for a quiet machine.
+background="$(busy_pct 2)"
+if [[ $mode == full ]]; then
+	for ((i = 0; i < 120 && background > 10; i++)); do
+		((i % 12 == 0)) && log "the machine is busy (${background}% CPU used by others); waiting for it to settle"
+		sleep 3
+		background="$(busy_pct 2)"
+	done
+fi
+log "background CPU before the run: ${background}%"
+
+machine() {
+	local cpu kernel nginx_v rustc_v litellm_v="not installed" commit
+	cpu="$(lscpu | sed -n 's/^Model name: *//p' | head -n1)"
+	kernel="$(uname -sr)"
+	nginx_v="$(nginx -v 2>&1 | sed 's/^nginx version: //')"
+	rustc_v="$(rustc -V)"
+	((litellm_ok)) && litellm_v="$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("litellm"))')"
+	commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- proxy 2>/dev/null || echo ' (proxy/ modified)')"
+	python3 - "$results/machine.json" <<EOF
+import json, sys
+items = [
+    ["CPU", "$cpu"],
+    ["cores", "$(nproc) ($(lscpu | sed -n 's/^Thread(s) per core: *//p') thread(s) per core)"],
+    ["memory", "$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"],
+    ["kernel", "$kernel"],
+    ["rustc", "$rustc_v"],
+    ["nginx", "$nginx_v (Debian package)"],
+    ["LiteLLM", "$litellm_v (PyPI, Python $(python3 -c 'import platform; print(platform.python_version())'))"],
+    ["Strake", "commit $commit, release build"],
+    ["pinning", "$layout"],
+    ["background load", "${background}% CPU busy with other work just before the run (0-5% is a quiet machine)"],
+    ["load", "$connections keep-alive HTTP/1.1 connections; ${warmup} s warm-up + ${duration} s measured per point"],
+]
+json.dump({"kind": "machine", "items": items}, open(sys.argv[1], "w"))
+EOF
+}
+machine
+
+# --- the servers ----------------------------------------------------------------
+
+cat >"$work/conf/chat.json" <<'EOF'
+{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in one short sentence."}]}
+EOF
+# The mock paces the stream by a model-name suffix, so every proxy forwards
+# the same request (LiteLLM maps an alias to it).
+stream_body() {
+	echo '{"model":"'"$1"'","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Count slowly."}]}'
+}
+stream_body "gpt-4o-mini@chunks=$stream_chunks,interval-ms=$stream_ms" >"$work/conf/stream.json"
+stream_body gpt-4o-mini-stream >"$work/conf/stream-litellm.json"
+
+for port in $MOCK_PORT $NGINX_PORT $STRAKE_PORT $STRAKE_ADMIN_PORT $LITELLM_PORT $SCALE_PORT \
+	$SCALE_ADMIN_PORT $NOLOG_PORT $NOLOG_ADMIN_PORT; do
+	port_busy "$port" && die "127.0.0.1:$port is in use; stop whatever listens there first"
+done
+
+log "starting the mock upstream (core ${LOAD_CPU:-any})"
+start mock startup "http://127.0.0.1:$MOCK_PORT/__mock/health" \
+	"${pin_load[@]}" "$bin/strake-mock-upstream" --listen "127.0.0.1:$MOCK_PORT" --no-record \
+	--key "$UPSTREAM_KEY" || die "the mock upstream did not start"
+
+# nginx: the same job as the proxy minus the token check: swap the
+# credential, keep-alive upstream pool, HTTP/1.1 upstream, no buffering.
+mkdir -p "$work/nginx"
+cat >"$work/conf/nginx.conf" <<EOF
+worker_processes 1;
+pid $work/nginx/nginx.pid;
+error_log $logs/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $work/nginx/body;
+    proxy_temp_path $work/nginx/proxy;
+    fastcgi_temp_path $work/nginx/fastcgi;
+    uwsgi_temp_path $work/nginx/uwsgi;
+    scgi_temp_path $work/nginx/scgi;
+    upstream mock {
+        server 127.0.0.1:$MOCK_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+        keepalive_timeout 60s;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        keepalive_requests 1000000;
+        keepalive_timeout 75s;
+        location / {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Authorization "Bearer $UPSTREAM_KEY";
+            proxy_buffering off;
+            proxy_request_buffering off;
+        }
+    }
+}
+EOF
+log "starting nginx (core ${SUT_CPU:-any})"
+start nginx startup "http://127.0.0.1:$NGINX_PORT/__mock/health" \
+	"${pin_sut[@]}" nginx -p "$work/nginx" -e "$logs/nginx-error.log" -c "$work/conf/nginx.conf" -g 'daemon off;' ||
+	die "nginx did not start"
+
+# strake-proxy, file mode, 10 tokens (scale varies this below).
+gen_tokens() { # COUNT LISTEN ADMIN CONFIG TOKENS
+	timeout 300 "$bin/strake-bench" tokens --count "$1" --listen "$2" --admin "$3" \
+		--config-out "$4" --tokens-out "$5" --upstream-url "http://127.0.0.1:$MOCK_PORT" \
+		--upstream-key "$UPSTREAM_KEY" --sample 1000
+}
+gen_tokens 10 "127.0.0.1:$STRAKE_PORT" "127.0.0.1:$STRAKE_ADMIN_PORT" \
+	"$work/conf/strake.yaml" "$work/conf/strake-tokens.txt"
+strake_token="$(head -n1 "$work/conf/strake-tokens.txt")"
+log "starting strake-proxy (core ${SUT_CPU:-any})"
+strake_ok=1
+start strake startup "http://127.0.0.1:$STRAKE_ADMIN_PORT/readyz" \
+	"${pin_sut[@]}" "$bin/strake-proxy" --config "$work/conf/strake.yaml" || {
+	strake_ok=0
+	skip strake overhead "strake-proxy did not become ready (see target/bench/$mode/logs/strake.log)"
+}
+
+# The same proxy with its access log filtered out, as nginx runs here
+# (access_log off): how much of the difference is the log.
+nolog_ok=0
+if ((strake_ok)); then
+	sed -e "s/^listen: .*/listen: \"127.0.0.1:$NOLOG_PORT\"/" \
+		-e "s/^admin: .*/admin: \"127.0.0.1:$NOLOG_ADMIN_PORT\"/" \
+		"$work/conf/strake.yaml" >"$work/conf/strake-nolog.yaml"
+	start strake-nolog startup "http://127.0.0.1:$NOLOG_ADMIN_PORT/readyz" \
+		env RUST_LOG=info,access=off "${pin_sut[@]}" "$bin/strake-proxy" \
+		--config "$work/conf/strake-nolog.yaml" && nolog_ok=1
+fi
+
+if ((litellm_ok)); then
+	cat >"$work/conf/litellm.yaml" <<EOF
+# LiteLLM per its docs: a model_list entry pointing api_base at the mock as
+# an OpenAI model, a master key, no database. One worker per core.
+model_list:
+  - model_name: gpt-4o-mini
+    litellm_params:
+      model: openai/gpt-4o-mini
+      api_base: http://127.0.0.1:$MOCK_PORT/v1
+      api_key: $UPSTREAM_KEY
+  # LiteLLM rejects model names with the mock's knob suffix, so the
+  # streaming model gets a plain alias.
+  - model_name: gpt-4o-mini-stream
+    litellm_params:
+      model: openai/gpt-4o-mini@chunks=$stream_chunks,interval-ms=$stream_ms
+      api_base: http://127.0.0.1:$MOCK_PORT/v1
+      api_key: $UPSTREAM_KEY
+general_settings:
+  master_key: $LITELLM_KEY
+litellm_settings:
+  set_verbose: false
+  telemetry: false
+EOF
+	log "starting LiteLLM (core ${SUT_CPU:-any}; takes a few seconds)"
+	start litellm startup "http://127.0.0.1:$LITELLM_PORT/health/liveliness" \
+		env LITELLM_LOG=ERROR LITELLM_LOCAL_MODEL_COST_MAP=True \
+		"${pin_sut[@]}" "$venv/bin/litellm" --config "$work/conf/litellm.yaml" \
+		--host 127.0.0.1 --port "$LITELLM_PORT" --num_workers 1 || {
+		litellm_ok=0
+		skip litellm overhead "LiteLLM installed but did not start (see target/bench/$mode/logs/litellm.log)"
+	}
+fi
+
+url_of() {
+	case "$1" in
+	direct | direct-repeat) echo "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" ;;
+	nginx) echo "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" ;;
+	strake) echo "http://127.0.0.1:$STRAKE_PORT/v1/chat/completions" ;;
+	strake-nolog) echo "http://127.0.0.1:$NOLOG_PORT/v1/chat/completions" ;;
+	litellm) echo "http://127.0.0.1:$LITELLM_PORT/v1/chat/completions" ;;
+	esac
+}
+cred_of() {
+	case "$1" in
+	direct | direct-repeat) echo "$UPSTREAM_KEY" ;;
+	nginx) echo "sk-client-credential-nginx-replaces" ;;
+	strake | strake-nolog) echo "$strake_token" ;;
+	litellm) echo "$LITELLM_KEY" ;;
+	esac
+}
+targets=(direct nginx)
+((strake_ok)) && targets+=(strake)
+
+# --- 1. overhead ----------------------------------------------------------------
+
+log "overhead: rates ${rates[*]} rps (LiteLLM at ${litellm_rates[*]} only)"
+for rate in "${rates[@]}"; do
+	these=("${targets[@]}")
+	if ((litellm_ok)) && [[ " ${litellm_rates[*]} " == *" $rate "* ]]; then
+		these+=(litellm)
+	fi
+	((nolog_ok && aa)) && these+=(strake-nolog)
+	((aa)) && these+=(direct-repeat)
+	for t in "${these[@]}"; do
+		load "$t" overhead "$rate" "$(url_of "$t")" --bearer "$(cred_of "$t")"
+	done
+done
+
+log "saturation: closed loop, $connections connections"
+sat_targets=("${targets[@]}")
+((litellm_ok)) && sat_targets+=(litellm)
+for t in "${sat_targets[@]}" $( ((nolog_ok)) && echo strake-nolog); do
+	load "$t" saturation 0 "$(url_of "$t")" --bearer "$(cred_of "$t")"
+done
+
+# --- 2. streaming ---------------------------------------------------------------
+
+log "streaming: $stream_n streams of $stream_chunks chunks every $stream_ms ms"
+for t in "${sat_targets[@]}"; do
+	timeout 300 "${pin_load[@]}" "$bin/strake-bench" stream --target "$t" --experiment streaming \
+		--out "$results/stream-$t.json" --url "$(url_of "$t")" \
+		--body "$work/conf/stream$([[ $t == litellm ]] && echo -litellm).json" \
+		--bearer "$(cred_of "$t")" --streams "$stream_n" --concurrency "$stream_c" ||
+		log "stream $t failed"
+done
+
+stop litellm
+stop nginx
+stop strake-nolog
+
+# --- 5. instructions per request (callgrind) ----------------------------------------
+
+log "profile: instructions per request under callgrind"
+timeout 600 bench/profile.sh "$work/profile" >&2 || log "profile failed"
+cp "$work"/profile/profile-*.json "$results/" 2>/dev/null || true
+
+# --- 4. scale (file mode) ---------------------------------------------------------
+
+if ((strake_ok)); then
+	stop strake
+	for n in "${scale_counts[@]}"; do
+		log "scale: $n tokens"
+		cfg="$work/conf/scale-$n.yaml" toks="$work/conf/scale-$n-tokens.txt"
+		gen_tokens "$n" "127.0.0.1:$SCALE_PORT" "127.0.0.1:$SCALE_ADMIN_PORT" "$cfg" "$toks"
+		if ! start strake "scale-$n" "http://127.0.0.1:$SCALE_ADMIN_PORT/readyz" \
+			"${pin_sut[@]}" "$bin/strake-proxy" --config "$cfg"; then
+			skip strake "scale-$n" "strake-proxy with $n tokens did not become ready"
+			stop strake
+			continue
+		fi
+		load direct "scale-$n" "$scale_rate" "$(url_of direct)" --bearer "$UPSTREAM_KEY"
+		load strake "scale-$n" "$scale_rate" "http://127.0.0.1:$SCALE_PORT/v1/chat/completions" \
+			--bearer-file "$toks"
+		stop strake
+	done
+fi
+stop mock
+
+# --- 3. revocation and operator scale (local control plane) ---------------------------
+
+dev="$root/target/dev"
+if [[ -f $dev/env ]] && timeout 10 e2e/dev/service.sh "$dev" status proxy >/dev/null 2>&1 &&
+	timeout 10 e2e/dev/service.sh "$dev" status operator >/dev/null 2>&1; then
+	log "using the running dev stack ($dev)"
+	dev_ok=1
+else
+	log "starting the dev stack (make dev-up)"
+	dev_started=1
+	if timeout 900 make -s dev-up >"$logs/dev-up.log" 2>&1; then
+		dev_ok=1
+	else
+		dev_ok=0
+		tail -n 20 "$logs/dev-up.log" >&2 || true
+		skip strake revocation "make dev-up failed (see target/bench/$mode/logs/dev-up.log)"
+	fi
+fi
+if ((dev_ok)); then
+	# shellcheck source=/dev/null
+	source "$dev/env"
+	log "revocation: $revocation_trials trials"
+	timeout $((revocation_trials * 70 + 60)) "$bin/strake-bench" revocation --target strake \
+		--experiment revocation --out "$results/revocation.json" \
+		--namespace strake-bench --mock-url "$MOCK_UPSTREAM_URL" --mock-key "$MOCK_OPENAI_KEY" \
+		--proxy-url "$STRAKE_PROXY_URL" --trials "$revocation_trials" --poll-ms 5 \
+		--timeout "$revocation_timeout" ||
+		log "revocation failed"
+	log "operator: $operator_tokens StrakeTokens to Ready"
+	timeout 900 "$bin/strake-bench" operator-scale --target strake --experiment operator \
+		--out "$results/operator.json" --namespace strake-bench-scale \
+		--mock-url "$MOCK_UPSTREAM_URL" --mock-key "$MOCK_OPENAI_KEY" \
+		--count "$operator_tokens" --operator-pid-file "$dev/run/operator.pid" --timeout 300 ||
+		log "operator scale failed"
+fi
+
+# --- the report -----------------------------------------------------------------
+
+rm -rf "$plots"
+if [[ -n $venv && -x $venv/bin/python ]] && "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
+	timeout 120 "$venv/bin/python" bench/plot.py "$results" "$plots" || log "plots failed"
+fi
+elapsed=$((SECONDS - began))
+"$bin/strake-bench" report --results "$results" --out "$report" --plots "$plots" \
+	--note "$mode mode, $(date -u +%Y-%m-%d), ${elapsed} s"
+log "wrote $report in ${elapsed} s"

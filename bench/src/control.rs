@@ -1,0 +1,448 @@
+//! Measurements on a live control plane (`make dev-up`): how long a deleted
+//! StrakeToken keeps working at the proxy, and how long the operator takes
+//! to bring many StrakeTokens to Ready.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use http_body_util::{BodyExt, Full};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::Client;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use strake_crds::resources::{StrakeToken, UpstreamKey};
+
+use crate::Output;
+use crate::conn;
+use crate::histogram::nearest_rank;
+use crate::proc;
+use crate::results::{self, Meta, OperatorScaleResult, Record, RevocationResult};
+
+const MANAGER: &str = "strake-bench";
+const UPSTREAM: &str = "openai";
+const UPSTREAM_SECRET: &str = "bench-upstream";
+const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"ping"}]}"#;
+
+/// Where the mock upstream is, so the bench namespace gets an UpstreamKey.
+#[derive(clap::Args, Debug)]
+struct UpstreamArgs {
+    /// The mock upstream's base URL (MOCK_UPSTREAM_URL in target/dev/env).
+    #[arg(long)]
+    mock_url: String,
+    /// The key the mock accepts (MOCK_OPENAI_KEY).
+    #[arg(long)]
+    mock_key: String,
+    /// Namespace the bench's StrakeTokens live in (created if missing).
+    #[arg(long)]
+    namespace: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RevocationArgs {
+    #[command(flatten)]
+    output: Output,
+    #[command(flatten)]
+    upstream: UpstreamArgs,
+    /// The proxy's traffic URL (STRAKE_PROXY_URL).
+    #[arg(long)]
+    proxy_url: String,
+    #[arg(long, default_value_t = 30)]
+    trials: usize,
+    /// Milliseconds between two probes of the proxy after the delete.
+    #[arg(long, default_value_t = 5.0)]
+    poll_ms: f64,
+    /// Seconds a trial may take before it counts as failed.
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct OperatorScaleArgs {
+    #[command(flatten)]
+    output: Output,
+    #[command(flatten)]
+    upstream: UpstreamArgs,
+    /// StrakeTokens to create.
+    #[arg(long, default_value_t = 1000)]
+    count: usize,
+    /// Creates in flight at once.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// The operator's pid (its pid file), for its memory.
+    #[arg(long)]
+    operator_pid_file: Option<PathBuf>,
+    /// Seconds to wait for every token to be Ready.
+    #[arg(long, default_value_t = 300.0)]
+    timeout: f64,
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// Namespace, upstream Secret and UpstreamKey for the bench's tokens;
+/// server-side applied, so a rerun changes nothing. Waits until the
+/// UpstreamKey is Ready.
+async fn ensure_upstream(client: &Client, args: &UpstreamArgs) -> anyhow::Result<()> {
+    let ns = &args.namespace;
+    let pp = PatchParams::apply(MANAGER).force();
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .patch(
+            ns,
+            &pp,
+            &Patch::Apply(
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            ),
+        )
+        .await
+        .context("applying the bench namespace")?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    secrets
+        .patch(
+            UPSTREAM_SECRET,
+            &pp,
+            &Patch::Apply(json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": UPSTREAM_SECRET},
+                "stringData": {"api-key": args.mock_key},
+            })),
+        )
+        .await
+        .context("applying the upstream Secret")?;
+    let keys: Api<UpstreamKey> = Api::namespaced(client.clone(), ns);
+    keys.patch(
+        UPSTREAM,
+        &pp,
+        &Patch::Apply(json!({
+            "apiVersion": "strake.sh/v1alpha1", "kind": "UpstreamKey",
+            "metadata": {"name": UPSTREAM},
+            "spec": {
+                "provider": "openai",
+                "baseUrl": args.mock_url,
+                "secretRef": {"name": UPSTREAM_SECRET, "key": "api-key"},
+            },
+        })),
+    )
+    .await
+    .context("applying the UpstreamKey")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let key = keys.get(UPSTREAM).await?;
+        let ready = key
+            .status
+            .as_ref()
+            .is_some_and(|s| s.conditions.iter().any(is_ready));
+        if ready {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("UpstreamKey {ns}/{UPSTREAM} not Ready after 60 s (is the operator running?)");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn is_ready(c: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition) -> bool {
+    c.type_ == "Ready" && c.status == "True"
+}
+
+fn token_is_ready(t: &StrakeToken) -> bool {
+    t.status
+        .as_ref()
+        .is_some_and(|s| s.conditions.iter().any(is_ready))
+}
+
+fn strake_token(name: &str) -> anyhow::Result<StrakeToken> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "strake.sh/v1alpha1", "kind": "StrakeToken",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "strake-bench"}},
+        "spec": {"identity": format!("{name}@bench.example.com"), "upstreams": [UPSTREAM]},
+    }))?)
+}
+
+/// A keep-alive client that asks the proxy one chat completion at a time.
+struct Probe {
+    template: conn::Template,
+    conn: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+}
+
+impl Probe {
+    fn new(proxy_url: &str, token: &str) -> anyhow::Result<Probe> {
+        let url = format!("{}/v1/chat/completions", proxy_url.trim_end_matches('/'));
+        Ok(Probe {
+            template: conn::Template::new(
+                &url,
+                &[],
+                Some(Bytes::from_static(CHAT.as_bytes())),
+                &[token.to_owned()],
+            )?,
+            conn: None,
+        })
+    }
+
+    /// The proxy's answer, or 0 if the request failed.
+    async fn status(&mut self) -> u16 {
+        let attempt = async {
+            if self.conn.as_ref().is_none_or(|c| c.is_closed()) {
+                self.conn = Some(conn::connect(self.template.addr).await.ok()?);
+            }
+            let c = self.conn.as_mut()?;
+            c.ready().await.ok()?;
+            let resp = c.send_request(self.template.request(0)).await.ok()?;
+            let status = resp.status().as_u16();
+            resp.into_body().collect().await.ok()?;
+            Some(status)
+        };
+        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+            Ok(Some(s)) => s,
+            _ => {
+                self.conn = None;
+                0
+            }
+        }
+    }
+
+    /// Probes every `every` until the answer is `want`; the time it took.
+    async fn until(&mut self, want: u16, every: Duration, limit: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        let mut next = start;
+        loop {
+            if self.status().await == want {
+                return Some(start.elapsed());
+            }
+            if start.elapsed() > limit {
+                return None;
+            }
+            next += every;
+            tokio::time::sleep_until(next.max(Instant::now()).into()).await;
+        }
+    }
+}
+
+pub fn revocation(args: RevocationArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let client = Client::try_default()
+            .await
+            .context("kube client (KUBECONFIG)")?;
+        ensure_upstream(&client, &args.upstream).await?;
+        let ns = &args.upstream.namespace;
+        let tokens: Api<StrakeToken> = Api::namespaced(client.clone(), ns);
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+        let limit = Duration::from_secs_f64(args.timeout);
+        let every = Duration::from_secs_f64(args.poll_ms / 1000.0);
+        let run = jiff::Timestamp::now().as_second();
+        let mut trials_ms = Vec::new();
+        let mut issue_ms = Vec::new();
+        let mut failures = 0;
+        let mut failed_in_a_row = 0;
+        for i in 0..args.trials {
+            if failed_in_a_row >= 2 {
+                eprintln!("revocation: two trials in a row could not issue a token; giving up");
+                failures += (args.trials - i) as u64;
+                break;
+            }
+            let name = format!("rev-{run}-{i}");
+            let created = Instant::now();
+            tokens
+                .create(&PostParams::default(), &strake_token(&name)?)
+                .await
+                .with_context(|| format!("creating StrakeToken {ns}/{name}"))?;
+            let token = match wait_for_token(&secrets, &format!("{name}-strake"), limit).await {
+                Some(t) => t,
+                None => {
+                    eprintln!("revocation: {name}: no token Secret after {limit:?}");
+                    failures += 1;
+                    failed_in_a_row += 1;
+                    let _ = tokens.delete(&name, &DeleteParams::default()).await;
+                    continue;
+                }
+            };
+            let mut probe = Probe::new(&args.proxy_url, &token)?;
+            if probe.until(200, every, limit).await.is_none() {
+                eprintln!("revocation: {name}: the proxy never accepted the new token");
+                failures += 1;
+                failed_in_a_row += 1;
+                let _ = tokens.delete(&name, &DeleteParams::default()).await;
+                continue;
+            }
+            failed_in_a_row = 0;
+            issue_ms.push(created.elapsed().as_secs_f64() * 1000.0);
+            let deleted = Instant::now();
+            tokens
+                .delete(&name, &DeleteParams::default())
+                .await
+                .with_context(|| format!("deleting StrakeToken {ns}/{name}"))?;
+            match probe.until(401, every, limit).await {
+                Some(_) => trials_ms.push(deleted.elapsed().as_secs_f64() * 1000.0),
+                None => {
+                    eprintln!("revocation: {name}: still accepted {limit:?} after the delete");
+                    failures += 1;
+                }
+            }
+        }
+        let mut sorted = trials_ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        eprintln!(
+            "revocation: {} trials, {failures} failed; delete -> 401 p50 {:.0} ms p99 {:.0} ms max {:.0} ms",
+            trials_ms.len(),
+            nearest_rank(&sorted, 50.0),
+            nearest_rank(&sorted, 99.0),
+            sorted.last().copied().unwrap_or(f64::NAN),
+        );
+        let record = Record::Revocation(RevocationResult {
+            meta: Meta {
+                target: args.output.target.clone(),
+                experiment: args.output.experiment.clone(),
+            },
+            trials_ms,
+            issue_ms,
+            poll_interval_ms: args.poll_ms,
+            failures,
+        });
+        results::write(&args.output.out, &record)
+    })
+}
+
+/// The plaintext token from the holder's Secret, once the operator wrote it.
+async fn wait_for_token(secrets: &Api<Secret>, name: &str, limit: Duration) -> Option<String> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(secret)) = secrets.get_opt(name).await
+            && let Some(token) = secret.data.as_ref().and_then(|d| d.get("token"))
+        {
+            return String::from_utf8(token.0.clone()).ok();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+pub fn operator_scale(args: OperatorScaleArgs) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let client = Client::try_default()
+            .await
+            .context("kube client (KUBECONFIG)")?;
+        ensure_upstream(&client, &args.upstream).await?;
+        let ns = args.upstream.namespace.clone();
+        let tokens: Api<StrakeToken> = Api::namespaced(client.clone(), &ns);
+        let selector = ListParams::default().labels("app.kubernetes.io/part-of=strake-bench");
+        cleanup(&tokens, &selector).await?;
+        let operator_pid = match &args.operator_pid_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("reading {}", f.display()))?
+                    .trim()
+                    .parse::<u32>()?,
+            ),
+            None => None,
+        };
+        let rss_before = operator_pid.map(proc::rss_kib);
+        let mut rss_peak = rss_before;
+
+        let start = Instant::now();
+        let names: Vec<String> = (0..args.count).map(|i| format!("scale-{i:05}")).collect();
+        futures::stream::iter(names.iter().map(|name| {
+            let tokens = tokens.clone();
+            async move {
+                tokens
+                    .create(&PostParams::default(), &strake_token(name)?)
+                    .await
+                    .with_context(|| format!("creating StrakeToken {name}"))
+            }
+        }))
+        .buffer_unordered(args.concurrency)
+        .try_collect::<Vec<_>>()
+        .await?;
+        let create_s = start.elapsed().as_secs_f64();
+        eprintln!(
+            "operator-scale: {} StrakeTokens created in {create_s:.1} s",
+            args.count
+        );
+
+        let limit = Duration::from_secs_f64(args.timeout);
+        let (all_ready, ready) = loop {
+            let list = tokens.list(&selector).await?;
+            let ready = list.items.iter().filter(|t| token_is_ready(t)).count();
+            if let Some(pid) = operator_pid {
+                rss_peak = rss_peak.max(Some(proc::rss_kib(pid)));
+            }
+            if ready >= args.count {
+                break (Some(start.elapsed()), ready);
+            }
+            if start.elapsed() > limit {
+                break (None, ready);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let all_ready_s = all_ready.map_or(f64::NAN, |d| d.as_secs_f64());
+        eprintln!(
+            "operator-scale: {ready}/{} Ready after {:.1} s; operator RSS {} -> peak {} MiB",
+            args.count,
+            start.elapsed().as_secs_f64(),
+            rss_before.unwrap_or(0) / 1024,
+            rss_peak.unwrap_or(0) / 1024,
+        );
+        let record = Record::OperatorScale(OperatorScaleResult {
+            meta: Meta {
+                target: args.output.target.clone(),
+                experiment: args.output.experiment.clone(),
+            },
+            tokens: args.count,
+            all_ready_s,
+            create_s,
+            ready,
+            operator_rss_kib: rss_peak,
+            operator_rss_before_kib: rss_before,
+        });
+        results::write(&args.output.out, &record)?;
+        cleanup(&tokens, &selector).await
+    })
+}
+
+/// Deletes the bench's StrakeTokens and waits until the operator's
+/// finalizers let them go, so the next measurement starts clean.
+async fn cleanup(tokens: &Api<StrakeToken>, selector: &ListParams) -> anyhow::Result<()> {
+    let names: Vec<String> = tokens
+        .list(selector)
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|t| t.metadata.name)
+        .collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let start = Instant::now();
+    futures::stream::iter(names.iter().map(|name| async move {
+        match tokens.delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("deleting StrakeToken {name}")),
+        }
+    }))
+    .buffer_unordered(16)
+    .try_collect::<Vec<_>>()
+    .await?;
+    loop {
+        let left = tokens.list(selector).await?.items.len();
+        if left == 0 {
+            eprintln!(
+                "operator-scale: {} StrakeTokens deleted in {:.1} s",
+                names.len(),
+                start.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(300) {
+            bail!("{left} bench StrakeTokens still present 300 s after the delete");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
