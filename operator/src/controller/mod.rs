@@ -551,7 +551,7 @@ pub fn gauge_key<K: ResourceExt>(obj: &K) -> (String, String) {
 /// after 120 s without errors, so the burst of 403s and 410s an API server
 /// gives while it restarts left revocations waiting for minutes. Capped at
 /// 2 s, a watch resumes within a couple of seconds of the server's return.
-fn watch_backoff() -> impl kube::runtime::utils::Backoff + Send + Sync + 'static {
+fn watch_backoff() -> impl kube::runtime::utils::Backoff + 'static {
     let exponential = backon::ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(2))
