@@ -40,6 +40,8 @@ unit:
 
 .PHONY: sdk
 sdk: deps build
+	STRAKE_PROXY_BIN="$(CARGO_TARGET_DIR)/debug/strake-proxy" \
+	STRAKE_MOCK_BIN="$(CARGO_TARGET_DIR)/debug/strake-mock-upstream" \
 	"$(STRAKE_CACHE)/venv/bin/python" -m pytest -q proxy/tests/sdk
 
 .PHONY: e2e
