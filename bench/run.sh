@@ -11,7 +11,8 @@
 #
 # Writes docs/benchmarks.md (full) or target/bench/benchmarks-short.md
 # (--short: CI-sized, a few minutes). Everything it starts listens on
-# 127.0.0.1 ports 19101-19109 and is stopped on exit. See bench/README.md.
+# 127.0.0.1 ports 19101-19109 (bench/profile.sh: 19111-19114) and is stopped
+# on exit. See bench/README.md.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
