@@ -3,10 +3,10 @@
 
 Not run by `cargo test`. To run it:
 
-    python3 -m venv /tmp/mockvenv && /tmp/mockvenv/bin/pip install openai anthropic
-    /tmp/mockvenv/bin/pip install google-genai   # optional: Gemini checks run if present
+    python3 -m venv .venv && .venv/bin/pip install openai anthropic
+    .venv/bin/pip install google-genai   # optional: Gemini checks run if present
     cargo build -p strake-mock-upstream
-    /tmp/mockvenv/bin/python e2e/mock-upstream/tests/sdk_smoke.py
+    .venv/bin/python e2e/mock-upstream/tests/sdk_smoke.py
 
 By default the script starts `target/debug/strake-mock-upstream` itself (override
 the binary with MOCK_BIN). To test a mock that is already running, or a proxy in

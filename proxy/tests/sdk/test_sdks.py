@@ -3,9 +3,7 @@ mode) in front of the mock upstream: they must work unchanged with only a
 base URL and a Strake token, raise their usual exceptions for a bad token,
 and the upstream must see the real key, never the token.
 
-    cargo build -p strake-proxy -p strake-mock-upstream
-    python3 -m venv /tmp/sdkvenv && /tmp/sdkvenv/bin/pip install openai anthropic pytest
-    /tmp/sdkvenv/bin/pytest proxy/tests/sdk -q
+    make sdk      # builds the binaries and the pinned SDK virtualenv, then runs pytest
 
 Binaries: $STRAKE_PROXY_BIN and $STRAKE_MOCK_BIN (default target/debug/…).
 """
