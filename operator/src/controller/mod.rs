@@ -187,6 +187,28 @@ fn is_stale(e: &kube::Error) -> bool {
 }
 
 /// `Kind/namespace/name`, the key of the failure counter.
+/// The error policy both controllers share: count the failure under the
+/// controller's metric label and requeue the object with its own backoff.
+pub fn requeue_after_failure<K: Resource<DynamicType = ()>>(
+    controller: &'static str,
+    obj: &K,
+    error: &Error,
+    ctx: &Context,
+) -> controller::Action {
+    ctx.metrics
+        .reconcile_failed(controller, error.metric_label());
+    let retry_in = ctx.failed(&object_key(obj));
+    tracing::warn!(
+        namespace = obj.meta().namespace.as_deref(),
+        name = obj.meta().name.as_deref().unwrap_or_default(),
+        %error,
+        ?retry_in,
+        "{} reconcile failed",
+        K::kind(&())
+    );
+    controller::Action::requeue(retry_in)
+}
+
 pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     format!(
         "{}/{}/{}",

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use super::{
     Context, apply_secret, apply_status, delete_secret, gauge_key, object_key, reference,
-    settle_finalizer,
+    requeue_after_failure, settle_finalizer,
 };
 use crate::core::env::{self, EnvUpstream};
 use crate::core::objects::{self, FINALIZER, ISSUED_AT_ANNOTATION, ROTATION_ANNOTATION, TOKEN_KEY};
@@ -51,17 +51,7 @@ pub async fn reconcile(obj: Arc<StrakeToken>, ctx: Arc<Context>) -> Result<Actio
 }
 
 pub fn error_policy(obj: Arc<StrakeToken>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_failed(STRAKE_TOKEN, error.metric_label());
-    let retry_in = ctx.failed(&object_key(obj.as_ref()));
-    warn!(
-        namespace = obj.namespace().as_deref(),
-        name = %obj.name_any(),
-        %error,
-        ?retry_in,
-        "StrakeToken reconcile failed"
-    );
-    Action::requeue(retry_in)
+    requeue_after_failure(STRAKE_TOKEN, obj.as_ref(), error, &ctx)
 }
 
 /// Brings the holder's Secret, the published record and the status in line

@@ -11,11 +11,11 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use strake_crds::UpstreamKey;
 use strake_crds::contract;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::{
     Context, apply_secret, apply_status, cache_ready, delete_secret, gauge_key, object_key,
-    reference, settle_finalizer,
+    reference, requeue_after_failure, settle_finalizer,
 };
 use crate::core::condition;
 use crate::core::objects::{self, FINALIZER};
@@ -51,17 +51,7 @@ pub async fn reconcile(obj: Arc<UpstreamKey>, ctx: Arc<Context>) -> Result<Actio
 }
 
 pub fn error_policy(obj: Arc<UpstreamKey>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics
-        .reconcile_failed(UPSTREAM_KEY, error.metric_label());
-    let retry_in = ctx.failed(&object_key(obj.as_ref()));
-    warn!(
-        namespace = obj.namespace().as_deref(),
-        name = %obj.name_any(),
-        %error,
-        ?retry_in,
-        "UpstreamKey reconcile failed"
-    );
-    Action::requeue(retry_in)
+    requeue_after_failure(UPSTREAM_KEY, obj.as_ref(), error, &ctx)
 }
 
 /// Publishes the key when it is usable and withdraws it when it is not: the
