@@ -48,6 +48,11 @@ trap cleanup EXIT
 spawn() {
 	local name="$1" url="$2" i
 	shift 2
+	# A leftover server on the port would be measured instead, silently.
+	if curl -fsS -o /dev/null --max-time 2 "$url" 2>/dev/null; then
+		log "$url already answers: stop whatever listens there first"
+		return 1
+	fi
 	setsid "$@" >"$work/$name.log" 2>&1 &
 	pids+=($!)
 	echo $! >"$work/$name.pid"
@@ -82,6 +87,12 @@ measure() {
 		--warmup 0 --duration 300 --max-requests "$requests" 2>/dev/null
 	rm -f "$work/callgrind.$target".*
 	callgrind_control -d "$pid" >/dev/null
+	local ok
+	ok="$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["ok"])' "$work/load-$target.json")"
+	if [[ $ok != "$requests" ]]; then
+		log "$target answered $ok of $requests requests with success; see $work/load-$target.json"
+		return 1
+	fi
 	local dump
 	dump="$(ls -t "$work/callgrind.$target".*.out.* | head -n1)"
 	cp "$dump" "$out/callgrind-$target.out"

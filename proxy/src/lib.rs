@@ -7,11 +7,12 @@
 //! - [`config`]: the file-mode YAML, parsed and validated.
 //! - [`credential`], [`target`], [`route`], [`glob`], [`ratelimit`],
 //!   [`rewrite`]: what a request may do and where it goes.
-//! - [`usage`]: token counts read from JSON bodies and SSE streams.
+//! - [`usage`]: token counts read from JSON bodies and SSE streams, found
+//!   with the [`json`] walker.
 //! - [`reject`]: provider-shaped errors.
 //!
 //! A thin shell: [`server`] (listeners, graceful shutdown), `pipeline` (the
-//! request stages), [`client`], [`admin`], [`metrics`], and the config
+//! request stages), [`client`], [`admin`], [`metrics`], [`logging`], and the config
 //! [`source`]s (file polling, Secret watching).
 //!
 //! Embedding (tests, benchmarks):
@@ -42,6 +43,8 @@ pub mod config;
 pub mod credential;
 pub mod glob;
 pub mod index;
+pub mod json;
+pub mod logging;
 pub mod metrics;
 mod pipeline;
 pub mod ratelimit;

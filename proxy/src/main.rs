@@ -151,7 +151,7 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("the tokio runtime starts");
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         // Handlers first: a signal that arrives while the proxy starts must
         // drain it, not kill it.
         let signals = shutdown_signals();
@@ -166,15 +166,30 @@ fn main() -> ExitCode {
         tracing::info!("shutdown signal received");
         running.shutdown().await;
         ExitCode::SUCCESS
-    })
+    });
+    if let Some(sink) = strake_proxy::logging::global() {
+        sink.flush(LOG_FLUSH_LIMIT);
+    }
+    code
 }
 
+/// How long exiting waits for queued log lines to reach stderr.
+const LOG_FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
+/// tracing's subscriber, writing through the proxy's batching log sink;
+/// a panic flushes the sink first, so the lines before it are not lost.
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
+    let sink = strake_proxy::logging::install(matches!(format, LogFormat::Json));
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        sink.flush(LOG_FLUSH_LIMIT);
+        hook(info);
+    }));
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(sink.clone());
     match format {
         LogFormat::Json => builder
             .json()

@@ -164,6 +164,11 @@ impl Metrics {
             "Configuration changes refused; the last good configuration keeps serving",
             config_reload_failures.clone(),
         );
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because stderr stalled (nobody reading it)",
+            crate::logging::dropped_lines().clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -276,6 +281,7 @@ mod tests {
         assert!(text.contains(r#"strake_auth_failures_total{reason="unknown_token"} 1"#));
         assert!(text.contains("strake_index_tokens 7"));
         assert!(text.contains("strake_config_reload_failures_total 0"));
+        assert!(text.contains("strake_log_lines_dropped_total "));
         m.forget_token("alice@example.com", "alice", "openai");
         assert!(!m.encode().contains("token=\"alice\""));
     }

@@ -30,6 +30,7 @@ use strake_crds::token::TokenHash;
 use crate::body::{ProxyBody, UpstreamBody, read_limited};
 use crate::credential::{self, CredentialError};
 use crate::index::{Snapshot, TokenPolicy, Upstream};
+use crate::logging::AccessLine;
 use crate::reject::Reject;
 use crate::route::{self, BodyModel, Candidate};
 use crate::server::Shared;
@@ -199,11 +200,18 @@ fn authorize_request(
 ) -> Result<Option<Box<str>>, Reject> {
     let restricted = !token.allowed_models.is_empty();
     let in_path = route::path_model(upstream.provider.style(), path);
-    let in_body = if restricted || body.len() <= MODEL_SNIFF_LIMIT {
-        let content_type = headers
+    let content_type = || {
+        headers
             .get(http::header::CONTENT_TYPE)
-            .map(|v| v.as_bytes());
-        route::body_model(content_type, body)
+            .map(|v| v.as_bytes())
+    };
+    let in_body = if restricted {
+        // A decision: the strict parse, which refuses what the upstream
+        // might read differently (duplicate keys, broken JSON).
+        route::body_model(content_type(), body)
+    } else if in_path.is_none() && body.len() <= MODEL_SNIFF_LIMIT {
+        // Only for the log: the quick, lenient read.
+        route::logged_body_model(content_type(), body)
     } else {
         BodyModel::Absent
     };
@@ -408,26 +416,25 @@ impl Exchange {
         }
     }
 
-    /// One JSON line per request on the `access` target. Never a token, a
-    /// key, a query string or a header value.
+    /// One access line per request (see [`AccessLine`]).
     fn log(&self, usage: Usage, complete: bool) {
         let ms = |d: Duration| d.as_micros() as f64 / 1000.0;
-        tracing::info!(
-            target: "access",
-            method = %self.method,
-            path = self.uri.path(),
-            token = self.token.as_ref().map(|t| &*t.name),
-            identity = self.token.as_ref().map(|t| &*t.identity),
-            upstream = self.upstream.as_ref().map(|u| &*u.id),
-            model = self.model.as_deref(),
-            status = self.status,
-            latency_ms = ms(self.started.elapsed()),
-            ttfb_ms = self.ttfb.map(ms),
-            input_tokens = usage.input_tokens,
-            output_tokens = usage.output_tokens,
+        AccessLine {
+            method: self.method.as_str(),
+            path: self.uri.path(),
+            token: self.token.as_ref().map(|t| &*t.name),
+            identity: self.token.as_ref().map(|t| &*t.identity),
+            upstream: self.upstream.as_ref().map(|u| &*u.id),
+            model: self.model.as_deref(),
+            status: self.status,
+            latency_ms: ms(self.started.elapsed()),
+            ttfb_ms: self.ttfb.map(ms),
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
             complete,
-            reject = self.reject,
-        );
+            reject: self.reject,
+        }
+        .emit();
     }
 }
 

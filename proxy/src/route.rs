@@ -15,6 +15,8 @@ use http::HeaderMap;
 use serde::Deserialize;
 use strake_crds::provider::{ApiStyle, Provider};
 
+use crate::json;
+
 /// The API style a request is written in, from its path and headers.
 ///
 /// Paths are the stronger signal (`/v1/messages` is Anthropic whatever the
@@ -192,9 +194,7 @@ pub fn body_model<'a>(content_type: Option<&[u8]>, body: &'a [u8]) -> BodyModel<
         #[serde(borrow, default)]
         model: Option<Cow<'a, str>>,
     }
-    let is_multipart = content_type
-        .is_some_and(|ct| ct.len() >= 19 && ct[..19].eq_ignore_ascii_case(b"multipart/form-data"));
-    if is_multipart {
+    if is_multipart(content_type) {
         return multipart_model(body);
     }
     if body.trim_ascii_start().first() != Some(&b'{') {
@@ -206,6 +206,33 @@ pub fn body_model<'a>(content_type: Option<&[u8]>, body: &'a [u8]) -> BodyModel<
         // Broken JSON, and duplicate `model` keys: serde rejects them.
         Err(_) => BodyModel::Unreadable,
     }
+}
+
+/// The model a body names, read quickly and leniently (the [`json`]
+/// walker): for the access log only, never for a decision, which needs
+/// [`body_model`].
+pub fn logged_body_model<'a>(content_type: Option<&[u8]>, body: &'a [u8]) -> BodyModel<'a> {
+    if is_multipart(content_type) {
+        return multipart_model(body);
+    }
+    // The first `model` will do for a log line, and SDKs write it first:
+    // the walk stops there instead of stepping over a long prompt.
+    let Some((_, value)) = json::members(body).find(|(k, _)| k.is("model")) else {
+        return BodyModel::Absent;
+    };
+    match serde_json::from_slice::<&str>(value) {
+        Ok(m) => BodyModel::Named(Cow::Borrowed(m)),
+        // Escapes in the name: decode them.
+        Err(_) => match serde_json::from_slice::<String>(value) {
+            Ok(m) => BodyModel::Named(Cow::Owned(m)),
+            Err(_) => BodyModel::Unreadable,
+        },
+    }
+}
+
+fn is_multipart(content_type: Option<&[u8]>) -> bool {
+    content_type
+        .is_some_and(|ct| ct.len() >= 19 && ct[..19].eq_ignore_ascii_case(b"multipart/form-data"))
 }
 
 /// The value of the `name="model"` part of a multipart body.
@@ -536,5 +563,30 @@ mod tests {
             body_model(Some(b"multipart/form-data; boundary=b"), b"--b--"),
             BodyModel::Absent
         );
+        assert_eq!(
+            logged_body_model(Some(b"multipart/form-data; boundary=b"), form),
+            named("whisper-1")
+        );
+    }
+
+    #[test]
+    fn the_logged_model_is_read_leniently_but_correctly() {
+        let log = |b: &'static [u8]| logged_body_model(Some(b"application/json"), b);
+        let named = |m: &'static str| BodyModel::Named(Cow::Borrowed(m));
+        assert_eq!(
+            log(br#"{"messages":[{"model":"no"}],"model":"gpt-4o"}"#),
+            named("gpt-4o")
+        );
+        assert_eq!(
+            log(br#"{"model":"claude-3\u002d5"}"#),
+            BodyModel::Named(Cow::Owned("claude-3-5".into()))
+        );
+        assert_eq!(log(br#"{"messages":[]}"#), BodyModel::Absent);
+        assert_eq!(log(b"not json"), BodyModel::Absent);
+        assert_eq!(log(br#"{"model":5}"#), BodyModel::Unreadable);
+        // Lenient where only a log line depends on it: the first one wins,
+        // and a body broken after the model still names it.
+        assert_eq!(log(br#"{"model":"a","model":"b"}"#), named("a"));
+        assert_eq!(log(br#"{"model":"gpt-4o","messages":[}"#), named("gpt-4o"));
     }
 }

@@ -15,7 +15,8 @@
 //! carried so far.
 
 use bytes::Bytes;
-use serde::Deserialize;
+
+use crate::json;
 
 /// Token counts as the provider reported them. `None`: not reported.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -152,20 +153,51 @@ impl JsonUsage {
 pub fn json_usage(body: &[u8]) -> Usage {
     let body = body.trim_ascii_start();
     match body.first() {
-        Some(b'{') => serde_json::from_slice::<Envelope>(body)
-            .map(|e| e.usage())
-            .unwrap_or_default(),
+        Some(b'{') => object_usage(body),
         Some(b'[') => {
             let mut usage = Usage::default();
-            if let Ok(items) = serde_json::from_slice::<Vec<Envelope>>(body) {
-                for e in items {
-                    usage.merge(e.usage());
-                }
+            for item in json::elements(body) {
+                usage.merge(object_usage(item));
             }
             usage
         }
         _ => Usage::default(),
     }
+}
+
+/// Usage in one object: its `usage`, `message.usage` (Anthropic
+/// `message_start`), `response.usage` (OpenAI Responses
+/// `response.completed`) or `usageMetadata` (Gemini). Only those members
+/// are parsed; the rest (the generated text, mostly) is stepped over.
+fn object_usage(object: &[u8]) -> Usage {
+    let (mut top, mut message, mut response, mut gemini) = (None, None, None, None);
+    for (key, value) in json::members(object) {
+        if key.is("usage") {
+            top = Counts::read(value);
+        } else if key.is("message") {
+            message = nested_usage(value);
+        } else if key.is("response") {
+            response = nested_usage(value);
+        } else if key.is("usageMetadata") {
+            gemini = GeminiCounts::read(value);
+        }
+    }
+    let mut usage = Usage::default();
+    // The same precedence as ever: a top-level `usage` wins.
+    for counts in [message, response, top].into_iter().flatten() {
+        usage.merge(counts.usage());
+    }
+    if let Some(g) = gemini {
+        usage.merge(g.usage());
+    }
+    usage
+}
+
+fn nested_usage(object: &[u8]) -> Option<Counts> {
+    json::members(object)
+        .filter(|(key, _)| key.is("usage"))
+        .last()
+        .and_then(|(_, value)| Counts::read(value))
 }
 
 /// An incremental `text/event-stream` parser (the WHATWG framing: lines end
@@ -256,10 +288,8 @@ impl SseUsage {
     fn dispatch(&mut self) {
         if !self.data_overflow && contains(&self.data, b"sage") {
             // Only events that mention usage (`usage`, `usageMetadata`) are
-            // parsed: most chunks are text deltas and are skipped cheaply.
-            if let Ok(e) = serde_json::from_slice::<Envelope>(&self.data) {
-                self.usage.merge(e.usage());
-            }
+            // read: most chunks are text deltas and are skipped cheaply.
+            self.usage.merge(json_usage(&self.data));
         }
         self.data.clear();
         self.data_overflow = false;
@@ -280,55 +310,59 @@ fn field_value<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(haystack, needle).is_some()
 }
 
-/// The places usage can sit in a JSON body or an SSE event's data.
-#[derive(Deserialize)]
-struct Envelope {
-    #[serde(default)]
-    usage: Option<Counts>,
-    /// Anthropic `message_start`.
-    #[serde(default)]
-    message: Option<Nested>,
-    /// OpenAI Responses streaming `response.completed`.
-    #[serde(default)]
-    response: Option<Nested>,
-    #[serde(default, rename = "usageMetadata")]
-    usage_metadata: Option<GeminiCounts>,
+/// The counts `names` in the object `value`; `None` unless it is an object
+/// (`null`, say). A count that is not a plain non-negative integer reads as
+/// absent.
+fn read_counts<const N: usize>(value: &[u8], names: [&str; N]) -> Option<[Option<u64>; N]> {
+    if value.first() != Some(&b'{') {
+        return None;
+    }
+    let mut counts = [None; N];
+    for (key, v) in json::members(value) {
+        if let Some(i) = names.iter().position(|name| key.is(name)) {
+            counts[i] = json::as_u64(v);
+        }
+    }
+    Some(counts)
 }
 
-#[derive(Deserialize)]
-struct Nested {
-    #[serde(default)]
-    usage: Option<Counts>,
-}
-
-#[derive(Deserialize)]
+/// A usage object's counts, OpenAI's names or Anthropic's.
+#[derive(Default)]
 struct Counts {
-    #[serde(default)]
     prompt_tokens: Option<u64>,
-    #[serde(default)]
     completion_tokens: Option<u64>,
-    #[serde(default)]
     input_tokens: Option<u64>,
-    #[serde(default)]
     output_tokens: Option<u64>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// Gemini's `usageMetadata`.
+#[derive(Default)]
 struct GeminiCounts {
-    #[serde(default)]
     prompt_token_count: Option<u64>,
-    #[serde(default)]
     candidates_token_count: Option<u64>,
     /// Thinking tokens are billed as output but reported apart.
-    #[serde(default)]
     thoughts_token_count: Option<u64>,
 }
 
 impl Counts {
+    fn read(value: &[u8]) -> Option<Counts> {
+        let names = [
+            "prompt_tokens",
+            "completion_tokens",
+            "input_tokens",
+            "output_tokens",
+        ];
+        read_counts(value, names).map(|[p, c, i, o]| Counts {
+            prompt_tokens: p,
+            completion_tokens: c,
+            input_tokens: i,
+            output_tokens: o,
+        })
+    }
+
     fn usage(&self) -> Usage {
         Usage {
             input_tokens: self.input_tokens.or(self.prompt_tokens),
@@ -337,30 +371,29 @@ impl Counts {
     }
 }
 
-impl Envelope {
+impl GeminiCounts {
+    fn read(value: &[u8]) -> Option<GeminiCounts> {
+        let names = [
+            "promptTokenCount",
+            "candidatesTokenCount",
+            "thoughtsTokenCount",
+        ];
+        read_counts(value, names).map(|[p, c, t]| GeminiCounts {
+            prompt_token_count: p,
+            candidates_token_count: c,
+            thoughts_token_count: t,
+        })
+    }
+
     fn usage(&self) -> Usage {
-        let mut usage = Usage::default();
-        for counts in [
-            self.message.as_ref().and_then(|m| m.usage.as_ref()),
-            self.response.as_ref().and_then(|r| r.usage.as_ref()),
-            self.usage.as_ref(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            usage.merge(counts.usage());
+        let output = match (self.candidates_token_count, self.thoughts_token_count) {
+            (None, None) => None,
+            (c, t) => Some(c.unwrap_or(0) + t.unwrap_or(0)),
+        };
+        Usage {
+            input_tokens: self.prompt_token_count,
+            output_tokens: output,
         }
-        if let Some(g) = &self.usage_metadata {
-            let output = match (g.candidates_token_count, g.thoughts_token_count) {
-                (None, None) => None,
-                (c, t) => Some(c.unwrap_or(0) + t.unwrap_or(0)),
-            };
-            usage.merge(Usage {
-                input_tokens: g.prompt_token_count,
-                output_tokens: output,
-            });
-        }
-        usage
     }
 }
 
@@ -608,6 +641,195 @@ mod tests {
         #[test]
         fn json_usage_never_panics(body in prop::collection::vec(any::<u8>(), 0..200)) {
             let _ = json_usage(&body);
+        }
+
+        /// The walker reads exactly what a full serde parse of the whole
+        /// document reads, whatever surrounds the usage members.
+        #[test]
+        fn json_usage_agrees_with_a_full_parse(
+            doc in usage_document(),
+            as_array in any::<bool>(),
+        ) {
+            let doc = if as_array {
+                Value::Array(vec![doc.clone(), Value::Object(Default::default()), doc])
+            } else {
+                doc
+            };
+            for text in [serde_json::to_string(&doc).unwrap(), serde_json::to_string_pretty(&doc).unwrap()] {
+                prop_assert_eq!(json_usage(text.as_bytes()), reference::json_usage(text.as_bytes()));
+            }
+        }
+    }
+
+    use serde_json::Value;
+
+    fn counts() -> impl Strategy<Value = Value> {
+        let n = prop::option::of(0u64..1_000_000);
+        (
+            n.clone(),
+            n.clone(),
+            n.clone(),
+            n,
+            crate::json::tests::any_json(),
+        )
+            .prop_map(|(p, c, i, o, extra)| {
+                let mut m = serde_json::Map::new();
+                for (k, v) in [
+                    ("prompt_tokens", p),
+                    ("completion_tokens", c),
+                    ("input_tokens", i),
+                    ("output_tokens", o),
+                    ("promptTokenCount", p),
+                    ("candidatesTokenCount", c),
+                    ("thoughtsTokenCount", o),
+                ] {
+                    if let Some(v) = v {
+                        m.insert(k.into(), v.into());
+                    }
+                }
+                m.insert("details".into(), extra);
+                Value::Object(m)
+            })
+    }
+
+    /// An object with any of the usage members (well typed, as providers
+    /// send them) among arbitrary others.
+    fn usage_document() -> impl Strategy<Value = Value> {
+        let maybe = |s: BoxedStrategy<Value>| prop::option::of(prop_oneof![Just(Value::Null), s]);
+        let nested = || {
+            (counts(), crate::json::tests::any_json())
+                .prop_map(|(usage, text)| {
+                    serde_json::json!({"id": "x", "content": [{"text": text}], "usage": usage})
+                })
+                .boxed()
+        };
+        (
+            maybe(counts().boxed()),
+            maybe(nested()),
+            maybe(nested()),
+            maybe(counts().boxed()),
+            prop::collection::btree_map("[a-z\"{}]{1,8}", crate::json::tests::any_json(), 0..6),
+        )
+            .prop_map(|(usage, message, response, gemini, others)| {
+                let mut m: serde_json::Map<String, Value> = others.into_iter().collect();
+                for (k, v) in [
+                    ("usage", usage),
+                    ("message", message),
+                    ("response", response),
+                    ("usageMetadata", gemini),
+                ] {
+                    match v {
+                        Some(v) => m.insert(k.into(), v),
+                        None => m.remove(k),
+                    };
+                }
+                Value::Object(m)
+            })
+    }
+
+    /// The previous implementation, a serde walk of the whole document:
+    /// the behaviour the walker must keep.
+    mod reference {
+        use super::super::Usage;
+        use serde::Deserialize;
+
+        #[derive(Deserialize)]
+        struct Counts {
+            #[serde(default)]
+            prompt_tokens: Option<u64>,
+            #[serde(default)]
+            completion_tokens: Option<u64>,
+            #[serde(default)]
+            input_tokens: Option<u64>,
+            #[serde(default)]
+            output_tokens: Option<u64>,
+        }
+
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct GeminiCounts {
+            #[serde(default)]
+            prompt_token_count: Option<u64>,
+            #[serde(default)]
+            candidates_token_count: Option<u64>,
+            #[serde(default)]
+            thoughts_token_count: Option<u64>,
+        }
+
+        fn counts(c: &Counts) -> Usage {
+            super::super::Counts {
+                prompt_tokens: c.prompt_tokens,
+                completion_tokens: c.completion_tokens,
+                input_tokens: c.input_tokens,
+                output_tokens: c.output_tokens,
+            }
+            .usage()
+        }
+
+        fn gemini(g: &GeminiCounts) -> Usage {
+            super::super::GeminiCounts {
+                prompt_token_count: g.prompt_token_count,
+                candidates_token_count: g.candidates_token_count,
+                thoughts_token_count: g.thoughts_token_count,
+            }
+            .usage()
+        }
+
+        #[derive(Deserialize)]
+        struct Envelope {
+            #[serde(default)]
+            usage: Option<Counts>,
+            #[serde(default)]
+            message: Option<Nested>,
+            #[serde(default)]
+            response: Option<Nested>,
+            #[serde(default, rename = "usageMetadata")]
+            usage_metadata: Option<GeminiCounts>,
+        }
+
+        #[derive(Deserialize)]
+        struct Nested {
+            #[serde(default)]
+            usage: Option<Counts>,
+        }
+
+        impl Envelope {
+            fn usage(&self) -> Usage {
+                let mut usage = Usage::default();
+                for c in [
+                    self.message.as_ref().and_then(|m| m.usage.as_ref()),
+                    self.response.as_ref().and_then(|r| r.usage.as_ref()),
+                    self.usage.as_ref(),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    usage.merge(counts(c));
+                }
+                if let Some(g) = &self.usage_metadata {
+                    usage.merge(gemini(g));
+                }
+                usage
+            }
+        }
+
+        pub fn json_usage(body: &[u8]) -> Usage {
+            let body = body.trim_ascii_start();
+            match body.first() {
+                Some(b'{') => serde_json::from_slice::<Envelope>(body)
+                    .map(|e| e.usage())
+                    .unwrap_or_default(),
+                Some(b'[') => {
+                    let mut usage = Usage::default();
+                    if let Ok(items) = serde_json::from_slice::<Vec<Envelope>>(body) {
+                        for e in items {
+                            usage.merge(e.usage());
+                        }
+                    }
+                    usage
+                }
+                _ => Usage::default(),
+            }
         }
     }
 }

@@ -1,0 +1,530 @@
+//! Log output: every line, access lines and tracing's alike, goes through
+//! one in-memory buffer that a writer thread drains to stderr. A request
+//! never waits on `write(2)`, a busy proxy writes its lines in batches, and
+//! lines never interleave.
+//!
+//! The writer wakes when the first line lands in an empty buffer and then
+//! collects for up to [`FLUSH_INTERVAL`] before it writes: at most ten
+//! wake-ups a second whatever the request rate. A warning or an error, or a
+//! buffer past [`EAGER_BYTES`], is written at once. If stderr stalls
+//! (nobody reads the pipe) and the buffer holds [`MAX_BUFFERED`], further
+//! lines are dropped and counted in `strake_log_lines_dropped_total`:
+//! logging never slows requests down.
+//!
+//! Access lines are formatted here too ([`AccessLine`]), straight into a
+//! reused buffer: the generic tracing JSON formatter cost about a quarter
+//! of a request's instructions.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus_client::metrics::counter::Counter;
+use serde::Serialize;
+use tracing::Level;
+use tracing_subscriber::fmt::MakeWriter;
+
+/// How long the writer collects lines before it writes them.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
+/// A buffer this full is written without waiting for the interval.
+pub const EAGER_BYTES: usize = 64 * 1024;
+/// The most the buffer holds while stderr is stalled; lines beyond are dropped.
+pub const MAX_BUFFERED: usize = 16 * 1024 * 1024;
+
+static DROPPED: LazyLock<Counter> = LazyLock::new(Counter::default);
+static GLOBAL: OnceLock<Global> = OnceLock::new();
+
+struct Global {
+    sink: LogSink,
+    /// Access lines are formatted here as JSON (else they go through tracing).
+    json_access: bool,
+}
+
+/// Lines dropped because the output stalled (exported as
+/// `strake_log_lines_dropped_total`).
+pub fn dropped_lines() -> &'static Counter {
+    &DROPPED
+}
+
+/// Starts the process-wide sink on stderr (once; later calls return the
+/// first sink). The binary installs it together with its tracing
+/// subscriber; `json_access`: access lines are JSON (the `json` log format).
+pub fn install(json_access: bool) -> &'static LogSink {
+    &GLOBAL
+        .get_or_init(|| Global {
+            sink: LogSink::new(Box::new(std::io::stderr()), MAX_BUFFERED),
+            json_access,
+        })
+        .sink
+}
+
+/// The process-wide sink, if [`install`]ed.
+pub fn global() -> Option<&'static LogSink> {
+    GLOBAL.get().map(|g| &g.sink)
+}
+
+/// A buffered, batching line sink drained by its own thread. Cheap to clone.
+#[derive(Clone)]
+pub struct LogSink {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// The writer waits here for lines.
+    wake: Condvar,
+    /// [`LogSink::flush`] waits here for the writer.
+    written: Condvar,
+    limit: usize,
+}
+
+#[derive(Default)]
+struct State {
+    buf: Vec<u8>,
+    /// Write without waiting for the interval.
+    urgent: bool,
+    /// Bytes ever appended, and ever written: `flush` waits for the second
+    /// to reach the first.
+    appended: u64,
+    written: u64,
+}
+
+impl LogSink {
+    /// A sink writing to `out`, holding at most `limit` bytes while `out`
+    /// is slow.
+    pub fn new(out: Box<dyn Write + Send>, limit: usize) -> LogSink {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+            written: Condvar::new(),
+            limit,
+        });
+        let writer = shared.clone();
+        std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || writer.run(out))
+            .expect("the log writer thread starts");
+        LogSink { shared }
+    }
+
+    /// Queues one or more whole lines. Never blocks on the output.
+    pub fn append(&self, lines: &[u8], urgent: bool) {
+        let mut state = self.shared.lock();
+        if state.buf.len() + lines.len() > self.shared.limit {
+            drop(state);
+            DROPPED.inc();
+            return;
+        }
+        let before = state.buf.len();
+        state.buf.extend_from_slice(lines);
+        state.appended += lines.len() as u64;
+        // Wake the writer only on a state change, not for every line: a
+        // futex wake costs a system call.
+        let notify = before == 0
+            || (urgent && !state.urgent)
+            || (before < EAGER_BYTES && state.buf.len() >= EAGER_BYTES);
+        state.urgent |= urgent;
+        drop(state);
+        if notify {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// Writes everything queued so far and waits until it is written (or
+    /// `limit` passes: a stalled stderr must not hang shutdown).
+    pub fn flush(&self, limit: Duration) {
+        let mut state = self.shared.lock();
+        let target = state.appended;
+        if state.written >= target {
+            return;
+        }
+        state.urgent = true;
+        self.shared.wake.notify_one();
+        let _ = self
+            .shared
+            .written
+            .wait_timeout_while(state, limit, |s| s.written < target);
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the buffer invalid.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn run(&self, mut out: Box<dyn Write + Send>) {
+        let mut batch = Vec::new();
+        loop {
+            let mut state = self.lock();
+            while state.buf.is_empty() {
+                state = self.wake.wait(state).unwrap_or_else(|e| e.into_inner());
+            }
+            if !state.urgent && state.buf.len() < EAGER_BYTES {
+                state = self
+                    .wake
+                    .wait_timeout_while(state, FLUSH_INTERVAL, |s| {
+                        !s.urgent && s.buf.len() < EAGER_BYTES
+                    })
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            std::mem::swap(&mut state.buf, &mut batch);
+            state.urgent = false;
+            let upto = state.appended;
+            drop(state);
+            // Nowhere to report a failed write to: the lines are lost.
+            let _ = out.write_all(&batch).and_then(|()| out.flush());
+            batch.clear();
+            if batch.capacity() > 4 * EAGER_BYTES {
+                batch.shrink_to(EAGER_BYTES);
+            }
+            self.lock().written = upto;
+            self.written.notify_all();
+        }
+    }
+}
+
+impl<'a> MakeWriter<'a> for LogSink {
+    type Writer = SinkWriter<'a>;
+
+    fn make_writer(&'a self) -> SinkWriter<'a> {
+        SinkWriter {
+            sink: self,
+            urgent: false,
+        }
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> SinkWriter<'a> {
+        SinkWriter {
+            sink: self,
+            urgent: *meta.level() <= Level::WARN,
+        }
+    }
+}
+
+/// tracing's handle on the sink: the fmt layer writes each event whole, in
+/// one call.
+pub struct SinkWriter<'a> {
+    sink: &'a LogSink,
+    urgent: bool,
+}
+
+impl Write for SinkWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.sink.append(buf, self.urgent);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One access line: what a request did, never a token, a key, a query
+/// string or a header value. Field for field what tracing's JSON formatter
+/// printed for the `access` event, so both paths read the same.
+#[derive(Serialize)]
+pub struct AccessLine<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<&'a str>,
+    pub status: u16,
+    pub latency_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttfb_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<u64>,
+    pub complete: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reject: Option<&'static str>,
+}
+
+/// The envelope tracing's JSON formatter puts around an event's fields.
+#[derive(Serialize)]
+struct Envelope<'a> {
+    timestamp: &'a str,
+    level: &'static str,
+    #[serde(flatten)]
+    line: &'a AccessLine<'a>,
+    target: &'static str,
+}
+
+impl AccessLine<'_> {
+    /// Emits the line on the `access` target (filtered by `RUST_LOG`, e.g.
+    /// `access=off`): formatted here into the installed sink, else through
+    /// tracing (the text format, embedders).
+    pub fn emit(&self) {
+        if !tracing::enabled!(target: "access", Level::INFO) {
+            return;
+        }
+        match GLOBAL.get() {
+            Some(g) if g.json_access => self.emit_to(&g.sink, SystemTime::now()),
+            _ => tracing::info!(
+                target: "access",
+                method = self.method,
+                path = self.path,
+                token = self.token,
+                identity = self.identity,
+                upstream = self.upstream,
+                model = self.model,
+                status = self.status,
+                latency_ms = self.latency_ms,
+                ttfb_ms = self.ttfb_ms,
+                input_tokens = self.input_tokens,
+                output_tokens = self.output_tokens,
+                complete = self.complete,
+                reject = self.reject,
+            ),
+        }
+    }
+
+    fn emit_to(&self, sink: &LogSink, now: SystemTime) {
+        thread_local! {
+            static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(512));
+        }
+        LINE.with_borrow_mut(|buf| {
+            buf.clear();
+            self.write_json(buf, now);
+            sink.append(buf, false);
+        });
+    }
+
+    /// The JSON line, newline included.
+    pub fn write_json(&self, buf: &mut Vec<u8>, now: SystemTime) {
+        let stamp = rfc3339_micros(now);
+        let envelope = Envelope {
+            timestamp: std::str::from_utf8(&stamp).expect("ASCII"),
+            level: "INFO",
+            line: self,
+            target: "access",
+        };
+        serde_json::to_writer(&mut *buf, &envelope).expect("serializing to memory cannot fail");
+        buf.push(b'\n');
+    }
+}
+
+/// `2026-11-27T20:57:57.598138Z`: UTC, microseconds, as tracing prints it.
+pub fn rfc3339_micros(t: SystemTime) -> [u8; 27] {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (year, month, day) = civil_from_days(days as i64);
+    let mut out = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |at: usize, width: usize, mut n: u64| {
+        for i in (at..at + width).rev() {
+            out[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, 4, year as u64);
+    put(5, 2, month as u64);
+    put(8, 2, day as u64);
+    put(11, 2, rem / 3600);
+    put(14, 2, rem % 3600 / 60);
+    put(17, 2, rem % 60);
+    put(20, 6, u64::from(since.subsec_micros()));
+    out
+}
+
+/// Year, month, day of a count of days since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, proleptic Gregorian).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// An output the test reads back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    fn at(secs: u64, micros: u32) -> String {
+        let t = UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_micros(micros.into());
+        String::from_utf8(rfc3339_micros(t).to_vec()).unwrap()
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_utc_with_microseconds() {
+        assert_eq!(at(0, 0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(at(951_782_400, 1), "2000-02-29T00:00:00.000001Z");
+        assert_eq!(at(951_868_799, 999_999), "2000-02-29T23:59:59.999999Z");
+        assert_eq!(at(4_107_542_400, 0), "2100-03-01T00:00:00.000000Z");
+        assert_eq!(at(1_795_813_077, 598_138), "2026-11-27T20:57:57.598138Z");
+    }
+
+    proptest::proptest! {
+        /// Any instant from 1970 to 2400 reads as jiff formats it.
+        #[test]
+        fn timestamps_agree_with_jiff(secs in 0u64..13_569_465_600, micros in 0u32..1_000_000) {
+            let expected = jiff::Timestamp::new(secs as i64, micros as i32 * 1000)
+                .unwrap()
+                .strftime("%Y-%m-%dT%H:%M:%S.%6fZ")
+                .to_string();
+            proptest::prop_assert_eq!(at(secs, micros), expected);
+        }
+    }
+
+    #[test]
+    fn access_lines_are_one_json_object_each_with_only_the_present_fields() {
+        let line = AccessLine {
+            method: "POST",
+            path: "/v1/chat/\"quoted\"\n",
+            token: Some("alice"),
+            identity: Some("alice@example.com"),
+            upstream: Some("team/openai"),
+            model: None,
+            status: 200,
+            latency_ms: 1.25,
+            ttfb_ms: Some(0.5),
+            input_tokens: Some(12),
+            output_tokens: None,
+            complete: true,
+            reject: None,
+        };
+        let mut buf = Vec::new();
+        line.write_json(&mut buf, UNIX_EPOCH + Duration::from_secs(1_795_813_077));
+        assert_eq!(buf.last(), Some(&b'\n'));
+        assert_eq!(buf.iter().filter(|&&b| b == b'\n').count(), 1);
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "timestamp": "2026-11-27T20:57:57.000000Z",
+                "level": "INFO",
+                "method": "POST",
+                "path": "/v1/chat/\"quoted\"\n",
+                "token": "alice",
+                "identity": "alice@example.com",
+                "upstream": "team/openai",
+                "status": 200,
+                "latency_ms": 1.25,
+                "ttfb_ms": 0.5,
+                "input_tokens": 12,
+                "complete": true,
+                "target": "access",
+            })
+        );
+    }
+
+    #[test]
+    fn flush_writes_every_line_in_order() {
+        let out = Captured::default();
+        let sink = LogSink::new(Box::new(out.clone()), MAX_BUFFERED);
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let sink = sink.clone();
+                std::thread::spawn(move || {
+                    for i in 0..500 {
+                        sink.append(format!("{t} {i}\n").as_bytes(), false);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        sink.flush(Duration::from_secs(10));
+        let text = out.text();
+        assert_eq!(text.lines().count(), 2000);
+        for t in 0..4 {
+            let mine: Vec<usize> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix(&format!("{t} ")))
+                .map(|n| n.parse().unwrap())
+                .collect();
+            assert_eq!(mine, (0..500).collect::<Vec<_>>(), "thread {t}'s lines");
+        }
+    }
+
+    #[test]
+    fn lines_are_written_without_a_flush() {
+        let out = Captured::default();
+        let sink = LogSink::new(Box::new(out.clone()), MAX_BUFFERED);
+        sink.append(b"quiet\n", false);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while out.text().is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(out.text(), "quiet\n");
+    }
+
+    /// An output that blocks until the test lets it go.
+    struct Stalled(mpsc::Receiver<()>, Captured);
+
+    impl Write for Stalled {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let _ = self.0.recv();
+            self.1.write(buf)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stalled_output_drops_and_counts_lines_instead_of_blocking() {
+        let (release, gate) = mpsc::channel();
+        let out = Captured::default();
+        let sink = LogSink::new(Box::new(Stalled(gate, out.clone())), 64);
+        // The writer takes the first line and blocks writing it.
+        sink.append(b"first\n", true);
+        while !sink.shared.lock().buf.is_empty() {
+            std::thread::yield_now();
+        }
+        let before = dropped_lines().get();
+        for _ in 0..100 {
+            sink.append(b"0123456789\n", false);
+        }
+        assert_eq!(
+            dropped_lines().get() - before,
+            95,
+            "at most 64 bytes wait while the output is stalled"
+        );
+        for _ in 0..10 {
+            let _ = release.send(());
+        }
+        sink.flush(Duration::from_secs(10));
+        let text = out.text();
+        assert!(text.starts_with("first\n"), "{text}");
+        assert_eq!(text.lines().count(), 6, "{text}");
+    }
+}
