@@ -8,7 +8,8 @@
 # callgrind_annotate / kcachegrind.
 #
 # Needs valgrind (Debian package) and the release binaries (bench/run.sh
-# builds them). Listens on 127.0.0.1:19111-19114 and stops what it starts.
+# builds them; the hyper floor, if built, is profiled too). Listens on
+# 127.0.0.1:19111-19115 and stops what it starts.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -123,6 +124,18 @@ spawn strake-nolog "http://127.0.0.1:$STRAKE_ADMIN_PORT/readyz" \
 	"$bin/strake-proxy" --config "$work/strake.yaml"
 measure strake-nolog "http://127.0.0.1:$STRAKE_PORT/v1/chat/completions" \
 	"$(head -n1 "$work/strake-tokens.txt")" "strake_proxy::"
+
+# The floor: hyper's server and the same pooled legacy client, forwarding
+# with nothing in between (proxy/examples/floor.rs). What Strake costs over
+# it is its own stages; the rest is hyper's and tokio's.
+if [[ -x $bin/examples/floor ]]; then
+	log "the hyper floor under callgrind"
+	FLOOR_PORT=19115
+	spawn floor "http://127.0.0.1:$FLOOR_PORT/__mock/health" \
+		"${grind[@]}" --callgrind-out-file="$work/callgrind.floor.%p.out" \
+		"$bin/examples/floor" "127.0.0.1:$FLOOR_PORT" "http://127.0.0.1:$MOCK_PORT" "$KEY"
+	measure floor "http://127.0.0.1:$FLOOR_PORT/v1/chat/completions" "sk-client" ""
+fi
 
 # nginx: one process (master_process off) so callgrind sees the worker.
 mkdir -p "$work/nginx"

@@ -11,7 +11,7 @@
 #
 # Writes docs/benchmarks.md (full) or target/bench/benchmarks-short.md
 # (--short: CI-sized, a few minutes). Everything it starts listens on
-# 127.0.0.1 ports 19101-19109 (bench/profile.sh: 19111-19114) and is stopped
+# 127.0.0.1 ports 19101-19109 (bench/profile.sh: 19111-19115) and is stopped
 # on exit. See bench/README.md.
 set -euo pipefail
 
@@ -108,6 +108,7 @@ stop() {
 	[[ -f $f ]] || return 0
 	pid="$(<"$f")"
 	rm -f "$f"
+	kill -CONT -- "-$pid" 2>/dev/null || true
 	kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || return 0
 	for ((i = 0; i < 100; i++)); do
 		kill -0 "$pid" 2>/dev/null || return 0
@@ -158,12 +159,34 @@ load() {
 	name="$experiment-$target-${rate}"
 	local -a pidarg=()
 	[[ -f "$run/${SERVER[$target]:-none}.pid" ]] && pidarg=(--pid "$(pid "${SERVER[$target]}")")
+	pause_others "${SERVER[$target]:-none}"
 	timeout $((warmup + duration + 90)) "${pin_load[@]}" "$bin/strake-bench" load \
 		--target "$target" --experiment "$experiment" --out "$results/load-$name.json" \
 		--url "$url" --body "$work/conf/chat.json" --rate "$rate" \
 		--warmup "$warmup" --duration "$duration" --connections "$connections" \
 		"${pidarg[@]}" "$@" ||
 		log "load $name failed (exit $?)"
+	resume_all
+}
+
+# The servers share the measured core: while one is measured, the others
+# are stopped (SIGSTOP), so an idle one's timers (LiteLLM's event loop,
+# say) cannot steal that core's time. The mock upstream keeps running.
+pause_others() {
+	local keep="$1" f name
+	for f in "$run"/*.pid; do
+		[[ -e $f ]] || continue
+		name="$(basename "$f" .pid)"
+		[[ $name == "$keep" || $name == mock ]] && continue
+		kill -STOP -- "-$(<"$f")" 2>/dev/null || true
+	done
+}
+
+resume_all() {
+	local f
+	for f in "$run"/*.pid; do
+		[[ -e $f ]] && { kill -CONT -- "-$(<"$f")" 2>/dev/null || true; }
+	done
 }
 
 skip() {
@@ -182,6 +205,9 @@ declare -A SERVER=([direct]=mock [direct-repeat]=mock [nginx]=nginx [strake]=str
 log "building (release): strake-bench, strake-mock-upstream, strake-proxy"
 timeout 1800 cargo build --release -q -p strake-bench -p strake-mock-upstream -p strake-proxy >&2 ||
 	die "cargo build failed"
+# The hyper floor the profile compares with (proxy/examples/floor.rs).
+timeout 600 cargo build --release -q -p strake-proxy --example floor >&2 ||
+	log "the hyper floor did not build; the profile leaves it out"
 
 litellm_ok=0 venv=""
 if venv="$(timeout 1300 bench/venv.sh | tail -n1)" && [[ -x "$venv/bin/litellm" ]]; then
