@@ -3,10 +3,12 @@
 //! never waits on `write(2)`, a busy proxy writes its lines in batches, and
 //! lines never interleave.
 //!
-//! The writer wakes when the first line lands in an empty buffer and then
-//! collects for up to [`FLUSH_INTERVAL`] before it writes: at most ten
-//! wake-ups a second whatever the request rate. A warning or an error, or a
-//! buffer past [`EAGER_BYTES`], is written at once. If stderr stalls
+//! The writer writes what has collected every [`FLUSH_INTERVAL`]: ten
+//! wake-ups a second whatever the request rate, and none on the request
+//! path (waking it per line cost a system call, and on a busy core the
+//! woken writer could run before the response the line describes was
+//! sent). A warning or an error, or a buffer past [`EAGER_BYTES`], is
+//! written at once. If stderr stalls
 //! (nobody reads the pipe) and the buffer holds [`MAX_BUFFERED`], further
 //! lines are dropped and counted in `strake_log_lines_dropped_total`:
 //! logging never slows requests down.
@@ -25,7 +27,7 @@ use serde::Serialize;
 use tracing::Level;
 use tracing_subscriber::fmt::MakeWriter;
 
-/// How long the writer collects lines before it writes them.
+/// How often the writer writes what has collected.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// A buffer this full is written without waiting for the interval.
 pub const EAGER_BYTES: usize = 64 * 1024;
@@ -119,11 +121,11 @@ impl LogSink {
         let before = state.buf.len();
         state.buf.extend_from_slice(lines);
         state.appended += lines.len() as u64;
-        // Wake the writer only on a state change, not for every line: a
-        // futex wake costs a system call.
-        let notify = before == 0
-            || (urgent && !state.urgent)
-            || (before < EAGER_BYTES && state.buf.len() >= EAGER_BYTES);
+        // The writer wakes on its own every interval; waking it for a
+        // line would cost a system call, and on a busy core the woken
+        // writer can run before the response this line describes is sent.
+        let notify =
+            (urgent && !state.urgent) || (before < EAGER_BYTES && state.buf.len() >= EAGER_BYTES);
         state.urgent |= urgent;
         drop(state);
         if notify {
@@ -157,18 +159,16 @@ impl Shared {
     fn run(&self, mut out: Box<dyn Write + Send>) {
         let mut batch = Vec::new();
         loop {
-            let mut state = self.lock();
-            while state.buf.is_empty() {
-                state = self.wake.wait(state).unwrap_or_else(|e| e.into_inner());
-            }
-            if !state.urgent && state.buf.len() < EAGER_BYTES {
-                state = self
-                    .wake
-                    .wait_timeout_while(state, FLUSH_INTERVAL, |s| {
-                        !s.urgent && s.buf.len() < EAGER_BYTES
-                    })
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
+            let mut state = self
+                .wake
+                .wait_timeout_while(self.lock(), FLUSH_INTERVAL, |s| {
+                    !s.urgent && s.buf.len() < EAGER_BYTES
+                })
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            if state.buf.is_empty() {
+                state.urgent = false;
+                continue;
             }
             std::mem::swap(&mut state.buf, &mut batch);
             state.urgent = false;
