@@ -6,6 +6,7 @@
 //! - [`provider`]: what differs between provider APIs (auth header, env keys).
 //! - [`contract`]: what the operator writes into the proxy's namespace and the
 //!   proxy reads back: Secret names, labels, data keys and the policy records.
+//! - [`watch`]: how both binaries retry a failed Kubernetes watch.
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
@@ -16,6 +17,7 @@ pub mod provider;
 #[allow(clippy::duplicated_attributes)]
 pub mod resources;
 pub mod token;
+pub mod watch;
 
 pub use provider::Provider;
 pub use resources::{

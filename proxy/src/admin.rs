@@ -15,7 +15,11 @@ pub fn handle<B>(proxy: &Proxy, req: Request<B>) -> Response<Full<Bytes>> {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n");
     }
     match req.uri().path() {
-        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/healthz" if proxy.is_healthy() => text(StatusCode::OK, "ok\n"),
+        "/healthz" => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unhealthy: the config source stopped; changes and revocations no longer arrive\n",
+        ),
         "/readyz" if proxy.is_ready() => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -576,13 +576,37 @@ impl TokenIndex {
         }
     }
 
-    /// Replaces the whole content with `records` (a file reload, a watch
-    /// restart). Tokens that stay keep their counters and buckets. Records
-    /// that cannot be used are skipped and returned with their source.
+    /// Replaces the whole content with `records` (a watch restart). Tokens
+    /// that stay keep their counters and buckets. Records that cannot be
+    /// used are skipped and returned with their source.
     pub fn reset(
         &mut self,
         records: impl IntoIterator<Item = (String, Record)>,
     ) -> (Removed, Vec<(String, IndexError)>) {
+        let (next, errors) = self.rebuilt(records);
+        (self.replace(next), errors)
+    }
+
+    /// Replaces the whole content with `records` only if every one of them
+    /// can be used (a file reload: a file is applied whole or not at all);
+    /// else changes nothing and returns every problem.
+    pub fn try_reset(
+        &mut self,
+        records: impl IntoIterator<Item = (String, Record)>,
+    ) -> Result<Removed, Vec<(String, IndexError)>> {
+        let (next, errors) = self.rebuilt(records);
+        if errors.is_empty() {
+            Ok(self.replace(next))
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// A new index of `records`, carrying over the state of tokens that stay.
+    fn rebuilt(
+        &self,
+        records: impl IntoIterator<Item = (String, Record)>,
+    ) -> (TokenIndex, Vec<(String, IndexError)>) {
         let mut next = TokenIndex::new();
         let mut errors = Vec::new();
         for (source, record) in records {
@@ -596,6 +620,11 @@ impl TokenIndex {
                 errors.push((source, e));
             }
         }
+        (next, errors)
+    }
+
+    /// Becomes `next`; returns the tokens that `next` no longer has.
+    fn replace(&mut self, next: TokenIndex) -> Removed {
         let kept: std::collections::HashSet<&str> = next.view.tokens().map(|p| &*p.name).collect();
         let removed = self
             .view
@@ -604,7 +633,7 @@ impl TokenIndex {
             .cloned()
             .collect();
         *self = next;
-        (removed, errors)
+        removed
     }
 
     /// The current content, for publishing. Cheap: shares every shard.
@@ -775,6 +804,43 @@ mod tests {
         assert_eq!(&*v.token(&c.hash()).unwrap().name, "carol");
         assert_eq!(v.token_count(), 2);
         assert_eq!(v.upstream_count(), 0);
+    }
+
+    #[test]
+    fn try_reset_changes_nothing_unless_every_record_can_be_used() {
+        let mut idx = TokenIndex::new();
+        let (a, b) = (Token::mint(), Token::mint());
+        idx.apply("a", Record::Token(token_record("alice", a.hash(), &["x"])))
+            .unwrap();
+        let errors = idx
+            .try_reset(vec![
+                (
+                    "b".to_string(),
+                    Record::Token(token_record("bob", b.hash(), &["x"])),
+                ),
+                (
+                    "dup".to_string(),
+                    Record::Token(token_record("mallory", b.hash(), &["x"])),
+                ),
+            ])
+            .unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(idx.view().token(&a.hash()).is_some(), "alice stays");
+        assert!(
+            idx.view().token(&b.hash()).is_none(),
+            "nothing half-applied"
+        );
+        let removed = idx
+            .try_reset(vec![(
+                "b".to_string(),
+                Record::Token(token_record("bob", b.hash(), &["x"])),
+            )])
+            .unwrap();
+        assert_eq!(
+            removed.iter().map(|p| &*p.name).collect::<Vec<_>>(),
+            ["alice"]
+        );
+        assert!(idx.view().token(&b.hash()).is_some());
     }
 
     #[test]

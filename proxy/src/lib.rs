@@ -58,12 +58,12 @@ pub mod usage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use server::{Proxy, Settings};
+pub use source::file::ReloadTiming;
 
 /// Where tokens and upstreams come from.
 #[derive(Clone, Debug)]
@@ -86,8 +86,8 @@ pub struct Options {
     /// (file mode) or 0.0.0.0:9090 (kube mode).
     pub admin: Option<SocketAddr>,
     pub settings: Settings,
-    /// How often file mode checks the file.
-    pub poll_interval: Duration,
+    /// How file mode polls the file and paces reloads.
+    pub reload: ReloadTiming,
 }
 
 impl Default for Options {
@@ -97,7 +97,7 @@ impl Default for Options {
             listen: None,
             admin: None,
             settings: Settings::default(),
-            poll_interval: Duration::from_millis(250),
+            reload: ReloadTiming::default(),
         }
     }
 }
@@ -136,8 +136,9 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         ConfigSource::File(path) => {
             let (config, fingerprint) = source::file::load(path)?;
             let addresses = (config.listen, config.admin);
-            let index = source::file::index_of(config.records);
+            let index = source::file::index_of(path, config.records)?;
             proxy.publish(&index, Vec::new());
+            proxy.metrics().mark_config_current();
             let view = index.view();
             tracing::info!(
                 path = %path.display(),
@@ -155,15 +156,19 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
                     .or(config.admin)
                     .unwrap_or(([127, 0, 0, 1], 9090).into()),
             );
-            tasks.push(tokio::spawn(source::file::watch(
+            tasks.push(supervise(
                 proxy.clone(),
-                path.clone(),
-                index,
-                fingerprint,
-                addresses,
-                options.poll_interval,
                 drained_rx.clone(),
-            )));
+                source::file::watch(
+                    proxy.clone(),
+                    path.clone(),
+                    index,
+                    fingerprint,
+                    addresses,
+                    options.reload,
+                    drained_rx.clone(),
+                ),
+            ));
             addrs
         }
         ConfigSource::Kube { namespace } => {
@@ -171,12 +176,11 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             let namespace = namespace
                 .clone()
                 .unwrap_or_else(|| client.default_namespace().to_owned());
-            tasks.push(tokio::spawn(source::kube::run(
+            tasks.push(supervise(
                 proxy.clone(),
-                client,
-                namespace,
                 drained_rx.clone(),
-            )));
+                source::kube::run(proxy.clone(), client, namespace, drained_rx.clone()),
+            ));
             (
                 options.listen.unwrap_or(([0, 0, 0, 0], 8080).into()),
                 options.admin.unwrap_or(([0, 0, 0, 0], 9090).into()),
@@ -216,6 +220,31 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
     })
 }
 
+/// Runs a config source. Sources return only at shutdown; one that ends
+/// sooner (a panic, a watch stream that closed) would freeze the token list
+/// without a word, so the proxy reports unhealthy instead and is restarted.
+fn supervise(
+    proxy: Proxy,
+    stopping: watch::Receiver<bool>,
+    source: impl std::future::Future<Output = ()> + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let ended = tokio::spawn(source).await;
+        if *stopping.borrow() {
+            return;
+        }
+        let why = match &ended {
+            Err(e) if e.is_panic() => "it panicked",
+            _ => "it ended",
+        };
+        tracing::error!(
+            reason = why,
+            "the config source stopped; changes and revocations no longer arrive: reporting unhealthy"
+        );
+        proxy.config_source_stopped();
+    })
+}
+
 impl Running {
     pub fn listen_addr(&self) -> SocketAddr {
         self.listen
@@ -243,5 +272,30 @@ impl Running {
             let _ = task.await;
         }
         tracing::info!("stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_config_source_that_stops_early_makes_the_proxy_unhealthy() {
+        let proxy = Proxy::new(Settings::default());
+        proxy.publish(&index::TokenIndex::new(), Vec::new());
+        let (_stop, stopping) = watch::channel(false);
+        supervise(proxy.clone(), stopping, async { panic!("injected") })
+            .await
+            .unwrap();
+        assert!(!proxy.is_healthy() && !proxy.is_ready());
+        proxy.publish(&index::TokenIndex::new(), Vec::new());
+        assert!(!proxy.is_ready(), "a late publish does not bring it back");
+
+        // At shutdown, a source ending is expected.
+        let proxy = Proxy::new(Settings::default());
+        let (stop, stopping) = watch::channel(false);
+        stop.send(true).unwrap();
+        supervise(proxy.clone(), stopping, async {}).await.unwrap();
+        assert!(proxy.is_healthy());
     }
 }

@@ -17,6 +17,7 @@
 //! reused buffer: the generic tracing JSON formatter cost about a quarter
 //! of a request's instructions.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::io::Write;
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard, OnceLock};
@@ -33,6 +34,9 @@ pub const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 pub const EAGER_BYTES: usize = 64 * 1024;
 /// The most the buffer holds while stderr is stalled; lines beyond are dropped.
 pub const MAX_BUFFERED: usize = 16 * 1024 * 1024;
+/// The most bytes of a client-chosen value (method, path, model) an access
+/// line carries; longer ones are cut at a character boundary and end in `…`.
+pub const MAX_LOGGED_VALUE_BYTES: usize = 512;
 
 static DROPPED: LazyLock<Counter> = LazyLock::new(Counter::default);
 static GLOBAL: OnceLock<Global> = OnceLock::new();
@@ -224,7 +228,8 @@ impl Write for SinkWriter<'_> {
 
 /// One access line: what a request did, never a token, a key, a query
 /// string or a header value. Field for field what tracing's JSON formatter
-/// printed for the `access` event, so both paths read the same.
+/// printed for the `access` event, so both paths read the same. The values
+/// a client chooses are capped at [`MAX_LOGGED_VALUE_BYTES`] when emitted.
 #[derive(Serialize)]
 pub struct AccessLine<'a> {
     pub method: &'a str,
@@ -268,6 +273,23 @@ impl AccessLine<'_> {
         if !tracing::enabled!(target: "access", Level::INFO) {
             return;
         }
+        self.capped(|line| line.emit_capped());
+    }
+
+    /// Calls `f` with a copy whose client-chosen values fit the cap
+    /// (borrowed as they are when they already fit, as nearly always).
+    fn capped<R>(&self, f: impl FnOnce(&AccessLine<'_>) -> R) -> R {
+        let (method, path) = (cap(self.method), cap(self.path));
+        let model = self.model.map(cap);
+        f(&AccessLine {
+            method: &method,
+            path: &path,
+            model: model.as_deref(),
+            ..*self
+        })
+    }
+
+    fn emit_capped(&self) {
         match GLOBAL.get() {
             Some(g) if g.json_access => self.emit_to(&g.sink, SystemTime::now()),
             _ => tracing::info!(
@@ -295,13 +317,17 @@ impl AccessLine<'_> {
         }
         LINE.with_borrow_mut(|buf| {
             buf.clear();
-            self.write_json(buf, now);
+            self.write_json_capped(buf, now);
             sink.append(buf, false);
         });
     }
 
     /// The JSON line, newline included.
     pub fn write_json(&self, buf: &mut Vec<u8>, now: SystemTime) {
+        self.capped(|line| line.write_json_capped(buf, now));
+    }
+
+    fn write_json_capped(&self, buf: &mut Vec<u8>, now: SystemTime) {
         let stamp = rfc3339_micros(now);
         let envelope = Envelope {
             timestamp: std::str::from_utf8(&stamp).expect("ASCII"),
@@ -312,6 +338,20 @@ impl AccessLine<'_> {
         serde_json::to_writer(&mut *buf, &envelope).expect("serializing to memory cannot fail");
         buf.push(b'\n');
     }
+}
+
+/// `value`, or its longest prefix within [`MAX_LOGGED_VALUE_BYTES`] (`…`
+/// included) that ends on a character boundary.
+fn cap(value: &str) -> Cow<'_, str> {
+    if value.len() <= MAX_LOGGED_VALUE_BYTES {
+        return Cow::Borrowed(value);
+    }
+    const MARK: &str = "…";
+    let mut end = MAX_LOGGED_VALUE_BYTES - MARK.len();
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}{MARK}", &value[..end]))
 }
 
 /// `2026-11-27T20:57:57.598138Z`: UTC, microseconds, as tracing prints it.
@@ -443,6 +483,43 @@ mod tests {
                 "target": "access",
             })
         );
+    }
+
+    #[test]
+    fn client_chosen_values_are_capped_on_a_character_boundary() {
+        let long_model = "é".repeat(450_000);
+        let long_path = format!("/v1/{}", "a".repeat(100_000));
+        let line = AccessLine {
+            method: "POST",
+            path: &long_path,
+            token: None,
+            identity: None,
+            upstream: None,
+            model: Some(&long_model),
+            status: 400,
+            latency_ms: 0.1,
+            ttfb_ms: None,
+            input_tokens: None,
+            output_tokens: None,
+            complete: true,
+            reject: None,
+        };
+        let mut buf = Vec::new();
+        line.write_json(&mut buf, UNIX_EPOCH);
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        for field in ["path", "model"] {
+            let value = v[field].as_str().unwrap();
+            assert!(
+                value.len() <= MAX_LOGGED_VALUE_BYTES,
+                "{field}: {}",
+                value.len()
+            );
+            assert!(value.ends_with('…'), "{field}");
+        }
+        assert!(v["path"].as_str().unwrap().starts_with("/v1/aaa"));
+        assert!(v["model"].as_str().unwrap().starts_with("éé"));
+        assert!(buf.len() < 2 * 1024, "{} bytes", buf.len());
+        assert_eq!(cap("gpt-4o"), "gpt-4o");
     }
 
     #[test]

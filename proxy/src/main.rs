@@ -62,9 +62,12 @@ struct Serve {
     /// Longest wait for a connection to the upstream
     #[arg(long, env = "STRAKE_CONNECT_TIMEOUT", default_value = "10s", value_parser = duration)]
     connect_timeout: Duration,
-    /// Longest time a client may take to send request headers; also the idle keep-alive timeout
+    /// Longest time a client may take to send request headers (the first request's counted from the accept); also the idle keep-alive timeout
     #[arg(long, env = "STRAKE_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = duration)]
     header_read_timeout: Duration,
+    /// Most client connections open at once; beyond, new ones wait in the listen backlog
+    #[arg(long, env = "STRAKE_MAX_CONNECTIONS", default_value_t = Settings::default().max_connections as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
     /// Longest pause while receiving a request body
     #[arg(long, env = "STRAKE_BODY_TIMEOUT", default_value = "60s", value_parser = duration)]
     body_timeout: Duration,
@@ -141,6 +144,7 @@ fn main() -> ExitCode {
             upstream_timeout: serve.upstream_timeout,
             connect_timeout: serve.connect_timeout,
             header_read_timeout: serve.header_read_timeout,
+            max_connections: serve.max_connections as usize,
             body_timeout: serve.body_timeout,
             upstream_idle_timeout: serve.upstream_idle_timeout,
             shutdown_grace: serve.shutdown_grace,

@@ -68,6 +68,16 @@ pub struct Metrics {
     pub index_upstreams: Gauge,
     pub config_reloads: Counter,
     pub config_reload_failures: Counter,
+    /// 1 while the configuration in force is the latest one seen; 0 while
+    /// a newer config file is refused (file mode).
+    pub config_last_reload_successful: Gauge,
+    pub config_last_reload_success_timestamp: Gauge,
+    pub watch_errors: Counter,
+    pub client_connections: Gauge,
+    pub client_connections_timed_out: Counter,
+    pub client_connection_limit_waits: Counter,
+    pub accept_errors: Counter,
+    pub accept_warnings_suppressed: Counter,
 }
 
 /// The series of one (token, upstream) pair, cached in the token's index entry.
@@ -164,6 +174,57 @@ impl Metrics {
             "Configuration changes refused; the last good configuration keeps serving",
             config_reload_failures.clone(),
         );
+        let config_last_reload_successful = Gauge::default();
+        registry.register(
+            "config_last_reload_successful",
+            "1 if the configuration in force is the latest one; 0 while the config file on disk is refused and an older one serves (file mode)",
+            config_last_reload_successful.clone(),
+        );
+        let config_last_reload_success_timestamp = Gauge::default();
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "Unix time the configuration was last loaded or changed successfully",
+            config_last_reload_success_timestamp.clone(),
+        );
+        let watch_errors = Counter::default();
+        registry.register(
+            "watch_errors",
+            "Kube mode: failures of the Secret watch (retried with backoff; the last known state keeps serving)",
+            watch_errors.clone(),
+        );
+        let client_connections = Gauge::default();
+        registry.register(
+            "client_connections",
+            "Client connections open on the traffic port",
+            client_connections.clone(),
+        );
+        let client_connections_timed_out = Counter::default();
+        registry.register(
+            "client_connections_timed_out",
+            "Client connections closed because no complete request head arrived within --header-read-timeout of the accept",
+            client_connections_timed_out.clone(),
+        );
+        let client_connection_limit_waits = Counter::default();
+        registry.register(
+            "client_connection_limit_waits",
+            "Times accepting paused because --max-connections client connections were open",
+            client_connection_limit_waits.clone(),
+        );
+        let accept_errors = Counter::default();
+        registry.register(
+            "accept_errors",
+            "Failed accepts on the traffic port (most likely out of file descriptors)",
+            accept_errors.clone(),
+        );
+        let accept_warnings_suppressed = Counter::default();
+        registry.register(
+            "accept_warnings_suppressed",
+            format!(
+                "Failed accepts not logged because one was logged in the last {} s",
+                crate::server::ACCEPT_WARNING_INTERVAL.as_secs()
+            ),
+            accept_warnings_suppressed.clone(),
+        );
         registry.register(
             "log_lines_dropped",
             "Log lines dropped because stderr stalled (nobody reading it)",
@@ -182,7 +243,37 @@ impl Metrics {
             index_upstreams,
             config_reloads,
             config_reload_failures,
+            config_last_reload_successful,
+            config_last_reload_success_timestamp,
+            watch_errors,
+            client_connections,
+            client_connections_timed_out,
+            client_connection_limit_waits,
+            accept_errors,
+            accept_warnings_suppressed,
         }
+    }
+
+    /// A configuration change was applied (or the first one loaded).
+    pub fn reload_succeeded(&self) {
+        self.config_reloads.inc();
+        self.mark_config_current();
+    }
+
+    /// The configuration in force is the latest one, unchanged or not.
+    pub fn mark_config_current(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.config_last_reload_success_timestamp
+            .set(i64::try_from(now.as_secs()).unwrap_or(i64::MAX));
+        self.config_last_reload_successful.set(1);
+    }
+
+    /// A configuration change was refused; the last good one keeps serving.
+    pub fn reload_failed(&self) {
+        self.config_reload_failures.inc();
+        self.config_last_reload_successful.set(0);
     }
 
     pub fn token(&self, identity: &str, token: &str, upstream: &str) -> TokenMetrics {
@@ -284,6 +375,38 @@ mod tests {
         assert!(text.contains("strake_log_lines_dropped_total "));
         m.forget_token("alice@example.com", "alice", "openai");
         assert!(!m.encode().contains("token=\"alice\""));
+    }
+
+    #[test]
+    fn the_charts_alert_rules_name_metrics_the_proxy_exports() {
+        let rules = include_str!("../../charts/strake/templates/prometheusrule.yaml");
+        let m = Metrics::new();
+        // A labelled family is exported once it has a series.
+        m.rejected_record("token");
+        let text = m.encode();
+        let exported: std::collections::HashSet<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
+            .collect();
+        let used: Vec<&str> = rules
+            .lines()
+            .filter(|l| l.trim_start().starts_with("expr:"))
+            .flat_map(|l| l.match_indices("strake_").map(move |(i, _)| &l[i..]))
+            .map(|m| {
+                let end = m
+                    .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                    .unwrap_or(m.len());
+                &m[..end]
+            })
+            .collect();
+        assert!(used.len() >= 3, "{used:?}");
+        for name in used {
+            let family = name.strip_suffix("_total").unwrap_or(name);
+            assert!(
+                exported.contains(family),
+                "the chart's alerts use {name}, which the proxy does not export"
+            );
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::client::{self, UpstreamClient};
 use crate::index::{Removed, Snapshot, TokenIndex};
@@ -29,10 +30,16 @@ pub struct Settings {
     pub upstream_timeout: Duration,
     /// Longest wait for a TCP (and TLS) connection to the upstream.
     pub connect_timeout: Duration,
-    /// Longest time a client may take to send request headers; also how
-    /// long an idle keep-alive connection stays open (hyper applies the
-    /// same timer while waiting for the next request).
+    /// Longest time a client may take to send request headers, counted
+    /// for the first request from the accept (so protocol detection and a
+    /// partial HTTP/2 preface are covered); also how long an idle HTTP/1
+    /// keep-alive connection stays open (hyper applies the same timer
+    /// while waiting for the next request).
     pub header_read_timeout: Duration,
+    /// Most client connections open at once. At the cap the proxy stops
+    /// accepting: new connections wait in the kernel's backlog until one
+    /// closes, instead of being refused.
+    pub max_connections: usize,
     /// Longest pause between two pieces of a request body (408 beyond).
     pub body_timeout: Duration,
     /// How long an idle pooled upstream connection is kept.
@@ -49,6 +56,7 @@ impl Default for Settings {
             upstream_timeout: Duration::from_secs(600),
             connect_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
+            max_connections: 4096,
             body_timeout: Duration::from_secs(60),
             upstream_idle_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
@@ -63,6 +71,9 @@ pub struct Shared {
     /// Set once shutdown starts: readiness stays off whatever the config
     /// source publishes meanwhile.
     draining: AtomicBool,
+    /// Set if the config source stopped before shutdown: changes, and so
+    /// revocations, no longer arrive. Health and readiness fail from then on.
+    source_stopped: AtomicBool,
     pub(crate) client: UpstreamClient,
     pub(crate) metrics: Metrics,
     pub(crate) settings: Settings,
@@ -85,6 +96,7 @@ impl Proxy {
                 index: ArcSwap::from_pointee(Snapshot::default()),
                 ready: AtomicBool::new(false),
                 draining: AtomicBool::new(false),
+                source_stopped: AtomicBool::new(false),
                 client,
                 metrics: Metrics::new(),
                 settings,
@@ -106,9 +118,24 @@ impl Proxy {
                 m.forget_token(&policy.identity, &policy.name, &u.id);
             }
         }
-        if !self.shared.draining.load(Ordering::Acquire) {
+        if !self.shared.draining.load(Ordering::Acquire)
+            && !self.shared.source_stopped.load(Ordering::Acquire)
+        {
             self.shared.ready.store(true, Ordering::Release);
         }
+    }
+
+    /// The config source stopped for good: the proxy reports unhealthy (so
+    /// that it is restarted) and unready, rather than serve on with a
+    /// frozen token list.
+    pub fn config_source_stopped(&self) {
+        self.shared.source_stopped.store(true, Ordering::Release);
+        self.shared.ready.store(false, Ordering::Release);
+    }
+
+    /// False once the config source has stopped before shutdown.
+    pub fn is_healthy(&self) -> bool {
+        !self.shared.source_stopped.load(Ordering::Acquire)
     }
 
     /// The snapshot requests currently see.
@@ -149,25 +176,75 @@ impl Proxy {
             .keep_alive_timeout(Duration::from_secs(20));
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
+        let slots = Arc::new(Semaphore::new(self.shared.settings.max_connections.max(1)));
+        let mut accept_warnings = WarningLimiter::new(ACCEPT_WARNING_INTERVAL);
+        let metrics = &self.shared.metrics;
         loop {
+            let slot = match slots.clone().try_acquire_owned() {
+                Ok(slot) => slot,
+                Err(_) => {
+                    // At the cap: stop accepting, so that waiting
+                    // connections stay in the kernel's backlog.
+                    metrics.client_connection_limit_waits.inc();
+                    tokio::select! {
+                        slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+                        () = &mut shutdown => break,
+                    }
+                }
+            };
             tokio::select! {
                 accepted = listener.accept() => {
                     let (stream, _peer) = match accepted {
                         Ok(conn) => conn,
                         Err(e) => {
+                            metrics.accept_errors.inc();
+                            match accept_warnings.admit(Instant::now()) {
+                                Some(suppressed) => tracing::warn!(
+                                    error = %e,
+                                    suppressed,
+                                    "accept failed; repeats are counted in strake_accept_errors_total"
+                                ),
+                                None => {
+                                    metrics.accept_warnings_suppressed.inc();
+                                }
+                            }
                             // Out of file descriptors, most likely: back off a little.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                             continue;
                         }
                     };
                     let _ = stream.set_nodelay(true);
                     let shared = self.shared.clone();
-                    let service = service_fn(move |req| pipeline::handle(shared.clone(), req));
+                    let first_request = Arc::new(AtomicBool::new(false));
+                    let seen = first_request.clone();
+                    let service = service_fn(move |req| {
+                        if !seen.load(Ordering::Relaxed) {
+                            seen.store(true, Ordering::Relaxed);
+                        }
+                        pipeline::handle(shared.clone(), req)
+                    });
                     let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                     let conn = graceful.watch(conn);
+                    let shared = self.shared.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = conn.await {
+                        let _open = OpenConnection::new(&shared.metrics, slot);
+                        let deadline = shared.settings.header_read_timeout;
+                        let mut conn = std::pin::pin!(conn);
+                        let ended = tokio::select! {
+                            ended = &mut conn => Some(ended),
+                            () = tokio::time::sleep(deadline) => None,
+                        };
+                        let ended = match ended {
+                            Some(ended) => ended,
+                            None if !first_request.load(Ordering::Relaxed) => {
+                                // Nothing, or no complete request head, since
+                                // the accept: dropping the connection closes it.
+                                shared.metrics.client_connections_timed_out.inc();
+                                return;
+                            }
+                            None => conn.await,
+                        };
+                        if let Err(e) = ended {
                             tracing::debug!(error = %e, "client connection ended with an error");
                         }
                     });
@@ -206,7 +283,11 @@ impl Proxy {
         loop {
             tokio::select! {
                 accepted = listener.accept() => {
-                    let Ok((stream, _)) = accepted else { continue };
+                    let Ok((stream, _)) = accepted else {
+                        // Out of file descriptors, most likely: do not spin.
+                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                        continue;
+                    };
                     let proxy = self.clone();
                     let service = service_fn(move |req| {
                         let proxy = proxy.clone();
@@ -225,9 +306,90 @@ impl Proxy {
     }
 }
 
+/// How often an accept failure is logged at most; the rest are counted.
+pub const ACCEPT_WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The pause after a failed accept (out of file descriptors, most likely),
+/// so that the loop does not spin while the condition lasts.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// One open client connection: its slot under `--max-connections` and its
+/// share of `strake_client_connections`, both given back on drop.
+struct OpenConnection<'a> {
+    metrics: &'a Metrics,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl<'a> OpenConnection<'a> {
+    fn new(metrics: &'a Metrics, slot: OwnedSemaphorePermit) -> OpenConnection<'a> {
+        metrics.client_connections.inc();
+        OpenConnection {
+            metrics,
+            _slot: slot,
+        }
+    }
+}
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.metrics.client_connections.dec();
+    }
+}
+
+/// Lets a repeating warning through at most once per interval.
+#[derive(Debug)]
+pub struct WarningLimiter {
+    interval: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl WarningLimiter {
+    pub fn new(interval: Duration) -> WarningLimiter {
+        WarningLimiter {
+            interval,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(n)`: log now, `n` occurrences were suppressed since the last
+    /// line. `None`: suppressed.
+    pub fn admit(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < self.interval => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
 /// Binds a listener, with a message that names the flag.
 pub async fn bind(addr: SocketAddr, what: &str) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| {
         std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({what}): {e}"))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeating_warning_is_let_through_once_per_interval_with_the_count_it_hid() {
+        let mut w = WarningLimiter::new(Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(w.admit(t0), Some(0));
+        for ms in (50..10_000).step_by(50) {
+            assert_eq!(w.admit(t0 + Duration::from_millis(ms)), None, "{ms} ms");
+        }
+        assert_eq!(w.admit(t0 + Duration::from_secs(10)), Some(199));
+        assert_eq!(w.admit(t0 + Duration::from_secs(11)), None);
+        assert_eq!(w.admit(t0 + Duration::from_secs(30)), Some(1));
+    }
 }

@@ -28,10 +28,25 @@ struct Proc {
 
 impl Proc {
     fn start(config: &str, args: &[&str]) -> Proc {
+        Proc::start_with(config, args, None)
+    }
+
+    /// Starts the proxy, with at most `fd_limit` open files if given.
+    fn start_with(config: &str, args: &[&str], fd_limit: Option<u32>) -> Proc {
         let dir = TempDir::new();
         let path = dir.path("strake.yaml");
         std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(BIN)
+        let mut command = match fd_limit {
+            None => Command::new(BIN),
+            Some(n) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(BIN);
+                sh
+            }
+        };
+        let mut child = command
             .arg("--config")
             .arg(&path)
             .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
@@ -97,6 +112,19 @@ impl Proc {
 
     fn logs(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// The value of one admin metric line (exact label match), or 0.
+    async fn metric(&self, series: &str) -> f64 {
+        let req = http::Request::get(format!("http://{}/metrics", self.admin))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = client().request(req).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&body)
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
     }
 }
 
@@ -367,5 +395,185 @@ async fn logs_hold_neither_keys_nor_tokens() {
         logs.contains("\"path\":\"/v1beta/models/gemini-2.0-flash:streamGenerateContent\""),
         "no query in paths"
     );
+    mock.shutdown().await;
+}
+
+/// Opens `n` connections that send `prefix` (perhaps nothing) and then
+/// nothing more.
+async fn silent_sockets(addr: SocketAddr, n: usize, prefix: &[u8]) -> Vec<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut sockets = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        if !prefix.is_empty() {
+            s.write_all(prefix).await.unwrap();
+        }
+        sockets.push(s);
+    }
+    sockets
+}
+
+/// Waits until the server closes `socket` (end of file or a reset),
+/// for up to `limit`.
+async fn closed_within(socket: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    tokio::time::timeout(limit, socket.read_to_end(&mut buf))
+        .await
+        .is_ok()
+}
+
+fn chat(addr: SocketAddr, t: &TestToken) -> http::Request<Full<Bytes>> {
+    post(
+        addr,
+        "/v1/chat/completions",
+        &[("authorization", &t.bearer())],
+        serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}),
+    )
+}
+
+#[tokio::test]
+async fn silent_sockets_and_partial_prefaces_are_closed_at_the_header_deadline() {
+    let mock = mock().await;
+    let t = TestToken::new("alice", &["openai"], "");
+    let p = Proc::start(
+        &config_yaml(&mock.url(), &[&t]),
+        &["--header-read-timeout", "300ms"],
+    );
+    // Nothing at all; a prefix of the HTTP/2 preface (protocol detection
+    // waits for the rest); an unfinished HTTP/1 request line.
+    let mut sockets = silent_sockets(p.listen, 20, b"").await;
+    sockets.extend(silent_sockets(p.listen, 5, b"PRI * HTTP/2.0\r\n").await);
+    sockets.extend(silent_sockets(p.listen, 5, b"GET /v1/mod").await);
+
+    // Meanwhile a real request is served.
+    let resp = client().request(chat(p.listen, &t)).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+
+    for (i, s) in sockets.iter_mut().enumerate() {
+        assert!(
+            closed_within(s, Duration::from_secs(10)).await,
+            "socket {i} is still open"
+        );
+    }
+    assert!(
+        p.metric("strake_client_connections_timed_out_total").await >= 25.0,
+        "{}",
+        p.logs()
+    );
+    mock.shutdown().await;
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_requests_wait_for_a_slot_instead_of_failing() {
+    // The finding: 300 silent sockets and a low file limit kept valid
+    // requests out until the attacker let go.
+    let mock = mock().await;
+    let t = TestToken::new("alice", &["openai"], "");
+    let p = Proc::start_with(
+        &config_yaml(&mock.url(), &[&t]),
+        &["--header-read-timeout", "300ms", "--max-connections", "32"],
+        Some(128),
+    );
+    let sockets = silent_sockets(p.listen, 300, b"").await;
+    assert!(p.metric("strake_client_connections").await <= 32.0);
+
+    let resp = tokio::time::timeout(
+        Duration::from_secs(60),
+        client().request(chat(p.listen, &t)),
+    )
+    .await
+    .expect("the request waited forever")
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+    drop(sockets);
+    assert!(p.metric("strake_client_connection_limit_waits_total").await >= 1.0);
+    let logs = p.logs();
+    assert!(
+        !logs.contains("accept failed"),
+        "the cap keeps the proxy below its file limit:\n{logs}"
+    );
+    mock.shutdown().await;
+}
+
+#[tokio::test]
+async fn accept_failures_are_logged_at_most_once_per_interval_and_counted() {
+    let mock = mock().await;
+    let t = TestToken::new("alice", &["openai"], "");
+    // A cap above the file limit: accepting fails for want of descriptors
+    // while the silent sockets hold them, until the deadline closes them.
+    let p = Proc::start_with(
+        &config_yaml(&mock.url(), &[&t]),
+        &["--header-read-timeout", "2s", "--max-connections", "1000"],
+        Some(48),
+    );
+    let sockets = silent_sockets(p.listen, 100, b"").await;
+    let resp = tokio::time::timeout(
+        Duration::from_secs(60),
+        client().request(chat(p.listen, &t)),
+    )
+    .await
+    .expect("the request waited forever")
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.into_body().collect().await.unwrap();
+    drop(sockets);
+    let errors = p.metric("strake_accept_errors_total").await;
+    let suppressed = p.metric("strake_accept_warnings_suppressed_total").await;
+    let logged = p.logs().matches("accept failed").count();
+    assert!(errors >= 2.0, "no accept failed: {}", p.logs());
+    assert!(logged <= 2, "{logged} warnings for {errors} failures");
+    assert_eq!(errors, suppressed + logged as f64);
+    mock.shutdown().await;
+}
+
+#[tokio::test]
+async fn client_chosen_values_are_capped_in_access_lines() {
+    let mock = mock().await;
+    let t = TestToken::new("alice", &["openai"], "");
+    let mut p = Proc::start(&config_yaml(&mock.url(), &[&t]), &[]);
+    let c = client();
+    let huge_model = "m".repeat(900 * 1024);
+    let long_path = format!("/v1/{}", "p".repeat(60 * 1024));
+    for (path, model) in [
+        ("/v1/chat/completions", huge_model.as_str()),
+        (long_path.as_str(), "gpt-4o"),
+    ] {
+        let req = post(
+            p.listen,
+            path,
+            &[("authorization", &t.bearer())],
+            serde_json::json!({"model": model, "messages": []}),
+        );
+        let resp = c.request(req).await.unwrap();
+        resp.into_body().collect().await.unwrap();
+    }
+    p.signal("-TERM");
+    p.wait(Duration::from_secs(5));
+    let logs = p.logs();
+    let access: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("\"target\":\"access\""))
+        .collect();
+    assert_eq!(
+        access.len(),
+        2,
+        "{}",
+        logs.chars().take(4096).collect::<String>()
+    );
+    for (line, field, start) in [
+        (access[0], "model", "mmmm"),
+        (access[1], "path", "/v1/pppp"),
+    ] {
+        assert!(line.len() < 4096, "an access line of {} bytes", line.len());
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let value = v[field].as_str().unwrap();
+        assert!(
+            value.starts_with(start) && value.ends_with('…'),
+            "{field}: {value}"
+        );
+    }
     mock.shutdown().await;
 }

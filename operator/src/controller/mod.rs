@@ -365,7 +365,7 @@ fn token_controller(
         scoped::<StrakeToken>(client, scope),
         watcher::Config::default(),
     )
-    .backoff(watch_backoff())
+    .backoff(strake_crds::watch::backoff())
     .modify(|t| t.managed_fields_mut().clear())
     .reflect(writer)
     .applied_objects()
@@ -378,7 +378,7 @@ fn token_controller(
             scoped::<UpstreamKey>(client, scope),
             watcher::Config::default(),
         )
-        .backoff(watch_backoff())
+        .backoff(strake_crds::watch::backoff())
         .modify(|uk| uk.managed_fields_mut().clear()),
     );
     let published_tokens = watcher(
@@ -389,7 +389,7 @@ fn token_controller(
             contract::ROLE_TOKEN
         )),
     )
-    .backoff(watch_backoff())
+    .backoff(strake_crds::watch::backoff())
     .touched_objects();
     Controller::for_stream(trigger, ctx.tokens.clone())
         .owns(
@@ -412,7 +412,7 @@ fn token_controller(
         .watches_stream(published_tokens, move |secret| {
             published_source(&secret.metadata, Role::Token, &settings)
         })
-        .trigger_backoff(watch_backoff())
+        .trigger_backoff(strake_crds::watch::backoff())
         .with_config(controller::Config::default().concurrency(16))
         .graceful_shutdown_on(on_shutdown(shutdown))
         .run(strake_token::reconcile, strake_token::error_policy, ctx)
@@ -433,7 +433,7 @@ fn upstream_controller(
         scoped::<UpstreamKey>(client, scope),
         watcher::Config::default(),
     )
-    .backoff(watch_backoff())
+    .backoff(strake_crds::watch::backoff())
     .modify(|uk| uk.managed_fields_mut().clear())
     .reflect(writer)
     .applied_objects()
@@ -446,7 +446,7 @@ fn upstream_controller(
         scoped::<PartialObjectMeta<Secret>>(client, scope),
         watcher::Config::default(),
     )
-    .backoff(watch_backoff())
+    .backoff(strake_crds::watch::backoff())
     .touched_objects();
     let published_upstreams = watcher(
         Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), &settings.proxy_namespace),
@@ -456,7 +456,7 @@ fn upstream_controller(
             contract::ROLE_UPSTREAM
         )),
     )
-    .backoff(watch_backoff())
+    .backoff(strake_crds::watch::backoff())
     .touched_objects();
     Controller::for_stream(trigger, ctx.upstreams.clone())
         .watches_stream(key_secrets, move |secret| {
@@ -476,7 +476,7 @@ fn upstream_controller(
             published_source(&secret.metadata, Role::Upstream, &settings)
         })
         .reconcile_on(recount)
-        .trigger_backoff(watch_backoff())
+        .trigger_backoff(strake_crds::watch::backoff())
         .with_config(controller::Config::default().concurrency(4))
         .graceful_shutdown_on(on_shutdown(shutdown))
         .run(upstream_key::reconcile, upstream_key::error_policy, ctx)
@@ -567,21 +567,4 @@ pub fn reference<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
 /// `(namespace, name)` of `obj`, the key of the per-object gauges.
 pub fn gauge_key<K: ResourceExt>(obj: &K) -> (String, String) {
     (obj.namespace().unwrap_or_default(), obj.name_any())
-}
-
-/// Retry pacing for every watch. kube's default grows to 30 s and resets only
-/// after 120 s without errors, so the burst of 403s and 410s an API server
-/// gives while it restarts left revocations waiting for minutes. Capped at
-/// 2 s, a watch resumes within a couple of seconds of the server's return.
-fn watch_backoff() -> impl kube::runtime::utils::Backoff + 'static {
-    let exponential = backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(2))
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times();
-    kube::runtime::utils::ResetTimerBackoff::new(
-        kube::runtime::watcher::ExponentialBackoff::from(exponential),
-        Duration::from_secs(30),
-    )
 }

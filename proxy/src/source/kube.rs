@@ -19,7 +19,7 @@ use strake_crds::contract::{
 };
 
 use crate::config::redact;
-use crate::index::{ApiKey, Record, TokenIndex};
+use crate::index::{ApiKey, Record, Removed, TokenIndex};
 use crate::server::Proxy;
 
 /// Why a Secret's record cannot be used. Never includes key bytes.
@@ -99,7 +99,109 @@ fn role_of(secret: &Secret) -> &'static str {
     }
 }
 
-/// Watches the namespace's Strake Secrets until `shutdown` fires.
+/// The proxy's side of the Secret watch: the index, and the records of a
+/// (re)list in progress (the index keeps serving until it completes).
+#[derive(Default)]
+pub struct WatchState {
+    pub index: TokenIndex,
+    initial: Option<Vec<(String, Record)>>,
+}
+
+/// What one watch event did.
+#[derive(Debug, Default)]
+pub struct Change {
+    /// The index changed: publish it. The tokens it names are gone for good.
+    pub publish: Option<Removed>,
+    /// A (re)list was applied (the first one makes the proxy ready).
+    pub listed: bool,
+    /// Secrets whose record could not be used; whatever they granted before
+    /// is gone (fail closed).
+    pub rejected: Vec<Rejected>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    pub secret: String,
+    /// `token` or `upstream`.
+    pub kind: &'static str,
+    pub error: String,
+}
+
+/// One step of the watch: applies `event` to `state`. Pure, so the
+/// sequence that carries revocation (list, changes, deletes, relists) is
+/// tested by feeding it events.
+pub fn apply_event(state: &mut WatchState, event: Event<Secret>) -> Change {
+    let mut change = Change::default();
+    match event {
+        Event::Init => state.initial = Some(Vec::new()),
+        Event::InitApply(secret) => {
+            if let Some(record) = decoded(&secret, &mut change.rejected) {
+                state.initial.get_or_insert_with(Vec::new).push(record);
+            }
+        }
+        Event::InitDone => {
+            let records = state.initial.take().unwrap_or_default();
+            let (removed, errors) = state.index.reset(records);
+            change
+                .rejected
+                .extend(errors.into_iter().map(|(secret, e)| Rejected {
+                    secret,
+                    kind: kind_of(&e),
+                    error: e.to_string(),
+                }));
+            change.publish = Some(removed);
+            change.listed = true;
+        }
+        Event::Apply(secret) => {
+            let Some(name) = secret.metadata.name.clone() else {
+                return change;
+            };
+            let removed = match decoded(&secret, &mut change.rejected) {
+                Some((source, record)) => match state.index.apply(&source, record) {
+                    Ok(removed) => removed,
+                    Err(e) => {
+                        change.rejected.push(Rejected {
+                            secret: name.clone(),
+                            kind: kind_of(&e),
+                            error: e.to_string(),
+                        });
+                        state.index.delete(&name)
+                    }
+                },
+                None => state.index.delete(&name),
+            };
+            change.publish = Some(removed);
+        }
+        Event::Delete(secret) => {
+            if let Some(name) = secret.metadata.name.as_deref() {
+                change.publish = Some(state.index.delete(name));
+            }
+        }
+    }
+    change
+}
+
+/// The Secret's record with its source (the Secret's name), or `None` for
+/// a Secret without a name or a Strake role, or with a bad record (noted
+/// in `rejected`).
+fn decoded(secret: &Secret, rejected: &mut Vec<Rejected>) -> Option<(String, Record)> {
+    let name = secret.metadata.name.clone()?;
+    match decode(secret) {
+        Ok(Some((_, record))) => Some((name, record)),
+        Ok(None) => None,
+        Err(e) => {
+            rejected.push(Rejected {
+                secret: name,
+                kind: role_of(secret),
+                error: e.to_string(),
+            });
+            None
+        }
+    }
+}
+
+/// Watches the namespace's Strake Secrets until `shutdown` fires: the thin
+/// loop around [`apply_event`].
 pub async fn run(
     proxy: Proxy,
     client: kube::Client,
@@ -109,86 +211,45 @@ pub async fn run(
     let api: Api<Secret> = Api::namespaced(client, &namespace);
     let config = watcher::Config::default().labels(contract::SELECTOR);
     let mut events = watcher::watcher(api, config)
-        .backoff(watch_backoff())
+        .backoff(strake_crds::watch::backoff())
         .boxed();
-    let mut index = TokenIndex::new();
-    let mut initial: Option<Vec<(String, Record)>> = None;
+    let mut state = WatchState::default();
+    let metrics = proxy.metrics();
     loop {
         let event = tokio::select! {
             e = events.next() => e,
             _ = shutdown.changed() => return,
         };
-        let Some(event) = event else { return };
-        match event {
-            Ok(Event::Init) => initial = Some(Vec::new()),
-            Ok(Event::InitApply(secret)) => {
-                if let Some(record) = decode_logged(&proxy, &secret) {
-                    initial.get_or_insert_with(Vec::new).push(record);
-                }
-            }
-            Ok(Event::InitDone) => {
-                let records = initial.take().unwrap_or_default();
-                let (removed, errors) = index.reset(records);
-                for (source, e) in errors {
-                    proxy.metrics().rejected_record(kind_of(&e));
-                    tracing::error!(secret = %source, error = %e, "record skipped");
-                }
-                proxy.publish(&index, removed);
-                proxy.metrics().config_reloads.inc();
-                let view = index.view();
-                tracing::info!(
-                    namespace = %namespace,
-                    tokens = view.token_count(),
-                    upstreams = view.upstream_count(),
-                    "initial list applied; ready"
-                );
-            }
-            Ok(Event::Apply(secret)) => {
-                let Some(name) = secret.metadata.name.clone() else {
-                    continue;
-                };
-                let removed = match decode_logged(&proxy, &secret) {
-                    Some((source, record)) => match index.apply(&source, record) {
-                        Ok(removed) => removed,
-                        Err(e) => {
-                            proxy.metrics().rejected_record(kind_of(&e));
-                            tracing::error!(secret = %name, error = %e, "record skipped");
-                            // Fail closed: whatever the Secret granted before goes.
-                            index.delete(&name)
-                        }
-                    },
-                    None => index.delete(&name),
-                };
-                proxy.publish(&index, removed);
-                proxy.metrics().config_reloads.inc();
-                tracing::debug!(secret = %name, "applied");
-            }
-            Ok(Event::Delete(secret)) => {
-                let Some(name) = secret.metadata.name.as_deref() else {
-                    continue;
-                };
-                let removed = index.delete(name);
-                proxy.publish(&index, removed);
-                proxy.metrics().config_reloads.inc();
-                tracing::debug!(secret = %name, "deleted");
-            }
+        let Some(event) = event else {
+            tracing::error!("the Secret watch ended; changes no longer reach this proxy");
+            return;
+        };
+        let event = match event {
+            Ok(event) => event,
             Err(e) => {
                 // The backoff paces retries; the index keeps serving meanwhile.
+                metrics.watch_errors.inc();
                 tracing::warn!(error = %e, "watching Secrets failed; serving the last known state and retrying");
+                continue;
             }
+        };
+        let change = apply_event(&mut state, event);
+        for r in &change.rejected {
+            metrics.rejected_record(r.kind);
+            tracing::error!(secret = %r.secret, error = %r.error, "record skipped");
         }
-    }
-}
-
-fn decode_logged(proxy: &Proxy, secret: &Secret) -> Option<(String, Record)> {
-    let name = secret.metadata.name.clone()?;
-    match decode(secret) {
-        Ok(Some((_, record))) => Some((name, record)),
-        Ok(None) => None,
-        Err(e) => {
-            proxy.metrics().rejected_record(role_of(secret));
-            tracing::error!(secret = %name, error = %e, "record skipped");
-            None
+        if let Some(removed) = change.publish {
+            proxy.publish(&state.index, removed);
+            metrics.reload_succeeded();
+        }
+        if change.listed {
+            let view = state.index.view();
+            tracing::info!(
+                namespace = %namespace,
+                tokens = view.token_count(),
+                upstreams = view.upstream_count(),
+                "initial list applied; ready"
+            );
         }
     }
 }
@@ -200,23 +261,6 @@ fn kind_of(e: &crate::index::IndexError) -> &'static str {
         }
         _ => ROLE_UPSTREAM,
     }
-}
-
-/// Retry pacing for the watch. kube's default grows to 30 s and resets only
-/// after 120 s without errors, so the 403s and 410s of a restarting API server
-/// held revocations back for tens of seconds. Capped at 2 s, the watch
-/// resumes within a couple of seconds of the server's return.
-fn watch_backoff() -> impl kube::runtime::utils::Backoff + 'static {
-    let exponential = backon::ExponentialBuilder::default()
-        .with_min_delay(std::time::Duration::from_millis(200))
-        .with_max_delay(std::time::Duration::from_secs(2))
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times();
-    kube::runtime::utils::ResetTimerBackoff::new(
-        watcher::ExponentialBackoff::from(exponential),
-        std::time::Duration::from_secs(30),
-    )
 }
 
 #[cfg(test)]
@@ -237,6 +281,151 @@ mod tests {
                 .collect(),
         );
         s
+    }
+
+    fn named(mut s: Secret, name: &str) -> Secret {
+        s.metadata.name = Some(name.into());
+        s
+    }
+
+    fn upstream_secret(name: &str) -> Secret {
+        let up = UpstreamRecord {
+            name: "team-a/openai".into(),
+            provider: Provider::OpenAi,
+            base_url: "https://api.openai.com".into(),
+            headers: BTreeMap::new(),
+            source: None,
+        };
+        let json = serde_json::to_vec(&up).unwrap();
+        named(
+            secret(
+                "upstream",
+                &[(RECORD_KEY, &json), (API_KEY_KEY, b"sk-real")],
+            ),
+            name,
+        )
+    }
+
+    fn token_secret(name: &str, token: &Token, suspended: bool) -> Secret {
+        let rec = TokenRecord {
+            name: format!("team-a/{name}"),
+            identity: format!("{name}@example.com"),
+            sha256: token.hash(),
+            upstreams: vec!["team-a/openai".into()],
+            expires_at: None,
+            suspended,
+            allowed_models: vec![],
+            limits: None,
+            source: None,
+        };
+        let json = serde_json::to_vec(&rec).unwrap();
+        named(secret("token", &[(RECORD_KEY, &json)]), name)
+    }
+
+    fn removed_names(change: &Change) -> Vec<String> {
+        let mut names: Vec<String> = change
+            .publish
+            .as_ref()
+            .expect("published")
+            .iter()
+            .map(|p| p.name.to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_watch_applies_a_list_then_changes_deletes_and_a_relist() {
+        let (alice, bob, carol) = (Token::mint(), Token::mint(), Token::mint());
+        let mut state = WatchState::default();
+        let has = |state: &WatchState, t: &Token| state.index.view().token(&t.hash()).is_some();
+
+        // The initial list: nothing is published until it is complete.
+        for event in [
+            Event::Init,
+            Event::InitApply(upstream_secret("u-openai")),
+            Event::InitApply(token_secret("alice", &alice, false)),
+            Event::InitApply(token_secret("bob", &bob, false)),
+        ] {
+            let change = apply_event(&mut state, event);
+            assert!(change.publish.is_none() && !change.listed);
+        }
+        let change = apply_event(&mut state, Event::InitDone);
+        assert!(change.listed && change.rejected.is_empty(), "{change:?}");
+        assert!(removed_names(&change).is_empty());
+        assert!(has(&state, &alice) && has(&state, &bob));
+
+        // A change in place: suspended, not removed.
+        let change = apply_event(
+            &mut state,
+            Event::Apply(token_secret("alice", &alice, true)),
+        );
+        assert!(removed_names(&change).is_empty());
+        assert!(state.index.view().token(&alice.hash()).unwrap().suspended);
+
+        // Revocation: the Secret's delete event.
+        let change = apply_event(&mut state, Event::Delete(token_secret("bob", &bob, false)));
+        assert_eq!(removed_names(&change), ["team-a/bob"]);
+        assert!(!has(&state, &bob));
+
+        // A record that cannot be used removes what its Secret granted.
+        apply_event(
+            &mut state,
+            Event::Apply(token_secret("carol", &carol, false)),
+        );
+        assert!(has(&state, &carol));
+        let broken = named(secret("token", &[(RECORD_KEY, b"{}")]), "carol");
+        let change = apply_event(&mut state, Event::Apply(broken));
+        assert_eq!(change.rejected.len(), 1, "{change:?}");
+        assert_eq!(change.rejected[0].kind, "token");
+        assert_eq!(removed_names(&change), ["team-a/carol"]);
+        assert!(!has(&state, &carol));
+
+        // A restart relists: the old index serves until the list is done,
+        // then a deletion missed meanwhile (alice) is caught.
+        apply_event(
+            &mut state,
+            Event::Apply(token_secret("carol", &carol, false)),
+        );
+        for event in [
+            Event::Init,
+            Event::InitApply(upstream_secret("u-openai")),
+            Event::InitApply(token_secret("carol", &carol, false)),
+        ] {
+            assert!(apply_event(&mut state, event).publish.is_none());
+            assert!(has(&state, &alice), "still serving the last known state");
+        }
+        let change = apply_event(&mut state, Event::InitDone);
+        assert!(change.listed);
+        assert_eq!(removed_names(&change), ["team-a/alice"]);
+        assert!(!has(&state, &alice) && has(&state, &carol));
+        assert_eq!(state.index.view().upstream_count(), 1);
+    }
+
+    #[test]
+    fn a_relist_skips_bad_records_and_names_them() {
+        let t = Token::mint();
+        let mut state = WatchState::default();
+        let mut rejected = Vec::new();
+        for event in [
+            Event::Init,
+            Event::InitApply(upstream_secret("u-openai")),
+            Event::InitApply(named(secret("upstream", &[(RECORD_KEY, b"{}")]), "u-bad")),
+            Event::InitApply(token_secret("alice", &t, false)),
+            Event::InitApply(token_secret("alice-copy", &t, false)),
+            Event::InitDone,
+        ] {
+            let change = apply_event(&mut state, event);
+            rejected.extend(change.rejected.into_iter().map(|r| (r.secret, r.kind)));
+        }
+        assert_eq!(
+            rejected,
+            [
+                ("u-bad".to_string(), "upstream"),
+                ("alice-copy".to_string(), "token")
+            ]
+        );
+        assert_eq!(state.index.view().token_count(), 1);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use strake_crds::token::Token;
 use strake_mock_upstream::{Keys, MockConfig, MockUpstream};
-use strake_proxy::{ConfigSource, Options, Running, Settings};
+use strake_proxy::{ConfigSource, Options, ReloadTiming, Running, Settings};
 
 /// The real key every mock provider expects.
 pub const KEY: &str = "sk-real-upstream-key-7d3f9a";
@@ -135,7 +135,10 @@ pub async fn start_proxy_with(config_text: &str, settings: Settings) -> Harness 
         listen: Some("127.0.0.1:0".parse().unwrap()),
         admin: Some("127.0.0.1:0".parse().unwrap()),
         settings,
-        poll_interval: Duration::from_millis(100),
+        reload: ReloadTiming {
+            poll_interval: Duration::from_millis(100),
+            ..ReloadTiming::default()
+        },
     })
     .await
     .unwrap();
