@@ -190,11 +190,22 @@ impl Harness {
         headers: &[(&str, &str)],
         body: &str,
     ) -> Reply {
+        self.send_bytes(method, path, headers, body.as_bytes().to_vec())
+            .await
+    }
+
+    pub async fn send_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
         let mut req = Request::builder().method(method).uri(self.url(path));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
+        let req = req.body(Full::new(Bytes::from(body))).unwrap();
         let resp = self.client.request(req).await.unwrap();
         let (parts, body) = resp.into_parts();
         Reply {
