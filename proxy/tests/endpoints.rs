@@ -11,10 +11,6 @@ use common::*;
 use http::Method;
 use serde_json::json;
 
-fn chat_body(model: &str) -> serde_json::Value {
-    json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
-}
-
 fn method(m: &str) -> Method {
     Method::from_bytes(m.as_bytes()).unwrap()
 }

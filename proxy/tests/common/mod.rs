@@ -104,6 +104,11 @@ pub fn upstreams_yaml(mock_url: &str) -> String {
     .collect()
 }
 
+/// A one-message chat completion request for `model`.
+pub fn chat_body(model: &str) -> serde_json::Value {
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+}
+
 pub fn config_yaml(mock_url: &str, tokens: &[&TestToken]) -> String {
     let mut s = format!("upstreams:\n{}tokens:\n", upstreams_yaml(mock_url));
     if tokens.is_empty() {
