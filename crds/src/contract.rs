@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::provider::Provider;
-use crate::resources::TokenLimits;
+use crate::resources::{EndpointAllowance, TokenLimits};
 use crate::token::TokenHash;
 
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -108,6 +108,9 @@ pub struct TokenRecord {
     pub allowed_models: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<TokenLimits>,
+    /// Endpoints opened beyond the provider's inference endpoints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<EndpointAllowance>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceRef>,
 }
@@ -123,6 +126,10 @@ pub struct UpstreamRecord {
     pub base_url: String,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// Endpoints opened, for every token using this upstream, beyond the
+    /// provider's inference endpoints.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<EndpointAllowance>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceRef>,
 }
@@ -179,6 +186,10 @@ mod tests {
                 requests_per_minute: Some(60),
                 tokens_per_minute: None,
             }),
+            endpoints: vec![EndpointAllowance {
+                methods: vec![crate::HttpMethod::Get],
+                path: "/v1/files".into(),
+            }],
             source: Some(SourceRef {
                 namespace: "team-a".into(),
                 name: "alice".into(),
@@ -194,9 +205,13 @@ mod tests {
 
     #[test]
     fn file_mode_yaml_shape_parses() {
-        let yaml = "name: alice\nidentity: alice@example.com\nsha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\nupstreams: [openai]\nexpiresAt: \"2027-03-01T00:00:00Z\"\nlimits: {requestsPerMinute: 5}\n";
+        let yaml = "name: alice\nidentity: alice@example.com\nsha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\nupstreams: [openai]\nexpiresAt: \"2027-03-01T00:00:00Z\"\nlimits: {requestsPerMinute: 5}\nendpoints: [{methods: [GET, DELETE], path: /v1/files/*}]\n";
         let rec: TokenRecord = serde_saphyr::from_str(yaml).unwrap();
         assert_eq!(rec.upstreams, vec!["openai"]);
+        assert_eq!(
+            rec.endpoints[0].methods,
+            [crate::HttpMethod::Get, crate::HttpMethod::Delete]
+        );
         assert_eq!(rec.limits.unwrap().requests_per_minute, Some(5));
     }
 }

@@ -4,6 +4,7 @@
 //!   (`strake.sh/v1alpha1`), whose generated CRD YAML lives in `crds/*.yaml`.
 //! - [`token`]: the token format: minting, the offline checksum, SHA-256.
 //! - [`provider`]: what differs between provider APIs (auth header, env keys).
+//! - [`headers`]: the header and credential rules both binaries apply.
 //! - [`contract`]: what the operator writes into the proxy's namespace and the
 //!   proxy reads back: Secret names, labels, data keys and the policy records.
 //! - [`watch`]: how both binaries retry a failed Kubernetes watch.
@@ -11,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod contract;
+pub mod headers;
 pub mod provider;
 // `#[kube(printcolumn(name = …, type_ = …), …)]` repeats keys by design;
 // clippy's duplicated_attributes reads each printcolumn as a duplicate.
@@ -21,8 +23,8 @@ pub mod watch;
 
 pub use provider::Provider;
 pub use resources::{
-    Phase, StrakeToken, StrakeTokenSpec, StrakeTokenStatus, TokenLimits, TokenUsage, UpstreamKey,
-    UpstreamKeySpec, UpstreamKeyStatus,
+    EndpointAllowance, HttpMethod, Phase, StrakeToken, StrakeTokenSpec, StrakeTokenStatus,
+    TokenLimits, TokenUsage, UpstreamKey, UpstreamKeySpec, UpstreamKeyStatus,
 };
 
 /// The API group of both resources.

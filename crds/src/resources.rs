@@ -64,6 +64,13 @@ pub struct UpstreamKeySpec {
     /// Static headers added to every upstream request, such as OpenAI-Organization.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
+    /// Endpoints every token using this key may call beyond the provider's
+    /// inference endpoints (chat, completions, responses, messages,
+    /// embeddings, model lists, ...), which are always open. Example:
+    /// {methods: [GET], path: /v1/files}.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub endpoints: Vec<EndpointAllowance>,
 }
 
 /// A key in a Secret of the resource's own namespace.
@@ -143,6 +150,13 @@ pub struct StrakeTokenSpec {
     pub allowed_models: Vec<ModelGlob>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<TokenLimits>,
+    /// Endpoints this token may call beyond the provider's inference
+    /// endpoints (chat, completions, responses, messages, embeddings, model
+    /// lists, ...), which are always open. Example: {methods: [GET, DELETE],
+    /// path: "/v1/files/*"}.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub endpoints: Vec<EndpointAllowance>,
     /// The Secret, in this namespace, that receives the token and ready-to-use
     /// environment variables. Defaults to <name>-strake.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -174,6 +188,63 @@ pub struct UpstreamName(
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct ModelGlob(#[schemars(length(min = 1, max = 256))] pub String);
+
+/// An endpoint opened beyond the provider's inference endpoints: a request
+/// is allowed when its method is listed and its path matches `path`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointAllowance {
+    /// The HTTP methods allowed, e.g. [GET, DELETE].
+    #[schemars(length(min = 1, max = 7))]
+    pub methods: Vec<HttpMethod>,
+    /// A path glob, as the provider's API reference writes paths (after the
+    /// optional /<upstream>/ prefix): `*` matches within one segment, `**`
+    /// across segments, e.g. /v1/files, /v1/files/*, /v1/batches/**.
+    /// Organisation and admin APIs (/v1/organization/..., Anthropic's
+    /// /v1/organizations/...) open only to a path that spells their
+    /// segment out, never to a wildcard like /v1/**.
+    #[schemars(length(min = 1, max = 512), regex(pattern = r"^/[^?#\s]*$"))]
+    pub path: String,
+}
+
+/// An HTTP method an endpoint allowance can name. TRACE and CONNECT are
+/// never forwarded, so they cannot be allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    Get,
+    Head,
+    Post,
+    Put,
+    Patch,
+    Delete,
+    Options,
+}
+
+impl HttpMethod {
+    pub const ALL: [HttpMethod; 7] = [
+        HttpMethod::Get,
+        HttpMethod::Head,
+        HttpMethod::Post,
+        HttpMethod::Put,
+        HttpMethod::Patch,
+        HttpMethod::Delete,
+        HttpMethod::Options,
+    ];
+
+    /// The method as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Head => "HEAD",
+            HttpMethod::Post => "POST",
+            HttpMethod::Put => "PUT",
+            HttpMethod::Patch => "PATCH",
+            HttpMethod::Delete => "DELETE",
+            HttpMethod::Options => "OPTIONS",
+        }
+    }
+}
 
 /// Per-token rate limits, enforced by each proxy replica.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -343,6 +414,14 @@ spec:
         );
         let required = spec["required"].as_array().unwrap();
         assert!(required.contains(&"identity".into()) && required.contains(&"upstreams".into()));
+        let rule = &spec["properties"]["endpoints"]["items"];
+        assert_eq!(rule["properties"]["path"]["pattern"], r"^/[^?#\s]*$");
+        assert_eq!(rule["properties"]["methods"]["minItems"], 1);
+        let methods = rule["properties"]["methods"]["items"]["enum"]
+            .as_array()
+            .unwrap();
+        assert_eq!(methods.len(), HttpMethod::ALL.len());
+        assert!(!methods.contains(&"TRACE".into()));
 
         let crd = serde_json::to_value(UpstreamKey::crd()).unwrap();
         let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
@@ -354,6 +433,10 @@ spec:
         assert_eq!(
             spec["properties"]["secretRef"]["properties"]["name"]["minLength"],
             1
+        );
+        assert_eq!(
+            spec["properties"]["endpoints"]["items"]["required"],
+            serde_json::json!(["methods", "path"])
         );
     }
 }

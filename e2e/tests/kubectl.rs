@@ -54,6 +54,26 @@ async fn invalid_resources_are_rejected_with_the_field_named() -> Result<()> {
             "at least 1",
         ),
         (
+            "an endpoint allowance with a method that is never forwarded",
+            token("  upstreams: [openai]\n  endpoints: [{methods: [TRACE], path: /v1/files}]\n"),
+            "spec.endpoints[0].methods[0]",
+            "TRACE",
+        ),
+        (
+            "an endpoint allowance whose path is not a path",
+            token("  upstreams: [openai]\n  endpoints: [{methods: [GET], path: v1/files}]\n"),
+            "spec.endpoints[0].path",
+            "should match",
+        ),
+        (
+            "an endpoint allowance without methods",
+            upstream(
+                "  provider: openai\n  secretRef: {name: k, key: api-key}\n  endpoints: [{methods: [], path: /v1/files}]\n",
+            ),
+            "spec.endpoints[0].methods",
+            "at least 1",
+        ),
+        (
             "a zero rate limit",
             token("  upstreams: [openai]\n  limits: {requestsPerMinute: 0}\n"),
             "spec.limits.requestsPerMinute",

@@ -406,3 +406,65 @@ async fn deleting_the_plaintext_secret_issues_a_new_token() -> Result<()> {
     stack.chat_until(&old, &marker, 401).await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn endpoints_open_files_only_to_the_token_that_names_them() -> Result<()> {
+    let stack = Stack::connect().await?;
+    let ns = stack.namespace("endpoints").await?;
+    ns.default_upstreams().await?;
+    let erin = ns
+        .issue(
+            "erin",
+            "identity: erin@example.com\nupstreams: [openai]\nendpoints: [{methods: [GET], path: /v1/files}]",
+        )
+        .await?;
+    let frank = ns
+        .issue("frank", "identity: frank@example.com\nupstreams: [openai]")
+        .await?;
+    let marker = ns.marker("endpoints");
+    stack.chat_until(&erin, &marker, 200).await?;
+    stack.chat_until(&frank, &marker, 200).await?;
+    let list_files = |issued: &strake_e2e::Issued| {
+        let url = issued
+            .env("OPENAI_BASE_URL")
+            .map(|base| format!("{base}/files"));
+        let auth = issued
+            .env("OPENAI_API_KEY")
+            .map(|key| format!("Bearer {key}"));
+        let stack = &stack;
+        async move {
+            let (url, auth) = (url?, auth?);
+            stack
+                .http
+                .send(http::Method::GET, &url, &[("authorization", &auth)], None)
+                .await
+        }
+    };
+
+    // Files are account-wide on a shared key: closed unless named.
+    let reply = list_files(&erin).await?;
+    ensure!(reply.status == 200, "erin lists files: {reply:?}");
+    ensure!(reply.json()["object"] == "list", "{}", reply.body);
+    let reply = list_files(&frank).await?;
+    ensure!(reply.status == 403, "frank lists files: {reply:?}");
+    ensure!(
+        reply.json()["error"]["code"] == "endpoint_not_allowed",
+        "{}",
+        reply.body
+    );
+
+    // Opening it is a spec change; the token stays the same.
+    ns.patch_token(
+        "frank",
+        r#"{"spec":{"endpoints":[{"methods":["GET"],"path":"/v1/files"}]}}"#,
+    )
+    .await?;
+    eventually("frank may list files", RECONCILE, || async {
+        let reply = list_files(&frank).await?;
+        ensure!(reply.status == 200, "got {}: {}", reply.status, reply.body);
+        Ok(())
+    })
+    .await?;
+    ensure!(ns.issued("frank").await?.token == frank.token);
+    Ok(())
+}

@@ -38,6 +38,7 @@ fn record(i: usize) -> TokenRecord {
         suspended: false,
         allowed_models: vec!["gpt-4o*".into(), "claude-*".into()],
         limits: None,
+        endpoints: vec![],
         source: None,
     }
 }
@@ -71,6 +72,7 @@ fn main() {
                             provider: p,
                             base_url: "https://api.example.com".into(),
                             headers: BTreeMap::new(),
+                            endpoints: vec![],
                             source: None,
                         },
                         api_key: ApiKey::new("sk-real"),

@@ -8,6 +8,7 @@
 //!     provider: openai            # openai | anthropic | azure-openai | gemini | openai-compatible
 //!     baseUrl: https://api.openai.com    # optional for openai, anthropic, gemini
 //!     headers: {OpenAI-Organization: org-123}   # optional
+//!     endpoints: [{methods: [GET], path: /v1/files}]   # optional, beyond inference
 //!     apiKeyEnv: OPENAI_API_KEY   # or apiKey: <literal> or apiKeyFile: <path, relative to this file>
 //! tokens:
 //!   - name: alice                 # the same fields as the operator's token records
@@ -18,6 +19,7 @@
 //!     suspended: false
 //!     allowedModels: ["gpt-4o*"]
 //!     limits: {requestsPerMinute: 60, tokensPerMinute: 200000}
+//!     endpoints: [{methods: [GET, DELETE], path: "/v1/files/*"}]
 //! ```
 //!
 //! Parsing is pure: reading key files and environment variables goes
@@ -31,9 +33,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
+use strake_crds::EndpointAllowance;
 use strake_crds::contract::{TokenRecord, UpstreamRecord};
 use strake_crds::provider::Provider;
 
+use crate::endpoint::Allowance;
 use crate::index::{ApiKey, Record, Upstream};
 
 /// A valid config file.
@@ -128,6 +132,8 @@ struct RawUpstream {
     base_url: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    #[serde(default)]
+    endpoints: Vec<EndpointAllowance>,
     #[serde(default)]
     api_key: Option<String>,
     #[serde(default)]
@@ -278,6 +284,7 @@ pub fn parse(text: &str, env: &dyn Environment) -> Result<FileConfig, ConfigErro
             provider: u.provider,
             base_url,
             headers: u.headers,
+            endpoints: u.endpoints,
             source: None,
         };
         // Validate now (URL, key characters, headers) so the error carries a line.
@@ -353,6 +360,9 @@ pub fn parse(text: &str, env: &dyn Environment) -> Result<FileConfig, ConfigErro
         }
         if t.allowed_models.iter().any(|m| m.trim().is_empty()) {
             bad("allowedModels contains an empty pattern".into());
+        }
+        for e in t.endpoints.iter().filter_map(|a| Allowance::new(a).err()) {
+            bad(e);
         }
         if let Some(l) = &t.limits
             && (l.requests_per_minute == Some(0) || l.tokens_per_minute == Some(0))
@@ -606,6 +616,14 @@ tokens:
             "upstreams:\n  - name: a\n    provider: openai\n    headers: {Authorization: x}\n    apiKey: k\n",
         );
         assert!(p[0].contains("set by the proxy"), "{p:?}");
+        // The list the operator admits UpstreamKeys by: hop-by-hop headers
+        // too, which the rewrite would otherwise add back after dropping.
+        for reserved in ["Proxy-Connection", "Accept-Encoding", "Content-Type"] {
+            let p = problems(&format!(
+                "upstreams:\n  - name: a\n    provider: openai\n    headers: {{{reserved}: x}}\n    apiKey: k\n"
+            ));
+            assert!(p[0].contains("set by the proxy"), "{reserved}: {p:?}");
+        }
         let many: Vec<String> = (0..17).map(|i| format!("u{i}")).collect();
         let text = format!(
             "upstreams:\n{}tokens:\n  - {{name: a, identity: a, sha256: {H1}, upstreams: [{}]}}\n",
@@ -617,6 +635,40 @@ tokens:
         assert!(problems(&text)[0].contains("at most 16 upstreams"));
         let p = problems("listen: localhost\n");
         assert!(p[0].contains("listen") && p[0].contains("line 1"), "{p:?}");
+    }
+
+    #[test]
+    fn endpoint_allowances_parse_and_bad_ones_are_reported() {
+        let text = good()
+            .replace(
+                "    apiKey: ollama\n",
+                "    apiKey: ollama\n    endpoints: [{methods: [GET], path: /v1/files}]\n",
+            )
+            .replace(
+                "    suspended: true\n",
+                "    suspended: true\n    endpoints: [{methods: [GET, DELETE], path: \"/v1/files/*\"}]\n",
+            );
+        let c = parse(&text, &env()).unwrap();
+        let Record::Upstream { record, .. } = &c.records[2].1 else {
+            panic!()
+        };
+        assert_eq!(record.endpoints[0].path, "/v1/files");
+        let Record::Token(ci) = &c.records[4].1 else {
+            panic!()
+        };
+        assert_eq!(ci.endpoints[0].methods.len(), 2);
+        let p = problems(&text.replace("path: /v1/files}", "path: v1/files}"));
+        assert!(
+            p[0].contains("upstreams[2]") && p[0].contains("must start with '/'"),
+            "{p:?}"
+        );
+        let p = problems(&text.replace("[GET, DELETE]", "[]"));
+        assert!(
+            p[0].contains("tokens[1] (ci)") && p[0].contains("no methods"),
+            "{p:?}"
+        );
+        let p = problems(&text.replace("[GET, DELETE]", "[TRACE]"));
+        assert!(p[0].contains("TRACE"), "{p:?}");
     }
 
     #[test]

@@ -9,15 +9,16 @@
 //! | `?key=` query parameter | Gemini REST examples |
 //!
 //! Every one of them is removed before the request goes upstream (see
-//! [`crate::rewrite`]), whether or not it was the one used.
+//! [`crate::rewrite`]), whether or not it was the one used. The query
+//! parameter's name is read percent-decoded (`?%6Bey=`), as Google's
+//! servers read it. The names live in [`strake_crds::headers`].
 
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
 use strake_crds::token::{self, PREFIX, TokenError};
 
-/// Headers that carry a client credential, lowercase.
-pub const CREDENTIAL_HEADERS: [&str; 4] =
-    ["authorization", "x-api-key", "api-key", "x-goog-api-key"];
+pub use strake_crds::headers::CREDENTIAL_HEADERS;
+use strake_crds::headers::CREDENTIAL_QUERY_PARAM;
 
 /// Where the credential was found. Also a hint of the client's API style.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,7 +92,8 @@ fn candidates<'a>(
     let query = query
         .into_iter()
         .flat_map(|q| q.split('&'))
-        .filter_map(|pair| pair.strip_prefix("key="))
+        .filter(|pair| is_key_param(pair))
+        .filter_map(|pair| Some(pair.split_once('=')?.1))
         .filter(|v| !v.is_empty())
         .map(|v| (v, Source::QueryKey));
     bearer.chain(plain).chain(query)
@@ -109,13 +111,25 @@ fn bearer_token(value: &str) -> Option<&str> {
     (!rest.is_empty()).then_some(rest)
 }
 
+/// Whether a query pair (`name=value` or `name`) is the credential
+/// parameter: its name, percent-decoded once as the provider decodes it,
+/// is `key`. Any case, so no spelling of it is forwarded.
+pub fn is_key_param(pair: &str) -> bool {
+    let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+    if name.contains('%') {
+        crate::target::decode_once(name).eq_ignore_ascii_case(CREDENTIAL_QUERY_PARAM)
+    } else {
+        name.eq_ignore_ascii_case(CREDENTIAL_QUERY_PARAM)
+    }
+}
+
 /// The query string without any `key=` parameter, or `None` when nothing
 /// is left. Applied to every forwarded request: a `key` in the query is a
 /// credential (Gemini's), never something the upstream should see from a
 /// client.
 pub fn strip_query_key(query: &str) -> Option<std::borrow::Cow<'_, str>> {
     use std::borrow::Cow;
-    let is_key = |pair: &str| pair == "key" || pair.starts_with("key=");
+    let is_key = is_key_param;
     if !query.split('&').any(is_key) {
         return (!query.is_empty()).then_some(Cow::Borrowed(query));
     }
@@ -231,5 +245,21 @@ mod tests {
             Some("api-version=2024-02-01")
         );
         assert_eq!(strip_query_key("").as_deref(), None);
+        // Encoded or upper-case, the name is still `key` to the provider.
+        assert_eq!(
+            strip_query_key("%6Bey=abc&alt=sse&KEY=d&k%65y").as_deref(),
+            Some("alt=sse")
+        );
+        assert_eq!(strip_query_key("%6Beys=1").as_deref(), Some("%6Beys=1"));
+    }
+
+    #[test]
+    fn an_encoded_key_parameter_is_a_credential() {
+        let t = Token::mint();
+        let q = format!("alt=sse&%6Bey={}", t.expose());
+        assert_eq!(
+            find(&HeaderMap::new(), Some(&q)),
+            Ok((t.expose(), Source::QueryKey))
+        );
     }
 }

@@ -23,6 +23,7 @@ use strake_crds::contract::{TokenRecord, UpstreamRecord, route_name};
 use strake_crds::provider::{KeyHeader, Provider};
 use strake_crds::token::TokenHash;
 
+use crate::endpoint::Allowance;
 use crate::metrics::{Metrics, TokenMetrics, UpstreamMetrics};
 use crate::ratelimit::Limiter;
 
@@ -96,6 +97,8 @@ pub struct TokenPolicy {
     pub suspended: bool,
     pub allowed_models: Box<[Box<str>]>,
     pub limits: Option<TokenLimits>,
+    /// Endpoints opened beyond the inference ones ([`crate::endpoint`]).
+    pub endpoints: Box<[Allowance]>,
     /// Counters and rate-limit buckets. Shared with the policy this one
     /// replaced under the same source, so a reload or a rotation keeps them.
     pub state: Arc<TokenState>,
@@ -169,6 +172,12 @@ impl TokenPolicy {
         if record.allowed_models.iter().any(|m| m.is_empty()) {
             return Err(problem("allowedModels contains an empty pattern"));
         }
+        let endpoints = record
+            .endpoints
+            .iter()
+            .map(Allowance::new)
+            .collect::<Result<_, _>>()
+            .map_err(|p| problem(&p))?;
         Ok(TokenPolicy {
             name: record.name.as_str().into(),
             identity: record.identity.as_str().into(),
@@ -189,6 +198,7 @@ impl TokenPolicy {
                 .map(String::into_boxed_str)
                 .collect(),
             limits: record.limits,
+            endpoints,
             state,
         })
     }
@@ -229,6 +239,8 @@ pub struct Upstream {
     /// Marked sensitive: hyper's HPACK never indexes it.
     pub key_value: HeaderValue,
     pub headers: Box<[(HeaderName, HeaderValue)]>,
+    /// Endpoints opened for every token of this upstream.
+    pub endpoints: Box<[Allowance]>,
     metrics: OnceLock<UpstreamMetrics>,
 }
 
@@ -242,24 +254,6 @@ impl fmt::Debug for Upstream {
             .finish_non_exhaustive()
     }
 }
-
-/// Headers an upstream's static `headers` may not set: framing, routing and
-/// credentials are the proxy's.
-const RESERVED_HEADERS: [&str; 13] = [
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "upgrade",
-    "te",
-    "trailer",
-    "proxy-authorization",
-    "authorization",
-    "x-api-key",
-    "api-key",
-    "x-goog-api-key",
-];
 
 impl Upstream {
     pub fn new(record: &UpstreamRecord, api_key: &ApiKey) -> Result<Upstream, IndexError> {
@@ -291,7 +285,7 @@ impl Upstream {
         for (name, value) in &record.headers {
             let n = HeaderName::try_from(name.as_str())
                 .map_err(|_| problem(format!("headers: {name:?} is not a valid header name")))?;
-            if RESERVED_HEADERS.contains(&n.as_str()) {
+            if strake_crds::headers::is_reserved(n.as_str()) {
                 return Err(problem(format!(
                     "headers: {name:?} is set by the proxy and cannot be configured"
                 )));
@@ -303,6 +297,12 @@ impl Upstream {
             })?;
             headers.push((n, v));
         }
+        let endpoints = record
+            .endpoints
+            .iter()
+            .map(Allowance::new)
+            .collect::<Result<_, _>>()
+            .map_err(problem)?;
         Ok(Upstream {
             id: record.name.as_str().into(),
             provider: record.provider,
@@ -312,6 +312,7 @@ impl Upstream {
             key_header,
             key_value,
             headers: headers.into(),
+            endpoints,
             metrics: OnceLock::new(),
         })
     }
@@ -662,6 +663,7 @@ mod tests {
             suspended: false,
             allowed_models: vec![],
             limits: None,
+            endpoints: vec![],
             source: None,
         }
     }
@@ -673,6 +675,7 @@ mod tests {
                 provider,
                 base_url: base.into(),
                 headers: BTreeMap::new(),
+                endpoints: vec![],
                 source: None,
             },
             api_key: ApiKey::new("sk-real\n"),
@@ -851,6 +854,7 @@ mod tests {
             provider: Provider::Anthropic,
             base_url: base.into(),
             headers: BTreeMap::new(),
+            endpoints: vec![],
             source: None,
         };
         let u = Upstream::new(&rec("http://127.0.0.1:8080/prefix/v1/"), &key).unwrap();
@@ -897,6 +901,7 @@ mod tests {
                 provider: Provider::OpenAi,
                 base_url: "https://h".into(),
                 headers: BTreeMap::new(),
+                endpoints: vec![],
                 source: None,
             },
             &k,

@@ -5,8 +5,8 @@
 //!
 //! - [`index`]: the token index (SHA-256 → policy) and upstream table.
 //! - [`config`]: the file-mode YAML, parsed and validated.
-//! - [`credential`], [`target`], [`route`], [`glob`], [`ratelimit`],
-//!   [`rewrite`]: what a request may do and where it goes.
+//! - [`credential`], [`target`], [`route`], [`endpoint`], [`glob`],
+//!   [`ratelimit`], [`rewrite`]: what a request may do and where it goes.
 //! - [`usage`]: token counts read from JSON bodies and SSE streams, found
 //!   with the [`json`] walker.
 //! - [`reject`]: provider-shaped errors.
@@ -41,6 +41,7 @@ pub mod body;
 pub mod client;
 pub mod config;
 pub mod credential;
+pub mod endpoint;
 pub mod glob;
 pub mod index;
 pub mod json;

@@ -48,6 +48,12 @@ struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamStatusLabels {
+    upstream: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: &'static str,
 }
@@ -63,6 +69,7 @@ pub struct Metrics {
     duration: HistogramFamily,
     ttfb: HistogramFamily,
     auth_failures: Family<ReasonLabels, Counter>,
+    upstream_key_rejections: Family<UpstreamStatusLabels, Counter>,
     rejected_records: Family<KindLabels, Counter>,
     pub index_tokens: Gauge,
     pub index_upstreams: Gauge,
@@ -147,6 +154,12 @@ impl Metrics {
             "auth_failures",
             "Requests refused by authentication or authorization, by reason",
             auth_failures.clone(),
+        );
+        let upstream_key_rejections = Family::<UpstreamStatusLabels, Counter>::default();
+        registry.register(
+            "upstream_key_rejections",
+            "Upstream 401/403 answers: the provider refused the platform's key (the client gets a 502)",
+            upstream_key_rejections.clone(),
         );
         let rejected_records = Family::<KindLabels, Counter>::default();
         registry.register(
@@ -238,6 +251,7 @@ impl Metrics {
             duration,
             ttfb,
             auth_failures,
+            upstream_key_rejections,
             rejected_records,
             index_tokens,
             index_upstreams,
@@ -327,6 +341,16 @@ impl Metrics {
     pub fn auth_failure(&self, reason: &'static str) {
         self.auth_failures
             .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// The upstream answered `status` (401 or 403) to its own key.
+    pub fn upstream_key_rejected(&self, upstream: &str, status: u16) {
+        self.upstream_key_rejections
+            .get_or_create(&UpstreamStatusLabels {
+                upstream: upstream.to_owned(),
+                status,
+            })
             .inc();
     }
 

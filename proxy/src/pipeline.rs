@@ -5,11 +5,13 @@
 //! 2. `authenticate`: find the credential, check it offline, look its hash up.
 //! 3. `authorize_token`: expiry, suspension.
 //! 4. `route`: pick the upstream (prefix, single, API style).
-//! 5. read the body (size limit) and `authorize_request`: allowed models, rate limits.
-//! 6. `rewrite`: credentials out, upstream key in, URL from the upstream record.
-//! 7. `forward`: the pooled client, with connect and first-byte timeouts.
-//! 8. `respond`: stream the upstream's answer back frame by frame.
-//! 9. `account` and `log`: when the body ends, is cut, or the client leaves.
+//! 5. `authorize_endpoint`: inference endpoints, or those `endpoints` opens.
+//! 6. read the body (size limit) and `authorize_request`: allowed models, rate limits.
+//! 7. `rewrite`: credentials out, upstream key in, URL from the upstream record.
+//! 8. `forward`: the pooled client, with connect and first-byte timeouts;
+//!    `check_upstream_head` refuses to relay a rejected key or a 101.
+//! 9. `respond`: stream the upstream's answer back frame by frame.
+//! 10. `account` and `log`: when the body ends, is cut, or the client leaves.
 //!
 //! A request that stops early gets a provider-shaped error ([`Reject`]) and
 //! goes straight to `account` and `log`.
@@ -35,7 +37,7 @@ use crate::reject::Reject;
 use crate::route::{self, BodyModel, Candidate};
 use crate::server::Shared;
 use crate::usage::{BodyKind, Usage, UsageParser};
-use crate::{glob, rewrite, target};
+use crate::{endpoint, glob, rewrite, target};
 
 /// Bodies up to this size have their model read for the access log even
 /// when the token has no model restrictions.
@@ -90,7 +92,7 @@ pub async fn handle(
     })
 }
 
-/// Stages 1–7: everything up to the upstream's response head.
+/// Stages 1–8: everything up to the upstream's response head.
 async fn proxy(
     ex: &mut Exchange,
     parts: Parts,
@@ -114,6 +116,7 @@ async fn proxy(
         ex.slot = slot;
         ex.style = upstream.provider.style();
         ex.upstream = Some(upstream.clone());
+        authorize_endpoint(&method, path, &upstream, &token)?;
         (token, upstream, path)
     };
     let settings = &ex.shared.settings;
@@ -128,6 +131,7 @@ async fn proxy(
     let request = rewrite(method, headers, &upstream, path, uri.query(), body)?;
     let response = forward(&ex.shared, request).await?;
     ex.ttfb = Some(ex.started.elapsed());
+    check_upstream_head(&ex.shared, &upstream, &response)?;
     Ok(response)
 }
 
@@ -188,6 +192,28 @@ fn route<'p>(
     Ok((routed.index, upstream.clone(), routed.path))
 }
 
+/// The endpoint policy ([`endpoint`]): before the body is read, so a
+/// refused endpoint costs neither the upload nor quota.
+fn authorize_endpoint(
+    method: &Method,
+    path: &str,
+    upstream: &Upstream,
+    token: &TokenPolicy,
+) -> Result<(), Reject> {
+    endpoint::authorize(
+        upstream.provider.style(),
+        method,
+        path,
+        &upstream.endpoints,
+        &token.endpoints,
+    )
+    .map_err(|refusal| Reject::EndpointNotAllowed {
+        method: method.as_str().to_owned(),
+        path: path.to_owned(),
+        admin: refusal == endpoint::Refusal::Admin,
+    })
+}
+
 /// Allowed models, then rate limits (so a refused model costs no quota).
 /// Returns the model, for the log.
 fn authorize_request(
@@ -205,10 +231,16 @@ fn authorize_request(
             .get(http::header::CONTENT_TYPE)
             .map(|v| v.as_bytes())
     };
+    if restricted && route::has_empty_segment(path) {
+        return Err(Reject::ModelUnreadable);
+    }
     let in_body = if restricted {
         // A decision: the strict parse, which refuses what the upstream
-        // might read differently (duplicate keys, broken JSON).
-        route::body_model(content_type(), body)
+        // might read differently (duplicate keys, broken JSON, encodings).
+        let encoding = headers
+            .get(http::header::CONTENT_ENCODING)
+            .map(|v| v.as_bytes());
+        route::body_model(content_type(), encoding, body)
     } else if in_path.is_none() && body.len() <= MODEL_SNIFF_LIMIT {
         // Only for the log: the quick, lenient read.
         route::logged_body_model(content_type(), body)
@@ -313,6 +345,27 @@ async fn forward(
     }
 }
 
+/// What is never relayed: a 401 or 403 (the upstream refused the
+/// platform's key; the client's own credential never reaches it, and some
+/// providers quote part of the key in the body), and a 101 to a request
+/// that asked for no upgrade.
+fn check_upstream_head(
+    shared: &Shared,
+    upstream: &Upstream,
+    response: &Response<Incoming>,
+) -> Result<(), Reject> {
+    let status = response.status().as_u16();
+    match status {
+        401 | 403 => {
+            tracing::warn!(upstream = %upstream.id, status, "the upstream rejected its key");
+            shared.metrics.upstream_key_rejected(&upstream.id, status);
+            Err(Reject::UpstreamKeyRejected { status })
+        }
+        101 => Err(Reject::UpstreamSwitchedProtocols),
+        _ => Ok(()),
+    }
+}
+
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
@@ -324,7 +377,7 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     s
 }
 
-/// Stage 8: the upstream's head now, its body as it arrives.
+/// Stage 9: the upstream's head now, its body as it arrives.
 fn respond(mut ex: Exchange, response: Response<Incoming>) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     ex.status = parts.status.as_u16();
@@ -357,7 +410,7 @@ impl Exchange {
         self.parser.feed(data);
     }
 
-    /// Stage 9, for a forwarded request: the body ended (`complete`) or was
+    /// Stage 10, for a forwarded request: the body ended (`complete`) or was
     /// cut off.
     pub(crate) fn finish(mut self, complete: bool) {
         let usage = self.parser.finish();

@@ -27,22 +27,46 @@ pub enum Reject {
     MalformedToken(TokenError),
     UnknownToken,
     // authorize
-    Expired { at: String },
+    Expired {
+        at: String,
+    },
     Suspended,
-    ModelNotAllowed { model: String, allowed: Vec<String> },
+    ModelNotAllowed {
+        model: String,
+        allowed: Vec<String>,
+    },
     ModelUnreadable,
+    /// Not an inference endpoint, and no allowance opens it.
+    EndpointNotAllowed {
+        method: String,
+        path: String,
+        /// An organisation or admin API, which opens only when named.
+        admin: bool,
+    },
     RateLimited(RateLimited),
     // the request itself
     UnsafeTarget(UnsafeTarget),
-    BodyTooLarge { limit: usize },
+    BodyTooLarge {
+        limit: usize,
+    },
     BodyTimeout,
     BodyAborted,
     // route
     Route(RouteError),
     // forward
     UpstreamConnect,
-    UpstreamTimeout { secs: u64 },
+    UpstreamTimeout {
+        secs: u64,
+    },
     UpstreamFailed,
+    // respond
+    /// The upstream answered 401 or 403: it refused the platform's key.
+    /// Its body is dropped, since some providers quote part of the key.
+    UpstreamKeyRejected {
+        status: u16,
+    },
+    /// The upstream answered 101 to a request that asked for no upgrade.
+    UpstreamSwitchedProtocols,
 }
 
 impl Reject {
@@ -52,7 +76,9 @@ impl Reject {
             | Reject::MalformedToken(_)
             | Reject::UnknownToken
             | Reject::Expired { .. } => StatusCode::UNAUTHORIZED,
-            Reject::Suspended | Reject::ModelNotAllowed { .. } => StatusCode::FORBIDDEN,
+            Reject::Suspended
+            | Reject::ModelNotAllowed { .. }
+            | Reject::EndpointNotAllowed { .. } => StatusCode::FORBIDDEN,
             Reject::ModelUnreadable | Reject::UnsafeTarget(_) | Reject::BodyAborted => {
                 StatusCode::BAD_REQUEST
             }
@@ -62,7 +88,10 @@ impl Reject {
             Reject::Route(RouteError::NoneForStyle { .. }) => StatusCode::NOT_FOUND,
             Reject::Route(RouteError::Ambiguous { .. }) => StatusCode::BAD_REQUEST,
             Reject::Route(RouteError::NotConfigured { .. }) => StatusCode::SERVICE_UNAVAILABLE,
-            Reject::UpstreamConnect | Reject::UpstreamFailed => StatusCode::BAD_GATEWAY,
+            Reject::UpstreamConnect
+            | Reject::UpstreamFailed
+            | Reject::UpstreamKeyRejected { .. }
+            | Reject::UpstreamSwitchedProtocols => StatusCode::BAD_GATEWAY,
             Reject::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -78,6 +107,7 @@ impl Reject {
             Reject::Suspended => "suspended",
             Reject::ModelNotAllowed { .. } => "model_not_allowed",
             Reject::ModelUnreadable => "model_unreadable",
+            Reject::EndpointNotAllowed { .. } => "endpoint_not_allowed",
             Reject::RateLimited(r) => match r.kind {
                 LimitKind::Requests => "rate_limited_requests",
                 LimitKind::Tokens => "rate_limited_tokens",
@@ -92,6 +122,8 @@ impl Reject {
             Reject::UpstreamConnect => "upstream_connect",
             Reject::UpstreamTimeout { .. } => "upstream_timeout",
             Reject::UpstreamFailed => "upstream_failed",
+            Reject::UpstreamKeyRejected { .. } => "upstream_key_rejected",
+            Reject::UpstreamSwitchedProtocols => "upstream_switched_protocols",
         }
     }
 
@@ -107,6 +139,7 @@ impl Reject {
                 | Reject::Suspended
                 | Reject::ModelNotAllowed { .. }
                 | Reject::ModelUnreadable
+                | Reject::EndpointNotAllowed { .. }
                 | Reject::RateLimited(_)
         )
     }
@@ -123,7 +156,15 @@ impl Reject {
                 let model: String = model.chars().take(200).collect();
                 format!("This Strake token may not use the model '{model}'. Allowed models: {}. Ask your platform team if you need another.", allowed.join(", "))
             }
-            Reject::ModelUnreadable => "This Strake token is limited to some models, and the request's model could not be read. Send a JSON body with a single string \"model\" field.".into(),
+            Reject::ModelUnreadable => "This Strake token is limited to some models, and the proxy could not read the request's model with certainty. Send an uncompressed UTF-8 JSON body with a single string \"model\" field (or a multipart form with one model part), to a path without empty segments.".into(),
+            Reject::EndpointNotAllowed { method, path, admin } => {
+                let path: String = path.chars().take(200).collect();
+                if *admin {
+                    format!("This Strake token may not call {method} {path}: organisation and admin APIs open only when the platform team names them in the StrakeToken's or UpstreamKey's spec.endpoints.")
+                } else {
+                    format!("This Strake token may not call {method} {path}: only the provider's inference endpoints are open by default. Ask your platform team to allow it in the StrakeToken's or UpstreamKey's spec.endpoints.")
+                }
+            }
             Reject::RateLimited(r) => format!(
                 "Rate limit reached for this Strake token: {} {} per minute. Try again in {} s.",
                 r.per_minute,
@@ -151,6 +192,8 @@ impl Reject {
             Reject::UpstreamConnect => "The proxy could not connect to the upstream provider. Try again; if it persists, ask your platform team.".into(),
             Reject::UpstreamTimeout { secs } => format!("The upstream provider did not answer within {secs} s."),
             Reject::UpstreamFailed => "The connection to the upstream provider failed before it answered. Try again.".into(),
+            Reject::UpstreamKeyRejected { status } => format!("The upstream provider rejected the platform's key (HTTP {status}). Your Strake token is fine; tell your platform team, who manage the UpstreamKey."),
+            Reject::UpstreamSwitchedProtocols => "The upstream provider answered with a protocol switch this proxy does not relay.".into(),
         }
     }
 
@@ -204,6 +247,9 @@ impl Reject {
             Reject::Suspended => ("invalid_request_error", Some("permission_denied")),
             Reject::ModelNotAllowed { .. } => ("invalid_request_error", Some("model_not_allowed")),
             Reject::ModelUnreadable => ("invalid_request_error", Some("invalid_model")),
+            Reject::EndpointNotAllowed { .. } => {
+                ("invalid_request_error", Some("endpoint_not_allowed"))
+            }
             Reject::RateLimited(r) => (r.kind.as_str(), Some("rate_limit_exceeded")),
             Reject::UnsafeTarget(_) => ("invalid_request_error", Some("invalid_path")),
             Reject::BodyTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
@@ -219,6 +265,8 @@ impl Reject {
             }
             Reject::UpstreamConnect | Reject::UpstreamFailed => ("server_error", None),
             Reject::UpstreamTimeout { .. } => ("server_error", Some("timeout")),
+            Reject::UpstreamKeyRejected { .. } => ("server_error", Some("upstream_key_rejected")),
+            Reject::UpstreamSwitchedProtocols => ("server_error", None),
         }
     }
 
@@ -260,6 +308,16 @@ mod tests {
                 allowed: vec!["gpt-4o*".into()],
             },
             Reject::ModelUnreadable,
+            Reject::EndpointNotAllowed {
+                method: "DELETE".into(),
+                path: "/v1/files/file-abc".into(),
+                admin: false,
+            },
+            Reject::EndpointNotAllowed {
+                method: "GET".into(),
+                path: "/v1/organization/api_keys".into(),
+                admin: true,
+            },
             Reject::RateLimited(RateLimited {
                 kind: LimitKind::Requests,
                 per_minute: 60,
@@ -281,6 +339,8 @@ mod tests {
             Reject::UpstreamConnect,
             Reject::UpstreamTimeout { secs: 600 },
             Reject::UpstreamFailed,
+            Reject::UpstreamKeyRejected { status: 401 },
+            Reject::UpstreamSwitchedProtocols,
         ]
     }
 

@@ -1,39 +1,48 @@
 //! The `rewrite` stage's header rules, and their mirror for responses.
 //!
 //! Going up: every client credential header goes (whichever one carried
-//! the token), with hop-by-hop headers, `Host`, cookies and framing; the
-//! upstream's key and static headers come in. `Accept-Encoding` becomes
+//! the token), with hop-by-hop headers, `Host`, cookies, framing and the
+//! account selectors (`OpenAI-Organization`, `OpenAI-Project`: which
+//! project the shared key bills is the platform's choice); the upstream's
+//! key and static headers come in. The lists live in
+//! [`strake_crds::headers`], shared with the operator. `Accept-Encoding` becomes
 //! `identity` so usage can be read from the response (clients still get a
 //! valid, uncompressed body).
 //!
 //! Coming back: hop-by-hop headers go; everything else passes unchanged.
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use strake_crds::headers::{ACCOUNT_SELECTORS, CREDENTIAL_HEADERS, HOP_BY_HOP as HOPS};
 
 use crate::index::Upstream;
 
-/// RFC 9110 §7.6.1 connection-specific headers (plus the legacy ones
-/// proxies have always dropped). `HeaderName`s, not strings: removing by
-/// name then skips parsing the string on every request.
+/// [`strake_crds::headers::HOP_BY_HOP`] as `HeaderName`s: removing by name
+/// then skips parsing the string on every request.
 const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
+    HeaderName::from_static(HOPS[0]),
+    HeaderName::from_static(HOPS[1]),
+    HeaderName::from_static(HOPS[2]),
+    HeaderName::from_static(HOPS[3]),
+    HeaderName::from_static(HOPS[4]),
+    HeaderName::from_static(HOPS[5]),
+    HeaderName::from_static(HOPS[6]),
+    HeaderName::from_static(HOPS[7]),
+    HeaderName::from_static(HOPS[8]),
 ];
 
-/// Every header a client credential can arrive in (see
-/// [`crate::credential::CREDENTIAL_HEADERS`]).
+/// Every header a client credential can arrive in.
 const CREDENTIALS: [HeaderName; 4] = [
-    header::AUTHORIZATION,
-    HeaderName::from_static("x-api-key"),
-    HeaderName::from_static("api-key"),
-    HeaderName::from_static("x-goog-api-key"),
+    HeaderName::from_static(CREDENTIAL_HEADERS[0]),
+    HeaderName::from_static(CREDENTIAL_HEADERS[1]),
+    HeaderName::from_static(CREDENTIAL_HEADERS[2]),
+    HeaderName::from_static(CREDENTIAL_HEADERS[3]),
+];
+
+/// Client headers that would choose what the shared key bills.
+const SELECTORS: [HeaderName; 3] = [
+    HeaderName::from_static(ACCOUNT_SELECTORS[0]),
+    HeaderName::from_static(ACCOUNT_SELECTORS[1]),
+    HeaderName::from_static(ACCOUNT_SELECTORS[2]),
 ];
 
 /// Removes every header `dropped` names, and those `Connection` lists, in
@@ -63,12 +72,14 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// What never goes upstream: hop-by-hop headers, every credential header
-/// (whichever one carried the token), the client's cookies (they belong to
-/// the proxy's domain), `Host` (the client sets it from the URI), and
-/// framing (the body is forwarded whole, with nothing to wait for).
+/// (whichever one carried the token), account selectors, the client's
+/// cookies (they belong to the proxy's domain), `Host` (the client sets it
+/// from the URI), and framing (the body is forwarded whole, with nothing
+/// to wait for).
 fn is_dropped_going_up(name: &HeaderName) -> bool {
     is_hop_by_hop(name)
         || CREDENTIALS.contains(name)
+        || SELECTORS.contains(name)
         || [
             header::COOKIE,
             header::HOST,
@@ -111,6 +122,7 @@ mod tests {
             provider,
             base_url: "https://api.example.com".into(),
             headers: BTreeMap::from([("OpenAI-Organization".into(), "org-1".into())]),
+            endpoints: vec![],
             source: None,
         };
         Upstream::new(&record, &ApiKey::new("sk-real")).unwrap()
@@ -136,6 +148,9 @@ mod tests {
             ("expect", "100-continue"),
             ("accept-encoding", "gzip, br"),
             ("openai-organization", "org-client"),
+            ("openai-project", "proj-client"),
+            ("x-goog-user-project", "billing-client"),
+            ("proxy-connection", "keep-alive"),
             ("anthropic-version", "2023-06-01"),
             ("content-type", "application/json"),
             ("user-agent", "OpenAI/Python 1.0"),
@@ -172,6 +187,9 @@ mod tests {
                 );
             }
             for gone in [
+                "openai-project",
+                "x-goog-user-project",
+                "proxy-connection",
                 "proxy-authorization",
                 "cookie",
                 "host",
@@ -210,10 +228,22 @@ mod tests {
     }
 
     #[test]
-    fn the_credential_list_matches_the_credential_module() {
-        let credentials = CREDENTIALS;
-        let names: Vec<&str> = credentials.iter().map(HeaderName::as_str).collect();
-        assert_eq!(names, crate::credential::CREDENTIAL_HEADERS);
+    fn the_lists_are_the_shared_ones() {
+        let names = |l: &[HeaderName]| l.iter().map(|h| h.as_str().to_owned()).collect::<Vec<_>>();
+        assert_eq!(names(&CREDENTIALS), CREDENTIAL_HEADERS);
+        assert_eq!(names(&HOP_BY_HOP), HOPS);
+        assert_eq!(names(&SELECTORS), ACCOUNT_SELECTORS);
+    }
+
+    #[test]
+    fn a_client_cannot_pick_the_project_billed() {
+        let mut no_static = upstream(Provider::OpenAi);
+        no_static.headers = Box::new([]);
+        let mut h = client_headers();
+        request_headers(&mut h, &no_static);
+        for selector in ACCOUNT_SELECTORS {
+            assert!(!h.contains_key(selector), "{selector} forwarded");
+        }
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub fn detect_style(path: &str, headers: &HeaderMap, query: Option<&str>) -> Api
         return ApiStyle::Azure;
     }
     if headers.contains_key("x-goog-api-key")
-        || query.is_some_and(|q| q.split('&').any(|p| p.starts_with("key=")))
+        || query.is_some_and(|q| q.split('&').any(crate::credential::is_key_param))
     {
         return ApiStyle::Gemini;
     }
@@ -186,19 +186,37 @@ pub enum BodyModel<'a> {
     Unreadable,
 }
 
-/// The model a request body names: the `model` field of a JSON body, or
-/// the `model` part of a multipart form (audio transcription uploads).
-pub fn body_model<'a>(content_type: Option<&[u8]>, body: &'a [u8]) -> BodyModel<'a> {
+/// The model a request body names, read for a decision (a token limited
+/// to some models): the `model` field of a JSON object, or the one `model`
+/// part of a multipart form (audio transcription uploads). Whatever the
+/// proxy cannot read as the upstream will is [`BodyModel::Unreadable`]: a
+/// body under a `Content-Encoding` (the proxy decodes none), a body that
+/// is not a UTF-8 JSON object (a byte-order mark, UTF-16), a form that
+/// does not parse with its declared boundary (JSON sent as multipart).
+pub fn body_model<'a>(
+    content_type: Option<&[u8]>,
+    content_encoding: Option<&[u8]>,
+    body: &'a [u8],
+) -> BodyModel<'a> {
     #[derive(Deserialize)]
     struct Model<'a> {
         #[serde(borrow, default)]
         model: Option<Cow<'a, str>>,
     }
-    if is_multipart(content_type) {
-        return multipart_model(body);
+    if body.is_empty() {
+        return BodyModel::Absent;
+    }
+    if content_encoding.is_some_and(|e| !e.trim_ascii().eq_ignore_ascii_case(b"identity")) {
+        return BodyModel::Unreadable;
+    }
+    if let Some(ct) = content_type.filter(|ct| is_multipart(Some(ct))) {
+        return match boundary(ct) {
+            Some(b) => strict_multipart_model(b, body),
+            None => BodyModel::Unreadable,
+        };
     }
     if body.trim_ascii_start().first() != Some(&b'{') {
-        return BodyModel::Absent;
+        return BodyModel::Unreadable;
     }
     match serde_json::from_slice::<Model<'_>>(body) {
         Ok(Model { model: Some(m) }) => BodyModel::Named(m),
@@ -206,6 +224,123 @@ pub fn body_model<'a>(content_type: Option<&[u8]>, body: &'a [u8]) -> BodyModel<
         // Broken JSON, and duplicate `model` keys: serde rejects them.
         Err(_) => BodyModel::Unreadable,
     }
+}
+
+/// Whether a path has an empty segment (`//`), which servers collapse:
+/// `/v1beta/models//gemini-pro:generateContent` names `gemini-pro` to the
+/// upstream but no model to [`path_model`].
+pub fn has_empty_segment(path: &str) -> bool {
+    path.contains("//")
+}
+
+/// The `boundary` parameter of a multipart content type.
+fn boundary(content_type: &[u8]) -> Option<&[u8]> {
+    let ct = std::str::from_utf8(content_type).ok()?;
+    let value = ct.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("boundary")
+            .then_some(value.trim())
+    })?;
+    let value = match value.strip_prefix('"') {
+        Some(quoted) => quoted.strip_suffix('"')?,
+        None => value,
+    };
+    // RFC 2046: 1 to 70 characters.
+    (1..=70).contains(&value.len()).then_some(value.as_bytes())
+}
+
+/// The `model` part of a form, parsed by its boundary: every part must
+/// have a readable `name`, at most one may be `model`, and its value must
+/// be plain text.
+fn strict_multipart_model<'a>(boundary: &[u8], body: &'a [u8]) -> BodyModel<'a> {
+    let mut delimiter = b"--".to_vec();
+    delimiter.extend_from_slice(boundary);
+    // The first delimiter may open the body or follow a preamble line.
+    let Some(first) = find(body, &delimiter).filter(|&at| at == 0 || body[..at].ends_with(b"\r\n"))
+    else {
+        return BodyModel::Unreadable;
+    };
+    let mut rest = &body[first + delimiter.len()..];
+    let mut next_delimiter = b"\r\n".to_vec();
+    next_delimiter.extend_from_slice(&delimiter);
+    let mut model = None;
+    loop {
+        if rest.starts_with(b"--") {
+            break; // the closing delimiter
+        }
+        let Some(part) = rest.strip_prefix(b"\r\n") else {
+            return BodyModel::Unreadable;
+        };
+        let Some(end) = find(part, &next_delimiter) else {
+            return BodyModel::Unreadable; // no closing delimiter
+        };
+        let (part, after) = (&part[..end], &part[end + next_delimiter.len()..]);
+        rest = after;
+        let Some(head_end) = find(part, b"\r\n\r\n") else {
+            return BodyModel::Unreadable;
+        };
+        let (head, value) = (&part[..head_end], &part[head_end + 4..]);
+        let Some(name) = part_name(head) else {
+            return BodyModel::Unreadable;
+        };
+        if name != "model" {
+            continue;
+        }
+        let plain = std::str::from_utf8(value)
+            .ok()
+            .filter(|v| v.trim() == *v && !v.is_empty());
+        match (model, plain) {
+            (None, Some(v)) => model = Some(v),
+            _ => return BodyModel::Unreadable,
+        }
+    }
+    model.map_or(BodyModel::Absent, |m| BodyModel::Named(Cow::Borrowed(m)))
+}
+
+/// The `name` of a form part, from its `Content-Disposition: form-data`
+/// header; `None` when it cannot be read for certain (no such header, two
+/// of them, an encoded `name*`, a `Content-Transfer-Encoding`).
+fn part_name(head: &[u8]) -> Option<&str> {
+    let head = std::str::from_utf8(head).ok()?;
+    let mut name = None;
+    for line in head.split("\r\n") {
+        let (field, value) = line.split_once(':')?;
+        let field = field.trim();
+        if field.eq_ignore_ascii_case("content-transfer-encoding") {
+            return None;
+        }
+        if !field.eq_ignore_ascii_case("content-disposition") {
+            continue;
+        }
+        if name.is_some() {
+            return None;
+        }
+        let mut params = value.split(';');
+        if !params.next()?.trim().eq_ignore_ascii_case("form-data") {
+            return None;
+        }
+        for param in params {
+            let (key, v) = param.split_once('=')?;
+            match key.trim() {
+                k if k.eq_ignore_ascii_case("name") => {
+                    let v = v.trim();
+                    let v = match v.strip_prefix('"') {
+                        Some(q) => q.strip_suffix('"')?,
+                        None => v,
+                    };
+                    if v.contains(['"', '\\', '%']) || name.is_some() {
+                        return None;
+                    }
+                    name = Some(v);
+                }
+                k if k.ends_with('*') => return None,
+                _ => {}
+            }
+        }
+        name?;
+    }
+    name
 }
 
 /// The model a body names, read quickly and leniently (the [`json`]
@@ -527,7 +662,7 @@ mod tests {
             path_model(ApiStyle::OpenAi, "/v1/models/gpt-4o").as_deref(),
             None
         );
-        let json = |b: &'static [u8]| body_model(Some(b"application/json"), b);
+        let json = |b: &'static [u8]| body_model(Some(b"application/json"), None, b);
         let named = |m: &'static str| BodyModel::Named(Cow::Borrowed(m));
         assert_eq!(
             json(br#"{"model":"gpt-4o","messages":[]}"#),
@@ -539,8 +674,8 @@ mod tests {
         );
         assert_eq!(json(br#"{"messages":[]}"#), BodyModel::Absent);
         assert_eq!(json(b""), BodyModel::Absent);
-        assert_eq!(json(b"not json"), BodyModel::Absent);
         // What a restricted token must not slip through.
+        assert_eq!(json(b"not json"), BodyModel::Unreadable);
         assert_eq!(
             json(br#"{"model":"gpt-4o","model":"o1-pro"}"#),
             BodyModel::Unreadable
@@ -556,17 +691,89 @@ mod tests {
         );
         let form = b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF\r\n--b\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nwhisper-1\r\n--b--\r\n";
         assert_eq!(
-            body_model(Some(b"multipart/form-data; boundary=b"), form),
+            body_model(Some(b"multipart/form-data; boundary=b"), None, form),
             named("whisper-1")
         );
         assert_eq!(
-            body_model(Some(b"multipart/form-data; boundary=b"), b"--b--"),
+            body_model(Some(b"multipart/form-data; boundary=b"), None, b"--b--"),
             BodyModel::Absent
         );
         assert_eq!(
             logged_body_model(Some(b"multipart/form-data; boundary=b"), form),
             named("whisper-1")
         );
+    }
+
+    #[test]
+    fn bodies_the_proxy_cannot_read_for_certain_are_unreadable() {
+        let chat = br#"{"model":"o1-pro","messages":[]}"#;
+        let unreadable = |ct: &[u8], ce: Option<&[u8]>, body: &[u8]| {
+            assert_eq!(
+                body_model(Some(ct), ce, body),
+                BodyModel::Unreadable,
+                "{} {:?}",
+                String::from_utf8_lossy(ct),
+                String::from_utf8_lossy(body)
+            );
+        };
+        // JSON under a multipart content type.
+        unreadable(b"multipart/form-data; boundary=x", None, chat);
+        unreadable(b"multipart/form-data", None, chat);
+        // A byte-order mark, UTF-16.
+        let mut bom = b"\xEF\xBB\xBF".to_vec();
+        bom.extend_from_slice(chat);
+        unreadable(b"application/json", None, &bom);
+        let utf16: Vec<u8> = std::iter::once([0xFF, 0xFE])
+            .chain(chat.iter().map(|&b| [b, 0]))
+            .flatten()
+            .collect();
+        unreadable(b"application/json", None, &utf16);
+        // An encoding the proxy does not decode.
+        unreadable(b"application/json", Some(b"gzip"), b"\x1f\x8b\x08\x00");
+        unreadable(b"application/json", Some(b"br"), chat);
+        assert_eq!(
+            body_model(Some(b"application/json"), Some(b"identity"), chat),
+            BodyModel::Named(Cow::Borrowed("o1-pro"))
+        );
+        // Forms: two model parts, an encoded name, a transfer encoding, no end.
+        let part = |head: &str, value: &str| {
+            format!("--b\r\nContent-Disposition: form-data; {head}\r\n\r\n{value}\r\n")
+        };
+        let form = |parts: &[String]| format!("{}--b--\r\n", parts.concat()).into_bytes();
+        let ct = b"multipart/form-data; boundary=\"b\"";
+        unreadable(
+            ct,
+            None,
+            &form(&[part("name=\"model\"", "a"), part("name=model", "b")]),
+        );
+        unreadable(ct, None, &form(&[part("name*=utf-8''model", "o1-pro")]));
+        unreadable(
+            ct,
+            None,
+            &form(&[part(
+                "name=\"model\"\r\nContent-Transfer-Encoding: base64",
+                "bzEtcHJv",
+            )]),
+        );
+        unreadable(ct, None, &form(&[part("name=\"model\"", " o1-pro")]));
+        unreadable(ct, None, part("name=\"model\"", "o1-pro").as_bytes());
+        assert_eq!(
+            body_model(
+                Some(ct),
+                None,
+                &form(&[
+                    part("name=\"file\"; filename=\"a.wav\"", "RIFF"),
+                    part("name=model", "whisper-1")
+                ])
+            ),
+            BodyModel::Named(Cow::Borrowed("whisper-1"))
+        );
+        assert!(has_empty_segment(
+            "/v1beta/models//gemini-pro:generateContent"
+        ));
+        assert!(!has_empty_segment(
+            "/v1beta/models/gemini-pro:generateContent"
+        ));
     }
 
     #[test]

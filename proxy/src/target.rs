@@ -22,7 +22,14 @@ pub enum UnsafeTarget {
     DotSegment,
     /// `%2f`, `%5c` or `\`: a separator a server might decode later.
     EncodedSeparator,
+    /// Percent-encoding nested deeper than [`DECODE_ROUNDS`]: no client
+    /// writes that, and a server decoding once more might see a `..`.
+    OverEncoded,
 }
+
+/// How many rounds of percent-decoding a path segment may need. Two would
+/// do for any real client; past this the path is refused, not decoded on.
+pub const DECODE_ROUNDS: usize = 4;
 
 impl UnsafeTarget {
     pub fn as_str(self) -> &'static str {
@@ -32,6 +39,7 @@ impl UnsafeTarget {
             UnsafeTarget::NotOriginForm => "not_origin_form",
             UnsafeTarget::DotSegment => "dot_segment",
             UnsafeTarget::EncodedSeparator => "encoded_separator",
+            UnsafeTarget::OverEncoded => "over_encoded",
         }
     }
 
@@ -48,6 +56,7 @@ impl UnsafeTarget {
             UnsafeTarget::EncodedSeparator => {
                 "The request path must not contain backslashes or percent-encoded slashes."
             }
+            UnsafeTarget::OverEncoded => "The request path is percent-encoded too many times over.",
         }
     }
 }
@@ -76,7 +85,7 @@ pub fn check_path(path: &str) -> Result<(), UnsafeTarget> {
     }
     for segment in path[1..].split('/') {
         if segment.contains('%') {
-            let decoded = decode_fully(segment);
+            let decoded = decode_fully(segment).ok_or(UnsafeTarget::OverEncoded)?;
             if decoded.contains('/') || decoded.contains('\\') {
                 return Err(UnsafeTarget::EncodedSeparator);
             }
@@ -97,18 +106,19 @@ fn is_dots(segment: &str) -> bool {
     name == "." || name == ".."
 }
 
-/// Percent-decodes until nothing changes (at most a few rounds), so
-/// `%252e` is seen as `.` just as a server decoding twice would.
-fn decode_fully(segment: &str) -> String {
+/// Percent-decodes until nothing changes, so `%252e` is seen as `.` just
+/// as a server decoding twice would; `None` if it still changes after
+/// [`DECODE_ROUNDS`].
+fn decode_fully(segment: &str) -> Option<String> {
     let mut s = segment.to_owned();
-    for _ in 0..4 {
+    for _ in 0..DECODE_ROUNDS {
         let next = decode_once(&s);
         if next == s {
-            break;
+            return Some(s);
         }
         s = next;
     }
-    s
+    (decode_once(&s) == s).then_some(s)
 }
 
 /// Percent-decodes once (invalid escapes are kept as they are).
@@ -217,6 +227,22 @@ mod tests {
         }
     }
 
+    #[test]
+    fn encoding_nested_past_the_rounds_is_refused() {
+        // `.` encoded once, then `%` encoded over and over.
+        let nested = |depth: usize| format!("/v1/%{}2e/admin", "25".repeat(depth));
+        assert_eq!(
+            check_path(&nested(DECODE_ROUNDS - 2)),
+            Err(UnsafeTarget::DotSegment)
+        );
+        assert_eq!(
+            check_path(&nested(DECODE_ROUNDS)),
+            Err(UnsafeTarget::OverEncoded)
+        );
+        assert_eq!(check_path(&nested(12)), Err(UnsafeTarget::OverEncoded));
+        assert_eq!(check_path("/v1/models/ft%253Agpt"), Ok(()));
+    }
+
     proptest! {
         #[test]
         fn never_panics(p in "[/.%a-fA-F0-9;\\\\]{0,30}") {
@@ -226,7 +252,7 @@ mod tests {
         #[test]
         fn a_passing_path_has_no_dot_segment_after_decoding(p in "/[/.%2eEfF5cC;a]{0,20}") {
             if check_path(&p).is_ok() {
-                let decoded = decode_fully(&p);
+                let decoded = decode_fully(&p).expect("a passing path decodes fully");
                 prop_assert!(!decoded.contains('\\'));
                 for seg in decoded[1..].split('/') {
                     prop_assert!(!is_dots(seg), "{p} -> {decoded}");

@@ -10,10 +10,6 @@ use common::*;
 use serde_json::json;
 use strake_proxy::Settings;
 
-fn chat_body(model: &str) -> serde_json::Value {
-    json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
-}
-
 #[tokio::test]
 async fn unknown_missing_malformed_expired_and_suspended() {
     let mock = mock().await;

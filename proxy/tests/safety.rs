@@ -33,6 +33,7 @@ async fn requests_cannot_pick_the_host_or_escape_the_path() {
         ("/v1/%252e%252e/admin", "unsafe_target"),
         ("/v1%2f..%2fadmin", "unsafe_target"),
         ("/v1/models/..;/admin", "unsafe_target"),
+        ("/v1/%25252525252e%25252525252e/admin", "unsafe_target"),
         ("*", "unsafe_target"),
     ] {
         let reply = raw(h.addr(), &request(target, &t, ""), wait).await;

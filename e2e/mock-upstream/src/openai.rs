@@ -56,37 +56,51 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Resp {
     )
 }
 
-/// 401 as OpenAI sends it. The presented key is deliberately not echoed
-/// (the real API echoes a masked copy): a stray token must not show up in
-/// logs that capture response bodies.
-pub(crate) fn auth_error(key_presented: bool) -> Resp {
-    let (message, code) = if key_presented {
-        (
-            "Incorrect API key provided. You can find your API key at \
-             https://platform.openai.com/account/api-keys.",
+/// 401 as OpenAI sends it. Like the real API, a wrong key is quoted back
+/// masked (its first 8 and last 4 characters): a proxy in front must not
+/// relay that to its clients.
+pub(crate) fn auth_error(presented: Option<&str>) -> Resp {
+    let (message, code) = match presented {
+        Some(key) => (
+            format!(
+                "Incorrect API key provided: {}. You can find your API key at \
+                 https://platform.openai.com/account/api-keys.",
+                masked(key)
+            ),
             Some("invalid_api_key"),
-        )
-    } else {
-        (
+        ),
+        None => (
             "You didn't provide an API key. You need to provide your API key in an \
              Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or \
              as the password field (with blank username) if you're accessing the API from your \
              browser and are prompted for a username and password. You can obtain an API key \
-             from https://platform.openai.com/account/api-keys.",
+             from https://platform.openai.com/account/api-keys."
+                .to_owned(),
             None,
-        )
+        ),
     };
     reply::json(
         StatusCode::UNAUTHORIZED,
         &ErrorBody {
             error: ErrorDetail {
-                message,
+                message: &message,
                 kind: "invalid_request_error",
                 param: None,
                 code,
             },
         },
     )
+}
+
+/// `sk-zhj0s****…****CMuq`, as OpenAI masks a key it refuses.
+fn masked(key: &str) -> String {
+    let chars: Vec<char> = key.chars().collect();
+    if chars.len() <= 12 {
+        return "*".repeat(chars.len());
+    }
+    let head: String = chars[..8].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}{}{tail}", "*".repeat(chars.len() - 12))
 }
 
 #[derive(Serialize)]
@@ -525,6 +539,16 @@ struct Model<'a> {
 struct ModelList<'a> {
     object: &'static str,
     data: Vec<Model<'a>>,
+}
+
+/// `GET /v1/files`: the account's files. The mock stores none, so the
+/// list is empty, in the real API's page shape.
+pub(crate) async fn files(ctx: &Ctx<'_>) -> Result<Resp, Resp> {
+    ctx.prepare(Provider::OpenAi, None).await?;
+    Ok(reply::json_bytes(
+        StatusCode::OK,
+        r#"{"object":"list","data":[],"first_id":null,"last_id":null,"has_more":false}"#,
+    ))
 }
 
 pub(crate) async fn models(ctx: &Ctx<'_>, id: Option<&str>) -> Result<Resp, Resp> {

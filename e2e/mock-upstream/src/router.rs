@@ -140,6 +140,7 @@ enum Endpoint<'p> {
     Embeddings,
     Responses,
     OpenAiModels(Option<&'p str>),
+    Files,
     Azure {
         /// `None` on the `/openai/v1/` surface.
         deployment: Option<&'p str>,
@@ -180,6 +181,7 @@ impl<'p> Endpoint<'p> {
             "/v1/models" if get && is_gemini(parts) => GeminiModels,
             "/v1/models" if get => OpenAiModels(None),
             "/v1beta/models" if get => GeminiModels,
+            "/v1/files" if get => Files,
             _ => {
                 // Azure's classic per-deployment paths, and its newer
                 // OpenAI-compatible `/openai/v1/` surface (model in the body).
@@ -226,7 +228,9 @@ impl<'p> Endpoint<'p> {
     fn provider(&self) -> Provider {
         use Endpoint::*;
         match self {
-            Chat | Completions | Embeddings | Responses | OpenAiModels(_) => Provider::OpenAi,
+            Chat | Completions | Embeddings | Responses | OpenAiModels(_) | Files => {
+                Provider::OpenAi
+            }
             Azure { .. } => Provider::Azure,
             Messages | CountTokens | AnthropicModels(_) => Provider::Anthropic,
             Gemini { .. } | GeminiModels => Provider::Gemini,
@@ -241,6 +245,7 @@ impl<'p> Endpoint<'p> {
             Embeddings => embeddings::create(ctx, Provider::OpenAi, None).await,
             Responses => responses::create(ctx).await,
             OpenAiModels(id) => openai::models(ctx, id).await,
+            Files => openai::files(ctx).await,
             Azure {
                 deployment,
                 operation,
@@ -322,7 +327,7 @@ fn authenticate(provider: Provider, parts: &Parts, keys: &Keys) -> Result<(), Re
         return Ok(());
     }
     Err(match provider {
-        Provider::OpenAi => openai::auth_error(presented.is_some()),
+        Provider::OpenAi => openai::auth_error(presented),
         Provider::Azure => openai::azure_auth_error(),
         Provider::Anthropic => anthropic::auth_error(presented.is_some()),
         Provider::Gemini => gemini::auth_error(presented.is_some()),

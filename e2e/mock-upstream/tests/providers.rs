@@ -117,6 +117,19 @@ async fn openai_chat_stream_without_usage_has_no_usage_field() {
 }
 
 #[tokio::test]
+async fn openai_files_list_is_an_empty_page() {
+    let mock = mock().await;
+    let r = get(&mock, "/v1/files").bearer(KEY).send().await;
+    assert_eq!(r.status, StatusCode::OK);
+    let v = r.json();
+    assert_eq!(v["object"], "list");
+    assert_eq!(v["data"], json!([]));
+    assert_eq!(v["has_more"], false);
+    let r = get(&mock, "/v1/files").send().await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
 async fn openai_auth_errors() {
     let mock = mock().await;
     let body = chat_body("gpt-4o", "hi", json!({}));
@@ -137,8 +150,17 @@ async fn openai_auth_errors() {
         assert!(v["error"]["message"].is_string());
         assert!(
             !r.text().contains("sk-strk-wrong"),
-            "the presented key is not echoed"
+            "the presented key is not echoed whole"
         );
+        if key.is_some() {
+            // As OpenAI does: first 8 and last 4 characters.
+            assert!(
+                r.text()
+                    .contains("Incorrect API key provided: sk-strk-*rong."),
+                "{}",
+                r.text()
+            );
+        }
     }
     // The Anthropic header does not authenticate OpenAI calls.
     let r = post(&mock, "/v1/chat/completions", &body)

@@ -106,6 +106,7 @@ fn token_spec(upstreams: &[&str]) -> StrakeTokenSpec {
         suspended: false,
         allowed_models: vec![],
         limits: None,
+        endpoints: vec![],
         secret_name: None,
         rotation: 0,
     }
@@ -206,6 +207,7 @@ fn upstream_key_obj(name: &str, provider: Provider) -> UpstreamKey {
                 key: "api-key".into(),
             },
             headers: BTreeMap::new(),
+            endpoints: vec![],
         },
     );
     uk.metadata.namespace = Some(NS.into());
@@ -758,6 +760,7 @@ async fn orphan_sweep_deletes_only_secrets_whose_source_is_gone() {
                 provider: Provider::OpenAi,
                 base_url: "https://api.openai.com".into(),
                 headers: BTreeMap::new(),
+                endpoints: vec![],
                 source: Some(source.clone()),
             };
             objects::upstream_secret(PROXY_NS, &source, &record, &key)

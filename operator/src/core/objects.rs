@@ -251,6 +251,7 @@ mod tests {
                 suspended: false,
                 allowed_models: vec![],
                 limits: None,
+                endpoints: vec![],
                 secret_name: None,
                 rotation: 2,
             },
@@ -313,6 +314,7 @@ mod tests {
             suspended: false,
             allowed_models: vec![],
             limits: None,
+            endpoints: vec![],
             source: Some(src.clone()),
         };
         let s = token_secret("strake-system", &src, &record);

@@ -291,6 +291,7 @@ pub fn record(token: &StrakeToken, sha256: TokenHash) -> TokenRecord {
         suspended: spec.suspended,
         allowed_models: spec.allowed_models.iter().map(|m| m.0.clone()).collect(),
         limits: spec.limits,
+        endpoints: spec.endpoints.clone(),
         source: Some(source),
     }
 }
@@ -724,6 +725,10 @@ mod tests {
                     requests_per_minute: Some(60),
                     tokens_per_minute: None,
                 }),
+                endpoints: vec![strake_crds::EndpointAllowance {
+                    methods: vec![strake_crds::HttpMethod::Get],
+                    path: "/v1/files".into(),
+                }],
                 secret_name: None,
                 rotation: 0,
             },
@@ -745,6 +750,7 @@ mod tests {
         assert_eq!(r.expires_at, t.spec.expires_at);
         assert!(r.suspended);
         assert_eq!(r.allowed_models, ["gpt-4o*"]);
+        assert_eq!(r.endpoints, t.spec.endpoints);
         assert_eq!(r.limits.unwrap().requests_per_minute, Some(60));
         assert_eq!(
             r.source,

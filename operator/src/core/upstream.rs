@@ -20,26 +20,6 @@ pub mod reason {
     pub const INVALID_HEADER: &str = "InvalidHeader";
 }
 
-/// Headers the proxy sets itself (the provider credential, framing and
-/// hop-by-hop headers): a static header must not override them.
-const RESERVED_HEADERS: &[&str] = &[
-    "authorization",
-    "x-api-key",
-    "api-key",
-    "x-goog-api-key",
-    "host",
-    "content-length",
-    "content-type",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "upgrade",
-    "proxy-authorization",
-    "proxy-connection",
-];
-
 /// The real provider key. Its `Debug` is redacted, so no `{:?}` can leak it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ApiKey(Vec<u8>);
@@ -151,6 +131,7 @@ pub fn evaluate(uk: &UpstreamKey, secret: Option<&Secret>) -> UpstreamVerdict {
             provider: spec.provider,
             base_url,
             headers: spec.headers.clone(),
+            endpoints: spec.endpoints.clone(),
             source: Some(source),
         },
         key: ApiKey(key.to_vec()),
@@ -164,7 +145,7 @@ fn check_headers(headers: &BTreeMap<String, String>) -> Result<(), String> {
                 "header name {name:?} is not a valid HTTP header name"
             ));
         };
-        if RESERVED_HEADERS.contains(&parsed.as_str()) {
+        if strake_crds::headers::is_reserved(parsed.as_str()) {
             return Err(format!(
                 "header {name:?} is set by the proxy and cannot be configured"
             ));
@@ -258,6 +239,7 @@ mod tests {
                     key: "api-key".into(),
                 },
                 headers: BTreeMap::new(),
+                endpoints: vec![],
             },
         );
         uk.metadata.namespace = Some("team-a".into());
@@ -400,6 +382,7 @@ mod tests {
                     suspended: false,
                     allowed_models: vec![],
                     limits: None,
+                    endpoints: vec![],
                     secret_name: None,
                     rotation: 0,
                 },

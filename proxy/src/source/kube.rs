@@ -439,6 +439,7 @@ mod tests {
             suspended: false,
             allowed_models: vec![],
             limits: None,
+            endpoints: vec![],
             source: None,
         };
         let json = serde_json::to_vec(&rec).unwrap();
@@ -453,6 +454,7 @@ mod tests {
             provider: Provider::OpenAi,
             base_url: "https://api.openai.com".into(),
             headers: BTreeMap::new(),
+            endpoints: vec![],
             source: None,
         };
         let json = serde_json::to_vec(&up).unwrap();

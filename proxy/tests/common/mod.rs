@@ -104,6 +104,11 @@ pub fn upstreams_yaml(mock_url: &str) -> String {
     .collect()
 }
 
+/// A one-message chat completion request for `model`.
+pub fn chat_body(model: &str) -> serde_json::Value {
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+}
+
 pub fn config_yaml(mock_url: &str, tokens: &[&TestToken]) -> String {
     let mut s = format!("upstreams:\n{}tokens:\n", upstreams_yaml(mock_url));
     if tokens.is_empty() {
@@ -193,11 +198,22 @@ impl Harness {
         headers: &[(&str, &str)],
         body: &str,
     ) -> Reply {
+        self.send_bytes(method, path, headers, body.as_bytes().to_vec())
+            .await
+    }
+
+    pub async fn send_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Reply {
         let mut req = Request::builder().method(method).uri(self.url(path));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
+        let req = req.body(Full::new(Bytes::from(body))).unwrap();
         let resp = self.client.request(req).await.unwrap();
         let (parts, body) = resp.into_parts();
         Reply {
