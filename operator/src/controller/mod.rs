@@ -43,14 +43,14 @@ use kube::runtime::finalizer;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
-use strake_crds::contract;
+use strake_crds::contract::Role;
 use strake_crds::{StrakeToken, UpstreamKey};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::admin::Health;
 use crate::cli::{Scope, Settings};
-use crate::core::objects::{self, FIELD_MANAGER, Role};
+use crate::core::objects::{self, FIELD_MANAGER};
 use crate::core::token::Notice;
 use crate::core::{retry, upstream};
 use crate::error::{Error, Result, is_not_found};
@@ -383,11 +383,7 @@ fn token_controller(
     );
     let published_tokens = watcher(
         Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), &settings.proxy_namespace),
-        watcher::Config::default().labels(&format!(
-            "{}={}",
-            contract::ROLE_LABEL,
-            contract::ROLE_TOKEN
-        )),
+        watcher::Config::default().labels(&Role::Token.selector()),
     )
     .backoff(watch_backoff())
     .touched_objects();
@@ -450,11 +446,7 @@ fn upstream_controller(
     .touched_objects();
     let published_upstreams = watcher(
         Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), &settings.proxy_namespace),
-        watcher::Config::default().labels(&format!(
-            "{}={}",
-            contract::ROLE_LABEL,
-            contract::ROLE_UPSTREAM
-        )),
+        watcher::Config::default().labels(&Role::Upstream.selector()),
     )
     .backoff(watch_backoff())
     .touched_objects();
