@@ -51,9 +51,11 @@ kubectl create namespace "$ns" --dry-run=client -o yaml | kubectl apply -f - >/d
 for provider in openai anthropic; do
 	key_var="MOCK_${provider^^}_KEY"
 	kubectl create secret generic "$provider-upstream" -n "$ns" \
-		--from-literal=api-key="${!key_var}" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+		--from-literal=api-key="${!key_var}" --dry-run=client -o yaml |
+		kubectl label --local -f - strake.sh/upstream-key=true -o yaml | kubectl apply -f - >/dev/null
 done
 echo "${dim}\$ kubectl create secret generic openai-upstream --from-literal=api-key=sk-… (and anthropic-upstream)${off}"
+echo "${dim}\$ kubectl label secret openai-upstream strake.sh/upstream-key=true   # opts it in for UpstreamKeys${off}"
 cat >"$tmp/upstreams.yaml" <<YAML
 apiVersion: strake.sh/v1alpha1
 kind: UpstreamKey

@@ -41,6 +41,7 @@ suite() {
 echo "=== harness unit tests"
 cargo test -q -p strake-e2e --lib 2>&1 | tail -n 2
 suite tokens --test-threads=6
+suite upstream_keys
 suite kubectl
 suite helm
 suite sdks

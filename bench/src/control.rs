@@ -110,7 +110,12 @@ async fn ensure_upstream(client: &Client, args: &UpstreamArgs) -> anyhow::Result
             &pp,
             &Patch::Apply(json!({
                 "apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": UPSTREAM_SECRET},
+                "metadata": {
+                    "name": UPSTREAM_SECRET,
+                    "labels": {
+                        strake_crds::UPSTREAM_KEY_SECRET_LABEL: strake_crds::UPSTREAM_KEY_SECRET_OPT_IN,
+                    },
+                },
                 "stringData": {"api-key": args.mock_key},
             })),
         )

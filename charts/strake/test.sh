@@ -82,6 +82,98 @@ check "refuses two operators without leader election" refuse \
 	--set endpoint=https://llm.example.com --set operator.leaderElection.enabled=false
 check "refuses an unknown value" refuse --set endpoint=https://llm.example.com --set proxy.replica=3
 
+check "refuses an allowed upstream host with a path" refuse --set endpoint=https://llm.example.com \
+	--set 'operator.allowedUpstreamHosts={https://api.openai.com/v1}'
+check "refuses an empty allowed upstream host list" refuse --set endpoint=https://llm.example.com \
+	--set 'operator.allowedUpstreamHosts=null'
+
+# What must render. show TEMPLATE ARGS...: that template alone, endpoint set.
+show() {
+	local template="$1"
+	shift
+	"$helm" template strake "$chart" --namespace strake --set endpoint=https://llm.example.com \
+		--show-only "templates/$template" "$@"
+}
+# doc KIND NAME: the one document of that kind and name read from stdin.
+doc() {
+	awk -v kind="$1" -v name="$2" '
+		/^---/ { if (k && n) printf "%s", body; body = ""; k = n = 0; next }
+		{ body = body $0 "\n" }
+		$0 == "kind: " kind { k = 1 }
+		$0 == "  name: " name { n = 1 }
+		END { if (k && n) printf "%s", body }'
+}
+
+traffic_service_has_only_the_api_port() {
+	local out
+	out="$(show proxy-service.yaml --set proxy.service.type=LoadBalancer | grep -v '^#')"
+	grep -q '^  type: LoadBalancer$' <<<"$out" &&
+		grep -q 'targetPort: http$' <<<"$out" &&
+		! grep -Eq 'admin|metrics|9090' <<<"$out"
+}
+check "the traffic Service (type LoadBalancer) has no admin port" traffic_service_has_only_the_api_port
+
+admin_service_is_cluster_ip() {
+	local out
+	out="$(show proxy-admin-service.yaml --set proxy.service.type=LoadBalancer)"
+	grep -q '^  name: strake-proxy-admin$' <<<"$out" &&
+		grep -q '^  type: ClusterIP$' <<<"$out" &&
+		grep -q 'targetPort: admin$' <<<"$out"
+}
+check "the admin Service is ClusterIP whatever proxy.service.type is" admin_service_is_cluster_ip
+
+service_monitors_select_admin_services() {
+	local out
+	out="$(show servicemonitor.yaml --set serviceMonitor.enabled=true)"
+	[[ "$(grep -c '^      strake.sh/service: admin$' <<<"$out")" == 2 ]] &&
+		[[ "$(show proxy-admin-service.yaml | grep -c '^    strake.sh/service: admin$')" == 1 ]] &&
+		! show proxy-service.yaml | grep -q 'strake.sh/service'
+}
+check "the ServiceMonitors select the admin Services only" service_monitors_select_admin_services
+
+# By default (networkPolicy.enabled false) an ingress-only policy still
+# keeps the proxy's admin port to the scrapers and the operator.
+admin_port_admits_scrapers_and_operator() {
+	local proxy
+	proxy="$(show networkpolicy.yaml "$@" | doc NetworkPolicy strake-proxy)"
+	[[ -n "$proxy" ]] &&
+		grep -q '^    - from:$' <<<"$proxy" &&
+		grep -A12 '^    - from:$' <<<"$proxy" | grep -q 'kubernetes.io/metadata.name: monitoring' &&
+		grep -A12 '^    - from:$' <<<"$proxy" | grep -q 'app.kubernetes.io/component: operator' &&
+		grep -A14 '^    - from:$' <<<"$proxy" | grep -q 'port: 9090' &&
+		[[ "$(grep -c 'port: 9090' <<<"$proxy")" == 1 ]]
+}
+check "NetworkPolicy by default: proxy admin port from scrapers and the operator only" \
+	admin_port_admits_scrapers_and_operator
+ingress_only_by_default() {
+	local out
+	out="$(show networkpolicy.yaml)"
+	[[ "$(grep -c '^  policyTypes: \["Ingress"\]$' <<<"$out")" == 2 ]] && ! grep -q 'egress:' <<<"$out"
+}
+check "NetworkPolicy by default: ingress only" ingress_only_by_default
+full_policies_when_enabled() {
+	local out
+	out="$(show networkpolicy.yaml --set networkPolicy.enabled=true)"
+	[[ "$(grep -c '^  policyTypes: \["Ingress","Egress"\]$' <<<"$out")" == 2 ]] &&
+		admin_port_admits_scrapers_and_operator --set networkPolicy.enabled=true
+}
+check "NetworkPolicy enabled: ingress and egress, same admin rule" full_policies_when_enabled
+no_policy_when_off() {
+	local out
+	out="$("$helm" template strake "$chart" --namespace strake --set endpoint=https://llm.example.com \
+		--set networkPolicy.restrictIngress=false)" &&
+		grep -q '^kind: Deployment$' <<<"$out" && ! grep -q '^kind: NetworkPolicy$' <<<"$out"
+}
+check "no NetworkPolicy when both are off" no_policy_when_off
+
+operator_gets_the_allowed_hosts() {
+	show operator-deployment.yaml | grep -qF -- \
+		'- "--allowed-upstream-hosts=api.openai.com,api.anthropic.com,generativelanguage.googleapis.com,*.openai.azure.com"' &&
+		show operator-deployment.yaml --set 'operator.allowedUpstreamHosts={http://vllm.ai.svc:8000}' |
+		grep -qF -- '- "--allowed-upstream-hosts=http://vllm.ai.svc:8000"'
+}
+check "the operator gets operator.allowedUpstreamHosts" operator_gets_the_allowed_hosts
+
 if [[ -n "${KUBECONFIG:-}" && -n "${KUBECTL:-}" ]]; then
 	ns="${STRAKE_TEST_NAMESPACE:-default}"
 	server_dry_run() {

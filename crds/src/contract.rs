@@ -22,7 +22,7 @@ use crate::token::TokenHash;
 
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "strake-operator";
-/// `token` or `upstream`: what a proxy-namespace Secret holds.
+/// `token` or `upstream`: what a proxy-namespace Secret holds (see [`Role`]).
 pub const ROLE_LABEL: &str = "strake.sh/role";
 pub const ROLE_TOKEN: &str = "token";
 pub const ROLE_UPSTREAM: &str = "upstream";
@@ -31,6 +31,39 @@ pub const SOURCE_NAMESPACE_LABEL: &str = "strake.sh/source-namespace";
 pub const SOURCE_NAME_LABEL: &str = "strake.sh/source-name";
 /// The label selector the proxy watches with.
 pub const SELECTOR: &str = "strake.sh/role in (token,upstream)";
+/// The proxy-namespace Secrets the operator publishes (and sweeps when orphaned).
+pub const PUBLISHED_SELECTOR: &str =
+    "app.kubernetes.io/managed-by=strake-operator,strake.sh/role in (token,upstream)";
+
+/// What a proxy-namespace Secret holds, as its [`ROLE_LABEL`] says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Token,
+    Upstream,
+}
+
+impl Role {
+    pub const ALL: [Role; 2] = [Role::Token, Role::Upstream];
+
+    /// The value of [`ROLE_LABEL`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Token => ROLE_TOKEN,
+            Role::Upstream => ROLE_UPSTREAM,
+        }
+    }
+
+    /// The label selector of the Secrets with this role.
+    pub fn selector(self) -> String {
+        format!("{ROLE_LABEL}={}", self.as_str())
+    }
+
+    /// The role an object's labels give it; `None` without a known one.
+    pub fn of(labels: Option<&BTreeMap<String, String>>) -> Option<Role> {
+        let value = labels?.get(ROLE_LABEL)?;
+        Role::ALL.into_iter().find(|r| r.as_str() == value)
+    }
+}
 
 /// Secret types, so `kubectl get secrets` tells the two apart from user Secrets.
 pub const TOKEN_SECRET_TYPE: &str = "strake.sh/token";
@@ -153,6 +186,24 @@ mod tests {
         );
         let long = "x".repeat(253);
         assert!(token_secret_name(&long, &long).len() <= 63);
+    }
+
+    #[test]
+    fn roles_and_selectors_agree() {
+        for role in Role::ALL {
+            let labels = BTreeMap::from([(ROLE_LABEL.to_string(), role.as_str().to_string())]);
+            assert_eq!(Role::of(Some(&labels)), Some(role));
+        }
+        let other = BTreeMap::from([(ROLE_LABEL.to_string(), "other".to_string())]);
+        assert_eq!(Role::of(Some(&other)), None);
+        assert_eq!(Role::of(None), None);
+        let roles: Vec<_> = Role::ALL.iter().map(|r| r.as_str()).collect();
+        let selector = format!("{ROLE_LABEL} in ({})", roles.join(","));
+        assert_eq!(SELECTOR, selector);
+        assert_eq!(
+            PUBLISHED_SELECTOR,
+            format!("{MANAGED_BY_LABEL}={MANAGED_BY},{selector}")
+        );
     }
 
     #[test]

@@ -31,3 +31,27 @@ pub use resources::{
 pub const GROUP: &str = "strake.sh";
 /// The served and stored API version.
 pub const VERSION: &str = "v1alpha1";
+
+/// An UpstreamKey may name only a Secret labelled with this key and the value
+/// [`UPSTREAM_KEY_SECRET_OPT_IN`]: whoever may write the Secret opts it in, so
+/// that being allowed to create an UpstreamKey is not enough to have the
+/// proxy send a Secret's value to some host.
+pub const UPSTREAM_KEY_SECRET_LABEL: &str = "strake.sh/upstream-key";
+pub const UPSTREAM_KEY_SECRET_OPT_IN: &str = "true";
+/// The label selector (and `kubectl label` argument) of an opted-in Secret.
+pub const UPSTREAM_KEY_SECRET_SELECTOR: &str = "strake.sh/upstream-key=true";
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_opt_in_selector_is_the_label_and_its_value() {
+        assert_eq!(
+            super::UPSTREAM_KEY_SECRET_SELECTOR,
+            format!(
+                "{}={}",
+                super::UPSTREAM_KEY_SECRET_LABEL,
+                super::UPSTREAM_KEY_SECRET_OPT_IN
+            )
+        );
+    }
+}

@@ -52,14 +52,16 @@ pub struct UpstreamKeySpec {
     pub provider: Provider,
     /// Where requests go, scheme and host (and an optional path prefix), e.g.
     /// https://api.openai.com. Defaults to the provider's public endpoint;
-    /// required for azure-openai and openai-compatible.
+    /// required for azure-openai and openai-compatible. Its host must be one
+    /// the platform team allows (by default the providers' public https hosts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         regex(pattern = r"^https?://[^/?#\s]+(/[^?#\s]*)?$"),
         length(max = 2048)
     )]
     pub base_url: Option<String>,
-    /// The Secret, in this namespace, that holds the real key.
+    /// The Secret, in this namespace, that holds the real key. It must carry
+    /// the label strake.sh/upstream-key: "true".
     pub secret_ref: SecretKeyRef,
     /// Static headers added to every upstream request, such as OpenAI-Organization.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

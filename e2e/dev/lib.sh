@@ -193,8 +193,11 @@ start() {
 	operator)
 		service_kubeconfig "$(service_account operator)" "$KUBECONFIGS/operator.kubeconfig"
 		env=(KUBECONFIG="$KUBECONFIGS/operator.kubeconfig")
+		# The only upstream this stack calls is the mock on loopback, so
+		# that is the only host UpstreamKeys may send a key to.
 		args=(--proxy-namespace "$NAMESPACE" --endpoint "$ENDPOINT"
 			--admin-addr "127.0.0.1:$OPERATOR_ADMIN_PORT"
+			--allowed-upstream-hosts "http://127.0.0.1:$MOCK_PORT"
 			--leader-elect --lease-namespace "$NAMESPACE")
 		;;
 	esac

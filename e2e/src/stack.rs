@@ -7,6 +7,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
+use base64::Engine as _;
 use http::Method;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams};
@@ -375,30 +376,44 @@ impl TestNs<'_> {
     /// A Secret with the real key and an UpstreamKey pointing at the mock.
     pub async fn upstream(&self, name: &str, provider: &str, key: &str) -> Result<()> {
         self.upstream_secret(name, key).await?;
+        self.upstream_key(name, provider, &self.stack.env.mock_url)
+            .await
+    }
+
+    /// Applies the UpstreamKey `name` for the Secret `NAME-upstream`.
+    pub async fn upstream_key(&self, name: &str, provider: &str, base_url: &str) -> Result<()> {
         self.apply(&format!(
-            "apiVersion: strake.sh/v1alpha1\nkind: UpstreamKey\nmetadata: {{name: {name}}}\nspec:\n  provider: {provider}\n  baseUrl: {}\n  secretRef: {{name: {name}-upstream, key: api-key}}\n",
-            self.stack.env.mock_url
+            "apiVersion: strake.sh/v1alpha1\nkind: UpstreamKey\nmetadata: {{name: {name}}}\nspec:\n  provider: {provider}\n  baseUrl: {base_url}\n  secretRef: {{name: {name}-upstream, key: api-key}}\n"
         ))
         .await?;
         Ok(())
     }
 
-    /// Creates or replaces the Secret `NAME-upstream` holding a real key.
+    /// Creates or replaces the Secret `NAME-upstream` holding a real key,
+    /// labelled for use by UpstreamKeys.
     pub async fn upstream_secret(&self, name: &str, key: &str) -> Result<()> {
+        self.key_secret(name, key, true).await
+    }
+
+    /// Creates or replaces the Secret `NAME-upstream` holding a real key;
+    /// without `opted_in` it lacks the label UpstreamKeys require, like a
+    /// Secret made for something else.
+    pub async fn key_secret(&self, name: &str, key: &str, opted_in: bool) -> Result<()> {
         leaks::remember(&self.stack.env, "upstream-key", key)?;
-        let secret = self
-            .kubectl(&[
-                "create",
-                "secret",
-                "generic",
-                &format!("{name}-upstream"),
-                &format!("--from-literal=api-key={key}"),
-                "--dry-run=client",
-                "-o",
-                "yaml",
-            ])
-            .await?;
-        self.apply(&secret).await?;
+        let labels = if opted_in {
+            format!(
+                "\n  labels: {{{}: {:?}}}",
+                strake_crds::UPSTREAM_KEY_SECRET_LABEL,
+                strake_crds::UPSTREAM_KEY_SECRET_OPT_IN
+            )
+        } else {
+            String::new()
+        };
+        let encoded = base64::engine::general_purpose::STANDARD.encode(key);
+        self.apply(&format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}-upstream{labels}\ndata:\n  api-key: {encoded}\n"
+        ))
+        .await?;
         Ok(())
     }
 

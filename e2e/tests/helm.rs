@@ -132,6 +132,47 @@ async fn helm_install_created_the_components() -> Result<()> {
         !services.items.is_empty(),
         "the chart created no Service for the proxy"
     );
+    // The admin port (/usage, /metrics) is on its own ClusterIP Service,
+    // never on the traffic Service, whatever type that one has.
+    let (admin, traffic): (Vec<_>, Vec<_>) = services.items.iter().partition(|s| {
+        s.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("strake.sh/service"))
+            .is_some_and(|v| v == "admin")
+    });
+    let ports = |s: &Service| {
+        s.spec
+            .as_ref()
+            .and_then(|spec| spec.ports.clone())
+            .unwrap_or_default()
+    };
+    let type_of = |s: &Service| s.spec.as_ref().and_then(|spec| spec.type_.clone());
+    ensure!(
+        admin.len() == 1 && type_of(admin[0]).as_deref() == Some("ClusterIP"),
+        "expected one ClusterIP admin Service for the proxy, found {}",
+        admin.len()
+    );
+    ensure!(!traffic.is_empty(), "no traffic Service for the proxy");
+    for s in traffic {
+        let exposed: Vec<_> = ports(s)
+            .into_iter()
+            .filter(|p| {
+                p.target_port
+                    != Some(
+                        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(
+                            "http".into(),
+                        ),
+                    )
+            })
+            .map(|p| p.name.unwrap_or_default())
+            .collect();
+        ensure!(
+            exposed.is_empty(),
+            "the traffic Service {:?} exposes more than the API port: {exposed:?}",
+            s.metadata.name
+        );
+    }
     // The operator's ClusterRole is bound to its ServiceAccount.
     let lp = ListParams::default().labels(&format!(
         "app.kubernetes.io/instance={},app.kubernetes.io/component=operator",

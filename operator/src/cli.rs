@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::core::upstream_hosts::{self, AllowedHosts};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Parser)]
@@ -49,6 +50,19 @@ pub struct Cli {
     #[arg(long, env = "STRAKE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
 
+    /// Comma-separated upstream hosts an UpstreamKey's baseUrl may point at;
+    /// replaces the default list. `host`, `*.domain` or `*` (https, port
+    /// 443), `host:port` (https on that port), `http://host:port` (plain http
+    /// only where listed so). An UpstreamKey pointing elsewhere is not Ready
+    /// (reason HostNotAllowed) and nothing is published for it.
+    #[arg(
+        long,
+        env = "STRAKE_ALLOWED_UPSTREAM_HOSTS",
+        value_delimiter = ',',
+        default_value = upstream_hosts::DEFAULT
+    )]
+    pub allowed_upstream_hosts: Vec<String>,
+
     /// How often every resource is reconciled even without a change, and
     /// orphaned proxy Secrets are swept (e.g. 30s, 5m, 1h).
     #[arg(long, env = "STRAKE_RESYNC", default_value = "5m", value_parser = parse_duration)]
@@ -85,6 +99,8 @@ pub struct Settings {
     pub endpoint: String,
     pub scopes: Vec<Scope>,
     pub resync: Duration,
+    /// Where UpstreamKeys may send their keys.
+    pub allowed_upstream_hosts: AllowedHosts,
 }
 
 impl Settings {
@@ -113,6 +129,9 @@ impl Cli {
                 "--resync must be between {MIN_RESYNC:?} and {MAX_RESYNC:?}"
             )));
         }
+        let allowed_upstream_hosts =
+            AllowedHosts::parse(self.allowed_upstream_hosts.iter().map(String::as_str))
+                .map_err(|e| Error::Config(format!("--allowed-upstream-hosts: {e}")))?;
         let mut namespaces: Vec<String> = self
             .watch_namespaces
             .iter()
@@ -131,6 +150,7 @@ impl Cli {
             endpoint: endpoint.to_string(),
             scopes,
             resync: self.resync,
+            allowed_upstream_hosts,
         })
     }
 
@@ -210,6 +230,35 @@ mod tests {
         assert_eq!(s.endpoint, "https://llm.example.com");
         assert_eq!(s.scopes, [Scope::All]);
         assert!(s.covers("anything"));
+        assert_eq!(s.allowed_upstream_hosts, AllowedHosts::defaults());
+    }
+
+    #[test]
+    fn allowed_upstream_hosts_replace_the_defaults_and_are_validated() {
+        let base = ["--proxy-namespace=s", "--endpoint=https://llm.example.com"];
+        let with = |arg: &str| {
+            let mut args = base.to_vec();
+            args.push(arg);
+            cli(&args).settings()
+        };
+        let s = with("--allowed-upstream-hosts=http://127.0.0.1:18080,*.openai.azure.com").unwrap();
+        assert!(
+            s.allowed_upstream_hosts
+                .check("http://127.0.0.1:18080")
+                .is_ok()
+        );
+        assert!(
+            s.allowed_upstream_hosts
+                .check("https://api.openai.com")
+                .is_err()
+        );
+        for bad in [
+            "--allowed-upstream-hosts=",
+            "--allowed-upstream-hosts=https://x.example/path",
+        ] {
+            let err = with(bad).unwrap_err().to_string();
+            assert!(err.contains("--allowed-upstream-hosts"), "{bad}: {err}");
+        }
     }
 
     #[test]

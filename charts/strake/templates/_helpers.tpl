@@ -69,6 +69,11 @@ app.kubernetes.io/managed-by: {{ .root.Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* Marks the Services of the admin ports, which the ServiceMonitors select. */}}
+{{- define "strake.adminServiceLabel" -}}
+strake.sh/service: admin
+{{- end }}
+
 {{/* The peer allowed to scrape metrics, for the NetworkPolicies. */}}
 {{- define "strake.networkPolicy.metricsPeer" -}}
 - namespaceSelector:

@@ -9,9 +9,10 @@
 //!   them) and the proxy-namespace token Secrets (mapped back by their source
 //!   labels). Deleting or editing either Secret by hand brings a reconcile that
 //!   restores it.
-//! - **UpstreamKey** controller. Triggers: UpstreamKeys (same predicate), every
-//!   Secret's metadata (mapped to the UpstreamKeys whose `secretRef` names it,
-//!   so rotating the real key propagates), the proxy-namespace upstream
+//! - **UpstreamKey** controller. Triggers: UpstreamKeys (same predicate), the
+//!   metadata of Secrets labelled for UpstreamKeys (mapped to the UpstreamKeys
+//!   whose `secretRef` names them, so rotating the real key and adding or
+//!   removing the label propagate), the proxy-namespace upstream
 //!   Secrets, and a nudge from the token controller when a token's upstream
 //!   list may have changed (for `status.tokens`).
 //!
@@ -43,14 +44,14 @@ use kube::runtime::finalizer;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, watcher};
 use kube::{Client, Resource, ResourceExt};
-use strake_crds::contract;
-use strake_crds::{StrakeToken, UpstreamKey};
+use strake_crds::contract::Role;
+use strake_crds::{StrakeToken, UPSTREAM_KEY_SECRET_SELECTOR, UpstreamKey};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::admin::Health;
 use crate::cli::{Scope, Settings};
-use crate::core::objects::{self, FIELD_MANAGER, Role};
+use crate::core::objects::{self, FIELD_MANAGER};
 use crate::core::token::Notice;
 use crate::core::{retry, upstream};
 use crate::error::{Error, Result, is_not_found};
@@ -383,11 +384,7 @@ fn token_controller(
     );
     let published_tokens = watcher(
         Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), &settings.proxy_namespace),
-        watcher::Config::default().labels(&format!(
-            "{}={}",
-            contract::ROLE_LABEL,
-            contract::ROLE_TOKEN
-        )),
+        watcher::Config::default().labels(&Role::Token.selector()),
     )
     .backoff(strake_crds::watch::backoff())
     .touched_objects();
@@ -441,20 +438,19 @@ fn upstream_controller(
         predicates::generation.combine(predicates::finalizers),
         Default::default(),
     );
-    // Metadata only: the operator never caches the Secrets' contents.
+    // Metadata only, and only the Secrets that opted in: the operator never
+    // caches Secrets' contents, nor hears of every Secret in the cluster. The
+    // API server reports a Secret that gains the label as added and one that
+    // loses it as deleted, so both reach the UpstreamKeys naming it.
     let key_secrets = watcher(
         scoped::<PartialObjectMeta<Secret>>(client, scope),
-        watcher::Config::default(),
+        watcher::Config::default().labels(UPSTREAM_KEY_SECRET_SELECTOR),
     )
     .backoff(strake_crds::watch::backoff())
     .touched_objects();
     let published_upstreams = watcher(
         Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), &settings.proxy_namespace),
-        watcher::Config::default().labels(&format!(
-            "{}={}",
-            contract::ROLE_LABEL,
-            contract::ROLE_UPSTREAM
-        )),
+        watcher::Config::default().labels(&Role::Upstream.selector()),
     )
     .backoff(strake_crds::watch::backoff())
     .touched_objects();

@@ -11,14 +11,14 @@ use kube::api::{Api, ListParams};
 use kube::core::PartialObjectMeta;
 use kube::{Client, Resource};
 use serde::de::DeserializeOwned;
-use strake_crds::contract::{self, SourceRef, TokenRecord, UpstreamRecord};
+use strake_crds::contract::{self, Role, SourceRef, TokenRecord, UpstreamRecord};
 use strake_crds::{StrakeToken, UpstreamKey};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{delete_secret, scoped};
 use crate::cli::Settings;
-use crate::core::objects::{self, PUBLISHED_SELECTOR, Role};
+use crate::core::objects;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 
@@ -53,7 +53,7 @@ pub async fn sweep(client: &Client, settings: &Settings, metrics: &Metrics) -> R
     // missing.
     let published = list_all(
         &Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), &settings.proxy_namespace),
-        PUBLISHED_SELECTOR,
+        contract::PUBLISHED_SELECTOR,
         "published Secrets",
     )
     .await?;
@@ -121,20 +121,15 @@ async fn source_from_record(
     else {
         return Ok(None);
     };
-    let role = secret
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(contract::ROLE_LABEL))
-        .map(String::as_str);
+    let role = Role::of(secret.metadata.labels.as_ref());
     Ok(match role {
-        Some(contract::ROLE_TOKEN) => objects::read_record::<TokenRecord>(&secret)
+        Some(Role::Token) => objects::read_record::<TokenRecord>(&secret)
             .and_then(|r| r.source)
             .map(|s| (Role::Token, s)),
-        Some(contract::ROLE_UPSTREAM) => objects::read_record::<UpstreamRecord>(&secret)
+        Some(Role::Upstream) => objects::read_record::<UpstreamRecord>(&secret)
             .and_then(|r| r.source)
             .map(|s| (Role::Upstream, s)),
-        _ => None,
+        None => None,
     })
 }
 

@@ -23,6 +23,7 @@ use super::fake_api::FakeApi;
 use super::{Context, orphans, strake_token, upstream_key};
 use crate::cli::{Scope, Settings};
 use crate::core::objects::{self, FINALIZER, TOKEN_KEY};
+use crate::core::upstream_hosts::AllowedHosts;
 use crate::core::{condition, upstream};
 use crate::metrics::Metrics;
 
@@ -63,6 +64,7 @@ fn harness() -> Harness {
         endpoint: ENDPOINT.into(),
         scopes: vec![Scope::All],
         resync: RESYNC,
+        allowed_upstream_hosts: AllowedHosts::defaults(),
     });
     let (tokens, mut token_writer) = reflector::store::<StrakeToken>();
     let (upstreams, mut upstream_writer) = reflector::store::<UpstreamKey>();
@@ -639,13 +641,16 @@ async fn revoke_deletes_the_record_and_tolerates_it_being_gone() {
     assert!(h.fake.events().is_empty(), "no second Revoked event");
 }
 
-#[tokio::test]
-async fn upstream_key_publishes_the_real_key_and_withdraws_it_when_unusable() {
-    let mut h = harness();
-    let key_secret = Secret {
+/// The Secret `openai-upstream` holding `REAL_KEY`, opted in for UpstreamKeys.
+fn key_secret() -> Secret {
+    Secret {
         metadata: ObjectMeta {
             name: Some("openai-upstream".into()),
             namespace: Some(NS.into()),
+            labels: Some(BTreeMap::from([(
+                strake_crds::UPSTREAM_KEY_SECRET_LABEL.into(),
+                strake_crds::UPSTREAM_KEY_SECRET_OPT_IN.into(),
+            )])),
             ..ObjectMeta::default()
         },
         data: Some(BTreeMap::from([(
@@ -653,7 +658,124 @@ async fn upstream_key_publishes_the_real_key_and_withdraws_it_when_unusable() {
             ByteString(format!("{REAL_KEY}\n").into_bytes()),
         )])),
         ..Secret::default()
-    };
+    }
+}
+
+async fn reconcile_upstream(h: &Harness, name: &str) -> UpstreamKey {
+    let uk: UpstreamKey = h.fake.get(&upstream_path(name)).unwrap();
+    upstream_key::reconcile(Arc::new(uk), h.ctx.clone())
+        .await
+        .expect("reconcile succeeds");
+    h.fake.get(&upstream_path(name)).unwrap()
+}
+
+fn ready_reason(uk: &UpstreamKey) -> Option<&str> {
+    condition::ready_reason(&uk.status.as_ref()?.conditions)
+}
+
+/// True when some request wrote the proxy-namespace upstream Secret.
+fn wrote_upstream_secret(fake: &FakeApi, name: &str) -> bool {
+    fake.requests()
+        .iter()
+        .any(|r| r.path == proxy_upstream_path(name) && r.method == http::Method::PATCH)
+}
+
+#[tokio::test]
+async fn upstream_key_naming_an_unlabelled_secret_waits_for_the_label() {
+    let h = harness();
+    let mut unlabelled = key_secret();
+    unlabelled.metadata.labels = None;
+    h.fake.put(&secret_path(NS, "openai-upstream"), &unlabelled);
+    h.fake.put(
+        &upstream_path("openai"),
+        &upstream_key_obj("openai", Provider::OpenAi),
+    );
+
+    let uk = reconcile_upstream(&h, "openai").await;
+    assert_eq!(
+        ready_reason(&uk),
+        Some(upstream::reason::SECRET_NOT_OPTED_IN)
+    );
+    assert!(!upstream::is_ready(&uk));
+    assert!(!wrote_upstream_secret(&h.fake, "openai"));
+    assert!(!h.fake.exists(&proxy_upstream_path("openai")));
+    let events = h.fake.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].0, upstream::reason::SECRET_NOT_OPTED_IN);
+    assert!(
+        events[0]
+            .1
+            .contains("label secret openai-upstream strake.sh/upstream-key=true"),
+        "{}",
+        events[0].1
+    );
+    for r in h.fake.requests() {
+        assert!(!r.body.contains(REAL_KEY), "key in {} {}", r.method, r.path);
+    }
+
+    // Whoever manages the Secret opts it in: the key is published.
+    h.fake
+        .put(&secret_path(NS, "openai-upstream"), &key_secret());
+    let uk = reconcile_upstream(&h, "openai").await;
+    assert!(upstream::is_ready(&uk));
+    let published: Secret = h.fake.get(&proxy_upstream_path("openai")).unwrap();
+    assert_eq!(
+        published.data.unwrap()[contract::API_KEY_KEY].0,
+        REAL_KEY.as_bytes()
+    );
+
+    // The label is taken off again: the proxy loses the key.
+    h.fake.put(&secret_path(NS, "openai-upstream"), &unlabelled);
+    let uk = reconcile_upstream(&h, "openai").await;
+    assert_eq!(
+        ready_reason(&uk),
+        Some(upstream::reason::SECRET_NOT_OPTED_IN)
+    );
+    assert!(!h.fake.exists(&proxy_upstream_path("openai")));
+}
+
+#[tokio::test]
+async fn upstream_key_to_a_host_not_allowed_is_refused_and_withdrawn() {
+    let h = harness();
+    h.fake
+        .put(&secret_path(NS, "openai-upstream"), &key_secret());
+    let mut uk = upstream_key_obj("openai", Provider::OpenAi);
+    uk.spec.base_url = Some("http://169.254.169.254/latest".into());
+    h.fake.put(&upstream_path("openai"), &uk);
+
+    let uk = reconcile_upstream(&h, "openai").await;
+    assert_eq!(ready_reason(&uk), Some(upstream::reason::HOST_NOT_ALLOWED));
+    assert!(!wrote_upstream_secret(&h.fake, "openai"));
+    assert!(!h.fake.exists(&proxy_upstream_path("openai")));
+
+    // Pointed at the provider it is published; pointed away again, the
+    // published Secret is withdrawn.
+    let mut edited = uk.clone();
+    edited.spec.base_url = Some("https://api.openai.com".into());
+    edited.metadata.generation = Some(2);
+    h.fake.put(&upstream_path("openai"), &edited);
+    let uk = reconcile_upstream(&h, "openai").await;
+    assert!(upstream::is_ready(&uk));
+    assert!(h.fake.exists(&proxy_upstream_path("openai")));
+
+    let mut edited = uk.clone();
+    edited.spec.base_url = Some("http://kubernetes.default.svc".into());
+    edited.metadata.generation = Some(3);
+    h.fake.put(&upstream_path("openai"), &edited);
+    let uk = reconcile_upstream(&h, "openai").await;
+    assert_eq!(ready_reason(&uk), Some(upstream::reason::HOST_NOT_ALLOWED));
+    assert!(!h.fake.exists(&proxy_upstream_path("openai")));
+    let message = &uk.status.unwrap().conditions[0].message;
+    assert!(
+        message.contains("http://kubernetes.default.svc:80") && !message.contains(REAL_KEY),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn upstream_key_publishes_the_real_key_and_withdraws_it_when_unusable() {
+    let mut h = harness();
+    let key_secret = key_secret();
     h.fake.put(&secret_path(NS, "openai-upstream"), &key_secret);
     let uk = upstream_key_obj("openai", Provider::OpenAi);
     h.fake.put(&upstream_path("openai"), &uk);

@@ -71,7 +71,7 @@ async fn apply(obj: &UpstreamKey, ctx: &Context) -> Result<Action> {
             name: secret_name.clone(),
             source: Box::new(source),
         })?;
-    let verdict = upstream::evaluate(obj, secret.as_ref());
+    let verdict = upstream::evaluate(obj, secret.as_ref(), &settings.allowed_upstream_hosts);
     drop(secret);
 
     let proxy_secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &settings.proxy_namespace);

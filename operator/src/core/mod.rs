@@ -10,3 +10,4 @@ pub mod objects;
 pub mod retry;
 pub mod token;
 pub mod upstream;
+pub mod upstream_hosts;

@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference,
 use kube::Resource;
 use serde::de::DeserializeOwned;
 use strake_crds::StrakeToken;
-use strake_crds::contract::{self, SourceRef, TokenRecord, UpstreamRecord};
+use strake_crds::contract::{self, Role, SourceRef, TokenRecord, UpstreamRecord};
 use strake_crds::token::Token;
 
 use crate::core::upstream::ApiKey;
@@ -34,9 +34,6 @@ pub const ROTATION_ANNOTATION: &str = "strake.sh/rotation";
 pub const ISSUED_AT_ANNOTATION: &str = "strake.sh/issued-at";
 /// The plaintext token's key in the holder's Secret.
 pub const TOKEN_KEY: &str = "token";
-/// The Secrets this operator publishes into the proxy namespace.
-pub const PUBLISHED_SELECTOR: &str =
-    "app.kubernetes.io/managed-by=strake-operator,strake.sh/role in (token,upstream)";
 /// The plaintext Secrets this operator writes (and watches for drift).
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=strake-operator";
 
@@ -115,7 +112,7 @@ pub fn token_secret(proxy_namespace: &str, source: &SourceRef, record: &TokenRec
     published_secret(
         contract::token_secret_name(&source.namespace, &source.name),
         proxy_namespace,
-        contract::ROLE_TOKEN,
+        Role::Token,
         contract::TOKEN_SECRET_TYPE,
         source,
         BTreeMap::from([(contract::RECORD_KEY.to_string(), json_bytes(record))]),
@@ -132,7 +129,7 @@ pub fn upstream_secret(
     published_secret(
         contract::upstream_secret_name(&source.namespace, &source.name),
         proxy_namespace,
-        contract::ROLE_UPSTREAM,
+        Role::Upstream,
         contract::UPSTREAM_SECRET_TYPE,
         source,
         BTreeMap::from([
@@ -148,7 +145,7 @@ pub fn upstream_secret(
 fn published_secret(
     name: String,
     namespace: &str,
-    role: &str,
+    role: Role,
     type_: &str,
     source: &SourceRef,
     data: BTreeMap<String, ByteString>,
@@ -157,7 +154,7 @@ fn published_secret(
         metadata: ObjectMeta {
             name: Some(name),
             namespace: Some(namespace.to_string()),
-            labels: Some(contract::labels(role, source)),
+            labels: Some(contract::labels(role.as_str(), source)),
             ..ObjectMeta::default()
         },
         type_: Some(type_.to_string()),
@@ -205,11 +202,7 @@ pub fn already_applied(existing: &Secret, desired: &Secret) -> bool {
 /// record (see [`read_record`]) names it.
 pub fn labelled_source(meta: &ObjectMeta) -> Option<(Role, SourceRef)> {
     let labels = meta.labels.as_ref()?;
-    let role = match labels.get(contract::ROLE_LABEL)?.as_str() {
-        contract::ROLE_TOKEN => Role::Token,
-        contract::ROLE_UPSTREAM => Role::Upstream,
-        _ => return None,
-    };
+    let role = Role::of(Some(labels))?;
     Some((
         role,
         SourceRef {
@@ -217,22 +210,6 @@ pub fn labelled_source(meta: &ObjectMeta) -> Option<(Role, SourceRef)> {
             name: labels.get(contract::SOURCE_NAME_LABEL)?.clone(),
         },
     ))
-}
-
-/// What a proxy-namespace Secret holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Role {
-    Token,
-    Upstream,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Token => contract::ROLE_TOKEN,
-            Role::Upstream => contract::ROLE_UPSTREAM,
-        }
-    }
 }
 
 #[cfg(test)]

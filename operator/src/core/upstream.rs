@@ -6,9 +6,13 @@ use std::fmt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use strake_crds::contract::{self, SourceRef, UpstreamRecord};
-use strake_crds::{StrakeToken, UpstreamKey, UpstreamKeyStatus};
+use strake_crds::{
+    StrakeToken, UPSTREAM_KEY_SECRET_LABEL, UPSTREAM_KEY_SECRET_OPT_IN,
+    UPSTREAM_KEY_SECRET_SELECTOR, UpstreamKey, UpstreamKeyStatus,
+};
 
 use crate::core::condition;
+use crate::core::upstream_hosts::{AllowedHosts, Refusal};
 
 /// Reasons on an UpstreamKey's `Ready` condition.
 pub mod reason {
@@ -17,6 +21,9 @@ pub mod reason {
     pub const KEY_MISSING: &str = "KeyMissing";
     pub const KEY_INVALID: &str = "KeyInvalid";
     pub const BASE_URL_REQUIRED: &str = "BaseUrlRequired";
+    pub const INVALID_BASE_URL: &str = "InvalidBaseUrl";
+    pub const HOST_NOT_ALLOWED: &str = "HostNotAllowed";
+    pub const SECRET_NOT_OPTED_IN: &str = "SecretNotOptedIn";
     pub const INVALID_HEADER: &str = "InvalidHeader";
 }
 
@@ -65,10 +72,18 @@ pub fn source(uk: &UpstreamKey) -> SourceRef {
     }
 }
 
-/// Checks an UpstreamKey against the Secret its `secretRef` names (`None` when
-/// that Secret does not exist). Spec problems are reported before the Secret's.
-/// No message ever contains the key or a header value.
-pub fn evaluate(uk: &UpstreamKey, secret: Option<&Secret>) -> UpstreamVerdict {
+/// Checks an UpstreamKey against the hosts the platform team allows and the
+/// Secret its `secretRef` names (`None` when that Secret does not exist).
+/// Spec problems are reported before the Secret's, and a Secret that has not
+/// opted in (see [`strake_crds::UPSTREAM_KEY_SECRET_LABEL`]) is refused
+/// before anything about its data is looked at, so a status tells the
+/// UpstreamKey's author nothing about a Secret they were not given. No
+/// message ever contains the key or a header value.
+pub fn evaluate(
+    uk: &UpstreamKey,
+    secret: Option<&Secret>,
+    allowed_hosts: &AllowedHosts,
+) -> UpstreamVerdict {
     let spec = &uk.spec;
     if let Err(message) = check_headers(&spec.headers) {
         return UpstreamVerdict::not_ready(reason::INVALID_HEADER, message);
@@ -90,13 +105,43 @@ pub fn evaluate(uk: &UpstreamKey, secret: Option<&Secret>) -> UpstreamVerdict {
             );
         }
     };
+    match allowed_hosts.check(&base_url) {
+        Ok(()) => {}
+        Err(Refusal::Invalid(message)) => {
+            return UpstreamVerdict::not_ready(reason::INVALID_BASE_URL, message);
+        }
+        Err(Refusal::NotAllowed(message)) => {
+            return UpstreamVerdict::not_ready(reason::HOST_NOT_ALLOWED, message);
+        }
+    }
     let secret_ref = &spec.secret_ref;
+    let opt_in = UPSTREAM_KEY_SECRET_SELECTOR;
     let Some(secret) = secret else {
         return UpstreamVerdict::not_ready(
             reason::SECRET_NOT_FOUND,
-            format!("Secret {} not found in this namespace", secret_ref.name),
+            format!(
+                "Secret {} not found in this namespace (it also needs the label {opt_in})",
+                secret_ref.name
+            ),
         );
     };
+    let opted_in = secret
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(UPSTREAM_KEY_SECRET_LABEL))
+        .is_some_and(|v| v == UPSTREAM_KEY_SECRET_OPT_IN);
+    if !opted_in {
+        return UpstreamVerdict::not_ready(
+            reason::SECRET_NOT_OPTED_IN,
+            format!(
+                "Secret {name} is not marked for use by UpstreamKeys: someone who may \
+                 edit it must label it, e.g. kubectl -n {namespace} label secret {name} {opt_in}",
+                name = secret_ref.name,
+                namespace = uk.metadata.namespace.as_deref().unwrap_or_default(),
+            ),
+        );
+    }
     let raw = secret
         .data
         .as_ref()
@@ -247,10 +292,15 @@ mod tests {
         uk
     }
 
+    /// A Secret labelled for UpstreamKeys.
     fn secret(key: &str, value: &[u8]) -> Secret {
         Secret {
             metadata: ObjectMeta {
                 name: Some("openai-upstream".into()),
+                labels: Some(BTreeMap::from([(
+                    UPSTREAM_KEY_SECRET_LABEL.to_string(),
+                    UPSTREAM_KEY_SECRET_OPT_IN.to_string(),
+                )])),
                 ..ObjectMeta::default()
             },
             data: Some(BTreeMap::from([(
@@ -259,6 +309,10 @@ mod tests {
             )])),
             ..Secret::default()
         }
+    }
+
+    fn check(uk: &UpstreamKey, secret: Option<&Secret>) -> UpstreamVerdict {
+        evaluate(uk, secret, &AllowedHosts::defaults())
     }
 
     fn reason_of(v: &UpstreamVerdict) -> &'static str {
@@ -273,7 +327,7 @@ mod tests {
 
     #[test]
     fn a_complete_upstream_is_published_with_the_default_base_url() {
-        let v = evaluate(
+        let v = check(
             &uk(Provider::OpenAi, None),
             Some(&secret("api-key", format!("{KEY}\n").as_bytes())),
         );
@@ -293,40 +347,40 @@ mod tests {
     fn each_problem_has_its_reason() {
         let ok = secret("api-key", KEY.as_bytes());
         assert_eq!(
-            reason_of(&evaluate(&uk(Provider::OpenAi, None), None)),
+            reason_of(&check(&uk(Provider::OpenAi, None), None)),
             reason::SECRET_NOT_FOUND
         );
         assert_eq!(
-            reason_of(&evaluate(
+            reason_of(&check(
                 &uk(Provider::OpenAi, None),
                 Some(&secret("other", KEY.as_bytes()))
             )),
             reason::KEY_MISSING
         );
         assert_eq!(
-            reason_of(&evaluate(
+            reason_of(&check(
                 &uk(Provider::OpenAi, None),
                 Some(&secret("api-key", b" \n"))
             )),
             reason::KEY_MISSING
         );
         assert_eq!(
-            reason_of(&evaluate(
+            reason_of(&check(
                 &uk(Provider::OpenAi, None),
                 Some(&secret("api-key", b"a\x01b"))
             )),
             reason::KEY_INVALID
         );
         assert_eq!(
-            reason_of(&evaluate(&uk(Provider::AzureOpenAi, None), Some(&ok))),
+            reason_of(&check(&uk(Provider::AzureOpenAi, None), Some(&ok))),
             reason::BASE_URL_REQUIRED
         );
         assert_eq!(
-            reason_of(&evaluate(&uk(Provider::OpenAiCompatible, None), Some(&ok))),
+            reason_of(&check(&uk(Provider::OpenAiCompatible, None), Some(&ok))),
             reason::BASE_URL_REQUIRED
         );
         assert_eq!(
-            reason_of(&evaluate(
+            reason_of(&check(
                 &uk(Provider::AzureOpenAi, Some("https://x.openai.azure.com/")),
                 Some(&ok)
             )),
@@ -336,7 +390,7 @@ mod tests {
             let mut u = uk(Provider::OpenAi, None);
             u.spec.headers.insert(bad.into(), "v".into());
             assert_eq!(
-                reason_of(&evaluate(&u, Some(&ok))),
+                reason_of(&check(&u, Some(&ok))),
                 reason::INVALID_HEADER,
                 "{bad}"
             );
@@ -345,18 +399,106 @@ mod tests {
         u.spec
             .headers
             .insert("OpenAI-Organization".into(), "line\nbreak".into());
-        assert_eq!(reason_of(&evaluate(&u, Some(&ok))), reason::INVALID_HEADER);
+        assert_eq!(reason_of(&check(&u, Some(&ok))), reason::INVALID_HEADER);
         u.spec
             .headers
             .insert("OpenAI-Organization".into(), "org-123".into());
-        assert_eq!(reason_of(&evaluate(&u, Some(&ok))), reason::PUBLISHED);
+        assert_eq!(reason_of(&check(&u, Some(&ok))), reason::PUBLISHED);
+    }
+
+    #[test]
+    fn a_secret_must_opt_in_before_anything_about_it_is_reported() {
+        let u = uk(Provider::OpenAi, None);
+        let unlabelled = |key: &str, value: &[u8]| {
+            let mut s = secret(key, value);
+            s.metadata.labels = None;
+            s
+        };
+        // Whatever the unlabelled Secret holds, the answer is the same: the
+        // author learns nothing about its keys or values.
+        for s in [
+            unlabelled("api-key", KEY.as_bytes()),
+            unlabelled("other", KEY.as_bytes()),
+            unlabelled("api-key", b"a\x01b"),
+        ] {
+            let v = check(&u, Some(&s));
+            assert_eq!(reason_of(&v), reason::SECRET_NOT_OPTED_IN);
+            let UpstreamVerdict::NotReady { message, .. } = v else {
+                unreachable!()
+            };
+            assert!(
+                message.contains(
+                    "kubectl -n team-a label secret openai-upstream strake.sh/upstream-key=true"
+                ),
+                "{message}"
+            );
+        }
+        let mut wrong_value = secret("api-key", KEY.as_bytes());
+        wrong_value
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(UPSTREAM_KEY_SECRET_LABEL.into(), "yes".into());
+        assert_eq!(
+            reason_of(&check(&u, Some(&wrong_value))),
+            reason::SECRET_NOT_OPTED_IN
+        );
+        let UpstreamVerdict::NotReady { message, .. } = check(&u, None) else {
+            panic!("a missing Secret is not Ready");
+        };
+        assert!(message.contains("strake.sh/upstream-key=true"), "{message}");
+        assert_eq!(
+            reason_of(&check(&u, Some(&secret("api-key", KEY.as_bytes())))),
+            reason::PUBLISHED
+        );
+    }
+
+    #[test]
+    fn a_base_url_outside_the_allowed_hosts_is_refused_before_the_secret_is_read() {
+        let ok = secret("api-key", KEY.as_bytes());
+        for url in [
+            "http://169.254.169.254",
+            "http://api.openai.com",
+            "https://kubernetes.default.svc",
+            "https://api.openai.com:8443",
+        ] {
+            let u = uk(Provider::OpenAiCompatible, Some(url));
+            assert_eq!(
+                reason_of(&check(&u, Some(&ok))),
+                reason::HOST_NOT_ALLOWED,
+                "{url}"
+            );
+            // Reported whether or not the Secret exists or opted in.
+            assert_eq!(reason_of(&check(&u, None)), reason::HOST_NOT_ALLOWED);
+        }
+        let u = uk(
+            Provider::OpenAi,
+            Some("https://api.openai.com@169.254.169.254"),
+        );
+        assert_eq!(reason_of(&check(&u, Some(&ok))), reason::INVALID_BASE_URL);
+
+        // The platform team allows its in-cluster server explicitly.
+        let mine = AllowedHosts::parse(["http://vllm.inference.svc:8000"]).unwrap();
+        let u = uk(
+            Provider::OpenAiCompatible,
+            Some("http://vllm.inference.svc:8000/"),
+        );
+        let v = evaluate(&u, Some(&ok), &mine);
+        let UpstreamVerdict::Ready { record, .. } = v else {
+            panic!("expected Ready, got {v:?}");
+        };
+        assert_eq!(record.base_url, "http://vllm.inference.svc:8000");
+        // ... and that list replaces the defaults.
+        let v = evaluate(&uk(Provider::OpenAi, None), Some(&ok), &mine);
+        assert_eq!(reason_of(&v), reason::HOST_NOT_ALLOWED);
     }
 
     #[test]
     fn status_reports_readiness_and_token_count() {
         let u = uk(Provider::OpenAi, None);
         let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
-        let v = evaluate(&u, Some(&secret("api-key", KEY.as_bytes())));
+        let v = check(&u, Some(&secret("api-key", KEY.as_bytes())));
         let s = status(&u, &v, 3, now);
         assert_eq!(s.tokens, Some(3));
         assert_eq!(s.observed_generation, Some(1));

@@ -13,10 +13,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use strake_crds::contract::{
-    self, API_KEY_KEY, RECORD_KEY, ROLE_LABEL, ROLE_TOKEN, ROLE_UPSTREAM, TokenRecord,
-    UpstreamRecord,
-};
+use strake_crds::contract::{self, API_KEY_KEY, RECORD_KEY, Role, TokenRecord, UpstreamRecord};
 
 use crate::config::redact;
 use crate::index::{ApiKey, Record, Removed, TokenIndex};
@@ -40,12 +37,6 @@ pub enum DecodeError {
 /// The record a Secret carries: `Ok(None)` for a Secret without a Strake
 /// role (the selector should keep those away).
 pub fn decode(secret: &Secret) -> Result<Option<(&'static str, Record)>, DecodeError> {
-    let role = secret
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(ROLE_LABEL))
-        .map(String::as_str);
     let data = |key: &'static str| {
         secret
             .data
@@ -54,17 +45,17 @@ pub fn decode(secret: &Secret) -> Result<Option<(&'static str, Record)>, DecodeE
             .map(|b| b.0.as_slice())
             .ok_or(DecodeError::Missing(key))
     };
-    match role {
-        Some(ROLE_TOKEN) => {
+    match Role::of(secret.metadata.labels.as_ref()) {
+        Some(Role::Token) => {
             let record: TokenRecord =
                 serde_json::from_slice(data(RECORD_KEY)?).map_err(|e| DecodeError::Record {
                     key: RECORD_KEY,
                     what: "token",
                     reason: redact(&e.to_string()),
                 })?;
-            Ok(Some((ROLE_TOKEN, Record::Token(record))))
+            Ok(Some((Role::Token.as_str(), Record::Token(record))))
         }
-        Some(ROLE_UPSTREAM) => {
+        Some(Role::Upstream) => {
             let record: UpstreamRecord =
                 serde_json::from_slice(data(RECORD_KEY)?).map_err(|e| DecodeError::Record {
                     key: RECORD_KEY,
@@ -74,29 +65,22 @@ pub fn decode(secret: &Secret) -> Result<Option<(&'static str, Record)>, DecodeE
             let key = std::str::from_utf8(data(API_KEY_KEY)?)
                 .map_err(|_| DecodeError::KeyNotUtf8(API_KEY_KEY))?;
             Ok(Some((
-                ROLE_UPSTREAM,
+                Role::Upstream.as_str(),
                 Record::Upstream {
                     record,
                     api_key: ApiKey::new(key),
                 },
             )))
         }
-        _ => Ok(None),
+        None => Ok(None),
     }
 }
 
 /// The role label of a Secret, for counting rejected records.
 fn role_of(secret: &Secret) -> &'static str {
-    match secret
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(ROLE_LABEL))
-        .map(String::as_str)
-    {
-        Some(ROLE_UPSTREAM) => ROLE_UPSTREAM,
-        _ => ROLE_TOKEN,
-    }
+    Role::of(secret.metadata.labels.as_ref())
+        .unwrap_or(Role::Token)
+        .as_str()
 }
 
 /// The proxy's side of the Secret watch: the index, and the records of a
@@ -257,9 +241,9 @@ pub async fn run(
 fn kind_of(e: &crate::index::IndexError) -> &'static str {
     match e {
         crate::index::IndexError::DuplicateHash { .. } | crate::index::IndexError::Token { .. } => {
-            ROLE_TOKEN
+            Role::Token.as_str()
         }
-        _ => ROLE_UPSTREAM,
+        _ => Role::Upstream.as_str(),
     }
 }
 
@@ -274,7 +258,10 @@ mod tests {
     fn secret(role: &str, data: &[(&str, &[u8])]) -> Secret {
         let mut s = Secret::default();
         s.metadata.name = Some("strake-token-0123".into());
-        s.metadata.labels = Some(BTreeMap::from([(ROLE_LABEL.to_string(), role.to_string())]));
+        s.metadata.labels = Some(BTreeMap::from([(
+            contract::ROLE_LABEL.to_string(),
+            role.to_string(),
+        )]));
         s.data = Some(
             data.iter()
                 .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
