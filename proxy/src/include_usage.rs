@@ -95,6 +95,11 @@ pub fn ask(body: &[u8]) -> Result<Ask, Unreadable> {
         // upstream refuses it whatever it holds.
         return Ok(Ask::AsIs);
     }
+    // No name spells `stream` without those six bytes or an escape: most
+    // requests that do not stream are settled without a parse.
+    if memchr::memmem::find(body, b"stream").is_none() && memchr::memchr(b'\\', body).is_none() {
+        return Ok(Ask::AsIs);
+    }
     let request: Request = serde_json::from_slice(body).map_err(|_| Unreadable)?;
     // Anything but absent, null or false may read as true to a lenient
     // upstream: ask.
@@ -362,6 +367,8 @@ mod tests {
             r#"{"stream":true,"stream_options":{"include_usage":"yes"}}"#,
             r#"[{"stream":true}]"#,
             "",
+            // Cannot name `stream`: forwarded for the upstream to judge.
+            r#"{"model":"m","messages":["#,
         ] {
             assert_eq!(ask(body.as_bytes()), Ok(Ask::AsIs), "{body}");
         }
