@@ -159,6 +159,47 @@ def test_openai_chat_stream_with_usage(stack, recorded):
     _assert_only_the_real_key(recorded(), "authorization")
 
 
+def _usage_of(stack, name="sdk"):
+    entry = next((t for t in _get(f"{stack['admin']}/usage")["tokens"] if t["name"] == name), None)
+    return (entry["inputTokens"], entry["outputTokens"]) if entry else (0, 0)
+
+
+def test_openai_stream_without_include_usage_is_counted_and_unchanged(stack, recorded):
+    client = openai.OpenAI(base_url=f"{stack['proxy']}/v1", api_key=stack["token"])
+    before = _usage_of(stack)
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "Say hello"}], stream=True
+        )
+    )
+    # What the SDK sees without the option: no usage chunk, no usage field.
+    assert chunks and all(c.choices for c in chunks)
+    assert all(c.usage is None and "usage" not in c.model_fields_set for c in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks)
+    after = _usage_of(stack)
+    assert after[0] > before[0] and after[1] - before[1] == len(text.split())
+    [sent] = recorded()
+    assert json.loads(sent["body"])["stream_options"] == {"include_usage": True}
+
+
+def test_anthropic_stream_reports_cache_writes_and_reads(stack, recorded):
+    client = anthropic.Anthropic(base_url=stack["proxy"], api_key=stack["token"])
+    system = [{"type": "text", "text": "0123456789" * 440, "cache_control": {"type": "ephemeral"}}]
+    for cache, field in [("miss", "cache_creation_input_tokens"), ("hit", "cache_read_input_tokens")]:
+        before = _usage_of(stack)
+        with client.messages.stream(
+            model="claude-sonnet-4-6",
+            max_tokens=8,
+            system=system,
+            messages=[{"role": "user", "content": "Say hello"}],
+            extra_headers={"x-mock-cache": cache},
+        ) as stream:
+            final = stream.get_final_message()
+        assert getattr(final.usage, field) == 1100, final.usage
+        total = final.usage.input_tokens + final.usage.cache_creation_input_tokens + final.usage.cache_read_input_tokens
+        assert _usage_of(stack)[0] - before[0] == total
+
+
 def test_anthropic_messages(stack, recorded):
     client = anthropic.Anthropic(base_url=stack["proxy"], api_key=stack["token"])
     msg = client.messages.create(
