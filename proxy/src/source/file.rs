@@ -540,6 +540,7 @@ mod tests {
                 allowed_models: vec![],
                 limits: None,
                 source: None,
+                endpoints: Vec::new(),
             })
         };
         let err = index_of(

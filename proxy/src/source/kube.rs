@@ -282,6 +282,7 @@ mod tests {
             base_url: "https://api.openai.com".into(),
             headers: BTreeMap::new(),
             source: None,
+            endpoints: Vec::new(),
         };
         let json = serde_json::to_vec(&up).unwrap();
         named(
@@ -304,6 +305,7 @@ mod tests {
             allowed_models: vec![],
             limits: None,
             source: None,
+            endpoints: Vec::new(),
         };
         let json = serde_json::to_vec(&rec).unwrap();
         named(secret("token", &[(RECORD_KEY, &json)]), name)
