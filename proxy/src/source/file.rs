@@ -541,6 +541,7 @@ mod tests {
                 limits: None,
                 endpoints: vec![],
                 source: None,
+                endpoints: Vec::new(),
             })
         };
         let err = index_of(
