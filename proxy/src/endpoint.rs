@@ -406,17 +406,37 @@ mod tests {
         let open = |method: &str, path: &str, upstream: &[Allowance], token: &[Allowance]| {
             authorize(ApiStyle::OpenAi, &m(method), path, upstream, token).is_ok()
         };
-        assert!(open("DELETE", "/v1/files/file-abc", &[], &[files.clone()]));
-        assert!(open("DELETE", "/v1/files/file-abc", &[files.clone()], &[]));
-        assert!(!open("POST", "/v1/files/file-abc", &[files.clone()], &[]));
-        assert!(!open("GET", "/v1/files", &[files.clone()], &[]));
+        assert!(open(
+            "DELETE",
+            "/v1/files/file-abc",
+            &[],
+            std::slice::from_ref(&files)
+        ));
+        assert!(open(
+            "DELETE",
+            "/v1/files/file-abc",
+            std::slice::from_ref(&files),
+            &[]
+        ));
+        assert!(!open(
+            "POST",
+            "/v1/files/file-abc",
+            std::slice::from_ref(&files),
+            &[]
+        ));
+        assert!(!open("GET", "/v1/files", std::slice::from_ref(&files), &[]));
         assert!(!open(
             "GET",
             "/v1/files/file-abc/content",
-            &[files.clone()],
+            std::slice::from_ref(&files),
             &[]
         ));
-        assert!(open("GET", "/v1/files", &[files.clone()], &[list]));
+        assert!(open(
+            "GET",
+            "/v1/files",
+            std::slice::from_ref(&files),
+            &[list]
+        ));
         // Percent-encoding changes nothing: the upstream decodes it too.
         assert!(open("GET", "/v1/fil%65s/file-abc", &[files], &[]));
     }
