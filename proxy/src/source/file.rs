@@ -539,6 +539,7 @@ mod tests {
                 suspended: false,
                 allowed_models: vec![],
                 limits: None,
+                endpoints: vec![],
                 source: None,
             })
         };

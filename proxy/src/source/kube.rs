@@ -281,6 +281,7 @@ mod tests {
             provider: Provider::OpenAi,
             base_url: "https://api.openai.com".into(),
             headers: BTreeMap::new(),
+            endpoints: vec![],
             source: None,
         };
         let json = serde_json::to_vec(&up).unwrap();
@@ -303,6 +304,7 @@ mod tests {
             suspended,
             allowed_models: vec![],
             limits: None,
+            endpoints: vec![],
             source: None,
         };
         let json = serde_json::to_vec(&rec).unwrap();
