@@ -257,9 +257,7 @@ async fn a_restricted_token_is_refused_a_model_the_proxy_cannot_read() {
     bom.extend_from_slice(&json);
     let mut utf16 = vec![0xFF, 0xFE];
     utf16.extend(json.iter().flat_map(|&b| [b, 0]));
-    // (what, path, headers, body)
-    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, Vec<u8>);
-    let cases: [Case<'_>; 7] = [
+    let cases = [
         (
             "JSON sent as a form",
             "/v1/chat/completions",

@@ -541,7 +541,6 @@ mod tests {
                 limits: None,
                 endpoints: vec![],
                 source: None,
-                endpoints: Vec::new(),
             })
         };
         let err = index_of(

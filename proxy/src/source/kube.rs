@@ -283,7 +283,6 @@ mod tests {
             headers: BTreeMap::new(),
             endpoints: vec![],
             source: None,
-            endpoints: Vec::new(),
         };
         let json = serde_json::to_vec(&up).unwrap();
         named(
@@ -307,7 +306,6 @@ mod tests {
             limits: None,
             endpoints: vec![],
             source: None,
-            endpoints: Vec::new(),
         };
         let json = serde_json::to_vec(&rec).unwrap();
         named(secret("token", &[(RECORD_KEY, &json)]), name)
