@@ -278,6 +278,494 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// What a [`Scanner`] reports, in document order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Found<'a> {
+    /// A root object opened: the document, or an element of a top-level
+    /// array.
+    Root,
+    /// The value at `paths[path]` of the current root object, as raw JSON
+    /// text; `None` when it outgrew [`MAX_CAPTURE`].
+    Value {
+        path: usize,
+        value: Option<&'a [u8]>,
+    },
+    /// The current root object closed.
+    RootEnd,
+}
+
+/// The longest value a [`Scanner`] captures. The values it is used for
+/// (usage objects) are a few hundred bytes.
+pub const MAX_CAPTURE: usize = 64 * 1024;
+
+/// Member names longer than this, escaped, match no wanted name.
+const MAX_KEY: usize = 128;
+
+/// Objects deep enough to hold a wanted path: the top-level array, the
+/// root object and the objects along the longest path.
+const MAX_FRAMES: usize = 4;
+
+/// A JSON reader fed a document chunk by chunk, with memory bounded
+/// whatever the document's size: it captures the values at a few paths
+/// from the root object (`["usage"]`, `["message", "usage"]`) and steps over
+/// everything else without keeping it. A document that is a top-level
+/// array is read as a sequence of root objects (Gemini's
+/// `streamGenerateContent` without `alt=sse`).
+///
+/// Like the walker above it is lenient: it checks the structure it walks,
+/// not the values it steps over, and stops at the first structural error
+/// (what it found before stands).
+#[derive(Debug)]
+pub struct Scanner {
+    paths: &'static [&'static [&'static str]],
+    frames: [Frame; MAX_FRAMES],
+    depth: usize,
+    /// The names leading to the innermost object frame, from the root object.
+    path: [&'static str; MAX_FRAMES],
+    path_len: usize,
+    state: Scan,
+    /// The current member name, at object frames.
+    key: Vec<u8>,
+    key_escaped: bool,
+    /// What the value after the current name is.
+    class: Class,
+    /// The value being stepped over or captured.
+    value: ValueScan,
+    capture: Vec<u8>,
+    capture_over: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Object,
+    Array,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    /// Just opened: the first member or element, or the close.
+    FirstOrClose,
+    /// After a comma.
+    Item,
+    /// After a name.
+    Colon,
+    /// After a colon.
+    Value,
+    /// After a member or element: a comma or the close.
+    NextOrClose,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Frame {
+    kind: Kind,
+    expect: Expect,
+}
+
+const NO_FRAME: Frame = Frame {
+    kind: Kind::Object,
+    expect: Expect::FirstOrClose,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scan {
+    /// Before the document.
+    Start,
+    /// Between tokens of a frame.
+    Structure,
+    /// In a member name.
+    Key { escape: bool },
+    /// In a value that is stepped over (or captured, `capture`).
+    Value { capture: Option<usize> },
+    /// After the document, or after a structural error.
+    Done,
+}
+
+/// What the value after a member name is, for the path it is at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    Skip,
+    /// The end of `paths[i]`: captured.
+    Leaf(usize),
+    /// A step along a path: walked into if it is an object.
+    Step(&'static str),
+}
+
+/// Where a value ends: strings by their closing quote, containers by the
+/// bracket matching their first, other values (numbers, literals) at the
+/// next delimiter.
+#[derive(Clone, Copy, Debug, Default)]
+struct ValueScan {
+    depth: usize,
+    in_string: bool,
+    escape: bool,
+    scalar: bool,
+}
+
+impl Scanner {
+    /// A scanner for `paths`, each a list of member names from the root
+    /// object, none longer than two names.
+    pub fn new(paths: &'static [&'static [&'static str]]) -> Scanner {
+        debug_assert!(
+            paths
+                .iter()
+                .all(|p| !p.is_empty() && p.len() < MAX_FRAMES - 1)
+        );
+        Scanner {
+            paths,
+            frames: [NO_FRAME; MAX_FRAMES],
+            depth: 0,
+            path: [""; MAX_FRAMES],
+            path_len: 0,
+            state: Scan::Start,
+            key: Vec::new(),
+            key_escaped: false,
+            class: Class::Skip,
+            value: ValueScan::default(),
+            capture: Vec::new(),
+            capture_over: false,
+        }
+    }
+
+    /// Back to the start of a new document, keeping the buffers.
+    pub fn reset(&mut self) {
+        self.depth = 0;
+        self.path_len = 0;
+        self.state = Scan::Start;
+        self.key.clear();
+        self.capture.clear();
+        self.capture_over = false;
+    }
+
+    /// Bytes held in buffers, for the tests of the memory bound.
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
+        self.key.capacity() + self.capture.capacity()
+    }
+
+    /// Whether a root object is open (the document was cut inside it).
+    pub fn in_root(&self) -> bool {
+        self.root_depth().is_some_and(|r| self.depth >= r)
+    }
+
+    /// The frame depth of the root object: 1 in an object document, 2 in
+    /// an array document.
+    fn root_depth(&self) -> Option<usize> {
+        match (self.depth, self.frames[0].kind) {
+            (0, _) => None,
+            (_, Kind::Object) => Some(1),
+            (_, Kind::Array) => Some(2),
+        }
+    }
+
+    /// Reads the next bytes of the document, reporting what it finds.
+    pub fn feed(&mut self, chunk: &[u8], found: &mut impl FnMut(Found<'_>)) {
+        let mut i = 0;
+        while i < chunk.len() {
+            i = match self.state {
+                Scan::Done => return,
+                Scan::Start => self.start(chunk, i, found),
+                Scan::Structure => self.structure(chunk, i, found),
+                Scan::Key { escape } => self.key_bytes(chunk, i, escape),
+                Scan::Value { capture } => self.value_bytes(chunk, i, capture, found),
+            };
+        }
+    }
+
+    fn start(&mut self, b: &[u8], i: usize, found: &mut impl FnMut(Found<'_>)) -> usize {
+        let i = skip_ws(b, i);
+        match b.get(i) {
+            None => i,
+            Some(b'{') => {
+                self.push(Kind::Object);
+                found(Found::Root);
+                self.state = Scan::Structure;
+                i + 1
+            }
+            Some(b'[') => {
+                self.push(Kind::Array);
+                self.state = Scan::Structure;
+                i + 1
+            }
+            Some(_) => self.fail(),
+        }
+    }
+
+    fn push(&mut self, kind: Kind) {
+        self.frames[self.depth] = Frame {
+            kind,
+            expect: Expect::FirstOrClose,
+        };
+        self.depth += 1;
+    }
+
+    fn fail(&mut self) -> usize {
+        self.state = Scan::Done;
+        usize::MAX
+    }
+
+    fn top(&mut self) -> &mut Frame {
+        &mut self.frames[self.depth - 1]
+    }
+
+    /// One structural byte of the innermost frame.
+    fn structure(&mut self, b: &[u8], i: usize, found: &mut impl FnMut(Found<'_>)) -> usize {
+        let i = skip_ws(b, i);
+        let Some(&c) = b.get(i) else {
+            return i;
+        };
+        let frame = *self.top();
+        let close = match frame.kind {
+            Kind::Object => b'}',
+            Kind::Array => b']',
+        };
+        match (frame.expect, c) {
+            (Expect::FirstOrClose | Expect::NextOrClose, c) if c == close => {
+                self.close(found);
+                i + 1
+            }
+            (Expect::NextOrClose, b',') => {
+                self.top().expect = Expect::Item;
+                i + 1
+            }
+            (Expect::FirstOrClose | Expect::Item, b'"') if frame.kind == Kind::Object => {
+                self.key.clear();
+                self.key_escaped = false;
+                self.state = Scan::Key { escape: false };
+                i + 1
+            }
+            (Expect::Colon, b':') => {
+                self.top().expect = Expect::Value;
+                i + 1
+            }
+            (Expect::Value, _) | (Expect::FirstOrClose | Expect::Item, _)
+                if frame.kind == Kind::Array || frame.expect == Expect::Value =>
+            {
+                self.top().expect = Expect::NextOrClose;
+                self.value_start(b, i, found)
+            }
+            _ => self.fail(),
+        }
+    }
+
+    fn close(&mut self, found: &mut impl FnMut(Found<'_>)) {
+        let root = self.root_depth();
+        if self.frames[self.depth - 1].kind == Kind::Object && root.is_some_and(|r| self.depth > r)
+        {
+            self.path_len -= 1;
+        }
+        if root == Some(self.depth) {
+            found(Found::RootEnd);
+        }
+        self.depth -= 1;
+        if self.depth == 0 {
+            self.state = Scan::Done;
+        }
+    }
+
+    /// The first byte of a value: walked into, captured or stepped over.
+    fn value_start(&mut self, b: &[u8], i: usize, found: &mut impl FnMut(Found<'_>)) -> usize {
+        let c = b[i];
+        if matches!(c, b',' | b':' | b'}' | b']') {
+            return self.fail();
+        }
+        let in_array = self.frames[self.depth - 1].kind == Kind::Array;
+        let class = if in_array {
+            // An element of the top-level array: a root object, if an object.
+            if c == b'{' {
+                self.push(Kind::Object);
+                found(Found::Root);
+                return i + 1;
+            }
+            Class::Skip
+        } else {
+            std::mem::replace(&mut self.class, Class::Skip)
+        };
+        match class {
+            Class::Step(name) if c == b'{' => {
+                self.path[self.path_len] = name;
+                self.path_len += 1;
+                self.push(Kind::Object);
+                return i + 1;
+            }
+            Class::Leaf(path) => {
+                self.capture.clear();
+                self.capture_over = false;
+                self.state = Scan::Value {
+                    capture: Some(path),
+                };
+            }
+            _ => self.state = Scan::Value { capture: None },
+        }
+        self.value = ValueScan::default();
+        match c {
+            b'"' => self.value.in_string = true,
+            b'{' | b'[' => self.value.depth = 1,
+            _ => self.value.scalar = true,
+        }
+        if let Scan::Value { capture: Some(_) } = self.state {
+            self.keep(&b[i..i + 1]);
+        }
+        i + 1
+    }
+
+    fn keep(&mut self, bytes: &[u8]) {
+        if self.capture_over {
+            return;
+        }
+        if self.capture.len() + bytes.len() > MAX_CAPTURE {
+            self.capture_over = true;
+            self.capture = Vec::new();
+            return;
+        }
+        self.capture.extend_from_slice(bytes);
+    }
+
+    /// Bytes of a member name, up to its closing quote.
+    fn key_bytes(&mut self, b: &[u8], start: usize, mut escape: bool) -> usize {
+        let mut i = start;
+        while i < b.len() {
+            if escape {
+                escape = false;
+                i += 1;
+                continue;
+            }
+            match memchr::memchr2(b'"', b'\\', &b[i..]) {
+                None => i = b.len(),
+                Some(at) if b[i + at] == b'\\' => {
+                    self.key_escaped = true;
+                    escape = true;
+                    i += at + 1;
+                }
+                Some(at) => {
+                    self.key_part(&b[start..i + at]);
+                    self.key_done();
+                    return i + at + 1;
+                }
+            }
+        }
+        self.key_part(&b[start..]);
+        self.state = Scan::Key { escape };
+        i
+    }
+
+    fn key_part(&mut self, part: &[u8]) {
+        let room = (MAX_KEY + 1).saturating_sub(self.key.len());
+        self.key.extend_from_slice(&part[..part.len().min(room)]);
+    }
+
+    /// A name is complete: what is its value?
+    fn key_done(&mut self) {
+        self.top().expect = Expect::Colon;
+        self.state = Scan::Structure;
+        self.class = Class::Skip;
+        if self.key.len() > MAX_KEY {
+            return;
+        }
+        let key = Key {
+            raw: &self.key,
+            escaped: self.key_escaped,
+        };
+        let at = &self.path[..self.path_len];
+        for (n, p) in self.paths.iter().enumerate() {
+            if p.len() > at.len() && p[..at.len()] == *at && key.is(p[at.len()]) {
+                self.class = if p.len() == at.len() + 1 {
+                    Class::Leaf(n)
+                } else {
+                    Class::Step(p[at.len()])
+                };
+                return;
+            }
+        }
+    }
+
+    /// Bytes of a value being stepped over or captured, up to its end.
+    fn value_bytes(
+        &mut self,
+        b: &[u8],
+        start: usize,
+        capture: Option<usize>,
+        found: &mut impl FnMut(Found<'_>),
+    ) -> usize {
+        let (end, done) = self.value.advance(b, start);
+        if capture.is_some() {
+            self.keep(&b[start..end]);
+        }
+        if done {
+            self.state = Scan::Structure;
+            if let Some(path) = capture {
+                let value = (!self.capture_over).then_some(&self.capture[..]);
+                found(Found::Value { path, value });
+            }
+        }
+        end
+    }
+}
+
+impl ValueScan {
+    /// Steps over `b[i..]` up to the end of the value: where it stopped
+    /// and whether the value ended there. A number or literal ends before
+    /// its delimiter, which is left for the frame.
+    fn advance(&mut self, b: &[u8], mut i: usize) -> (usize, bool) {
+        while i < b.len() {
+            if self.escape {
+                self.escape = false;
+                i += 1;
+                continue;
+            }
+            if self.in_string {
+                match memchr::memchr2(b'"', b'\\', &b[i..]) {
+                    None => return (b.len(), false),
+                    Some(at) => {
+                        i += at + 1;
+                        if b[i - 1] == b'\\' {
+                            self.escape = true;
+                        } else {
+                            self.in_string = false;
+                            if self.depth == 0 {
+                                return (i, true);
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+            if self.scalar {
+                let rest = &b[i..];
+                return match rest
+                    .iter()
+                    .position(|c| matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
+                {
+                    Some(at) => (i + at, true),
+                    None => (b.len(), false),
+                };
+            }
+            let Some(at) = b[i..].iter().position(|&c| STRUCTURAL[usize::from(c)]) else {
+                return (b.len(), false);
+            };
+            i += at;
+            match b[i] {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                _ => {
+                    self.depth -= 1;
+                    if self.depth == 0 {
+                        return (i + 1, true);
+                    }
+                }
+            }
+            i += 1;
+        }
+        (i, false)
+    }
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

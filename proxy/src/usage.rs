@@ -3,26 +3,38 @@
 //!
 //! Every provider reports usage in the body, in one of a few places:
 //!
-//! | API | JSON body | SSE stream |
-//! | --- | --- | --- |
-//! | OpenAI chat / completions / embeddings | `usage.prompt_tokens`, `usage.completion_tokens` | the final chunk's `usage` (with `stream_options.include_usage`) |
-//! | OpenAI Responses | `usage.input_tokens`, `usage.output_tokens` | `response.completed` → `response.usage` |
-//! | Anthropic | `usage.input_tokens`, `usage.output_tokens` | `message_start` → `message.usage`, then `message_delta` → `usage.output_tokens` (cumulative) |
-//! | Gemini | `usageMetadata.promptTokenCount`, `candidatesTokenCount` (+ `thoughtsTokenCount`) | `usageMetadata` in every chunk; the last is the total |
+//! | API | JSON body | SSE stream | cache reads / writes |
+//! | --- | --- | --- | --- |
+//! | OpenAI chat / completions / embeddings | `usage.prompt_tokens`, `usage.completion_tokens` | the final chunk's `usage` (with `stream_options.include_usage`, which the proxy asks for) | `prompt_tokens_details.cached_tokens` |
+//! | OpenAI Responses | `usage.input_tokens`, `usage.output_tokens` | `response.completed` → `response.usage` | `input_tokens_details.cached_tokens` |
+//! | Anthropic | `usage.input_tokens`, `usage.output_tokens` | `message_start` → `message.usage`, then `message_delta` → `usage` (cumulative) | `cache_read_input_tokens`, `cache_creation_input_tokens`, beside `input_tokens` |
+//! | Gemini | `usageMetadata.promptTokenCount`, `candidatesTokenCount` (+ `thoughtsTokenCount`) | `usageMetadata` in every chunk; the last is the total | `cachedContentTokenCount` |
 //!
 //! So one rule covers them all: every count seen replaces the previous one
 //! of its kind, and the last one wins. A stream cut short reports what it
-//! carried so far.
+//! carried so far. Bodies and events of any size are read as they pass, in
+//! bounded memory: nothing but the usage members is kept.
 
 use bytes::Bytes;
 
 use crate::json;
 
-/// Token counts as the provider reported them. `None`: not reported.
+/// Token counts, the same meaning whatever the provider. `None`: not
+/// reported.
+///
+/// `input_tokens` is every input token, cached and cache-written ones
+/// included (OpenAI's `prompt_tokens` and Gemini's `promptTokenCount`
+/// already are; Anthropic reports its cache reads and writes beside
+/// `input_tokens`, so they are added to it). `cached_input_tokens` and
+/// `cache_write_tokens` are subsets of `input_tokens`, priced apart.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
     pub input_tokens: Option<u64>,
     pub output_tokens: Option<u64>,
+    /// Input tokens read from the provider's prompt cache.
+    pub cached_input_tokens: Option<u64>,
+    /// Input tokens written to the provider's prompt cache (Anthropic).
+    pub cache_write_tokens: Option<u64>,
 }
 
 impl Usage {
@@ -32,21 +44,49 @@ impl Usage {
             .unwrap_or(0)
             .saturating_add(self.output_tokens.unwrap_or(0))
     }
+}
 
-    fn merge(&mut self, seen: Usage) {
-        if seen.input_tokens.is_some() {
-            self.input_tokens = seen.input_tokens;
-        }
-        if seen.output_tokens.is_some() {
-            self.output_tokens = seen.output_tokens;
+/// The counts as the provider wrote them, before normalising: a stream
+/// reports them piecemeal (Anthropic's `message_start`, then
+/// `message_delta`), and each later report replaces an earlier one field
+/// by field.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Reported {
+    /// `prompt_tokens`, `input_tokens` or `promptTokenCount`.
+    input: Option<u64>,
+    output: Option<u64>,
+    /// Cache reads counted within `input` (OpenAI, Gemini).
+    cached_within: Option<u64>,
+    /// Cache reads and writes counted beside `input` (Anthropic).
+    cache_read_beside: Option<u64>,
+    cache_write_beside: Option<u64>,
+}
+
+impl Reported {
+    fn merge(&mut self, seen: Reported) {
+        let later = |field: &mut Option<u64>, seen: Option<u64>| {
+            if seen.is_some() {
+                *field = seen;
+            }
+        };
+        later(&mut self.input, seen.input);
+        later(&mut self.output, seen.output);
+        later(&mut self.cached_within, seen.cached_within);
+        later(&mut self.cache_read_beside, seen.cache_read_beside);
+        later(&mut self.cache_write_beside, seen.cache_write_beside);
+    }
+
+    fn usage(&self) -> Usage {
+        let parts = [self.input, self.cache_read_beside, self.cache_write_beside];
+        let input = parts.iter().flatten().copied().reduce(u64::saturating_add);
+        Usage {
+            input_tokens: input,
+            output_tokens: self.output,
+            cached_input_tokens: self.cache_read_beside.or(self.cached_within),
+            cache_write_tokens: self.cache_write_beside,
         }
     }
 }
-
-/// The most a JSON body or a single SSE event may buffer before the parser
-/// gives up on it. Usage sits in small bodies and small events; a huge one
-/// (an embedding batch, say) is passed through uncounted rather than held.
-pub const MAX_BUFFER: usize = 1024 * 1024;
 
 /// Which parser a response needs, from its `Content-Type`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,13 +134,13 @@ impl UsageParser {
 
     pub fn feed(&mut self, chunk: &Bytes) {
         match self {
-            UsageParser::Json(p) => p.feed(chunk.clone()),
+            UsageParser::Json(p) => p.feed(chunk),
             UsageParser::Sse(p) => p.feed(chunk),
             UsageParser::None => {}
         }
     }
 
-    /// The usage seen so far; for JSON, parses the buffered body.
+    /// The usage seen so far.
     pub fn finish(&mut self) -> Usage {
         match self {
             UsageParser::Json(p) => p.finish(),
@@ -110,111 +150,152 @@ impl UsageParser {
     }
 }
 
-/// A non-streamed JSON body: kept (up to [`MAX_BUFFER`]) and parsed at its
-/// end. The chunks are forwarded as they come; keeping them costs a
-/// reference count each, not a copy.
+/// Where usage sits in a JSON document or SSE event, from its root
+/// object: see the table above.
+const USAGE_PATHS: &[&[&str]] = &[
+    &["usage"],
+    &["usageMetadata"],
+    &["message", "usage"],
+    &["response", "usage"],
+];
+const TOP: usize = 0;
+const GEMINI: usize = 1;
+const MESSAGE: usize = 2;
+const RESPONSE: usize = 3;
+
+/// The usage members of one root object, as they are found.
 #[derive(Debug, Default)]
+struct RootCounts {
+    top: Option<Counts>,
+    gemini: Option<GeminiCounts>,
+    message: Option<Counts>,
+    response: Option<Counts>,
+}
+
+impl RootCounts {
+    /// A later member of the same name replaces an earlier one, even with
+    /// `null`.
+    fn found(&mut self, path: usize, value: Option<&[u8]>) {
+        match path {
+            TOP => self.top = value.and_then(Counts::read),
+            GEMINI => self.gemini = value.and_then(GeminiCounts::read),
+            MESSAGE => self.message = value.and_then(Counts::read),
+            RESPONSE => self.response = value.and_then(Counts::read),
+            _ => {}
+        }
+    }
+
+    fn reported(&self) -> Reported {
+        let mut usage = Reported::default();
+        // A top-level `usage` wins over a nested one.
+        for counts in [&self.message, &self.response, &self.top]
+            .into_iter()
+            .flatten()
+        {
+            usage.merge(counts.reported());
+        }
+        if let Some(g) = &self.gemini {
+            usage.merge(g.reported());
+        }
+        usage
+    }
+}
+
+/// Usage in a JSON document fed chunk by chunk: an object, or (Gemini's
+/// `streamGenerateContent` without `alt=sse`) an array of chunk objects, of
+/// which the last report wins. Nothing is kept but the usage members
+/// themselves, so a body of any size is read in bounded memory (see
+/// [`json::Scanner`]), whether `usage` comes first or after megabytes of
+/// embeddings.
+#[derive(Debug)]
 pub struct JsonUsage {
-    chunks: Vec<Bytes>,
-    len: usize,
-    overflow: bool,
+    scanner: json::Scanner,
+    root: RootCounts,
+    usage: Reported,
+}
+
+impl Default for JsonUsage {
+    fn default() -> JsonUsage {
+        JsonUsage {
+            scanner: json::Scanner::new(USAGE_PATHS),
+            root: RootCounts::default(),
+            usage: Reported::default(),
+        }
+    }
 }
 
 impl JsonUsage {
-    pub fn feed(&mut self, chunk: Bytes) {
-        if self.overflow {
-            return;
-        }
-        if self.len + chunk.len() > MAX_BUFFER {
-            self.overflow = true;
-            self.chunks = Vec::new();
-            return;
-        }
-        self.len += chunk.len();
-        self.chunks.push(chunk);
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let (root, usage) = (&mut self.root, &mut self.usage);
+        self.scanner.feed(chunk, &mut |found| match found {
+            json::Found::Root => *root = RootCounts::default(),
+            json::Found::Value { path, value } => root.found(path, value),
+            json::Found::RootEnd => usage.merge(std::mem::take(root).reported()),
+        });
     }
 
     pub fn finish(&mut self) -> Usage {
-        let chunks = std::mem::take(&mut self.chunks);
-        if self.overflow {
-            return Usage::default();
+        self.reported().usage()
+    }
+
+    /// What the document reported; a root object it was cut inside counts
+    /// with the members it completed.
+    fn reported(&mut self) -> Reported {
+        if self.scanner.in_root() {
+            let open = std::mem::take(&mut self.root).reported();
+            self.usage.merge(open);
+            self.scanner.reset();
         }
-        match &chunks[..] {
-            [] => Usage::default(),
-            [one] => json_usage(one),
-            many => json_usage(&many.concat()),
-        }
+        self.usage
+    }
+
+    /// Ready for the next document.
+    fn reset(&mut self) {
+        self.scanner.reset();
+        self.root = RootCounts::default();
+        self.usage = Reported::default();
     }
 }
 
-/// Usage in one JSON document: an object, or (Gemini's
-/// `streamGenerateContent` without `alt=sse`) an array of chunk objects, of
-/// which the last report wins.
+/// Usage in one complete JSON document.
 pub fn json_usage(body: &[u8]) -> Usage {
-    let body = body.trim_ascii_start();
-    match body.first() {
-        Some(b'{') => object_usage(body),
-        Some(b'[') => {
-            let mut usage = Usage::default();
-            for item in json::elements(body) {
-                usage.merge(object_usage(item));
-            }
-            usage
-        }
-        _ => Usage::default(),
-    }
-}
-
-/// Usage in one object: its `usage`, `message.usage` (Anthropic
-/// `message_start`), `response.usage` (OpenAI Responses
-/// `response.completed`) or `usageMetadata` (Gemini). Only those members
-/// are parsed; the rest (the generated text, mostly) is stepped over.
-fn object_usage(object: &[u8]) -> Usage {
-    let (mut top, mut message, mut response, mut gemini) = (None, None, None, None);
-    for (key, value) in json::members(object) {
-        if key.is("usage") {
-            top = Counts::read(value);
-        } else if key.is("message") {
-            message = nested_usage(value);
-        } else if key.is("response") {
-            response = nested_usage(value);
-        } else if key.is("usageMetadata") {
-            gemini = GeminiCounts::read(value);
-        }
-    }
-    let mut usage = Usage::default();
-    // The same precedence as ever: a top-level `usage` wins.
-    for counts in [message, response, top].into_iter().flatten() {
-        usage.merge(counts.usage());
-    }
-    if let Some(g) = gemini {
-        usage.merge(g.usage());
-    }
-    usage
-}
-
-fn nested_usage(object: &[u8]) -> Option<Counts> {
-    json::members(object)
-        .filter(|(key, _)| key.is("usage"))
-        .last()
-        .and_then(|(_, value)| Counts::read(value))
+    let mut p = JsonUsage::default();
+    p.feed(body);
+    p.finish()
 }
 
 /// An incremental `text/event-stream` parser (the WHATWG framing: lines end
 /// in LF, CRLF or CR; an empty line ends an event; `data:` lines join with
-/// LF). Chunk boundaries may fall anywhere, including inside a CRLF.
+/// LF). Chunk boundaries may fall anywhere, including inside a CRLF. An
+/// event's data is scanned as it arrives, never kept: an event of any size
+/// is read in bounded memory.
 #[derive(Debug, Default)]
 pub struct SseUsage {
-    /// The current, unfinished line.
-    line: Vec<u8>,
-    /// The current event's data lines, joined.
-    data: Vec<u8>,
-    /// The current line or event outgrew [`MAX_BUFFER`]: skip it.
-    line_overflow: bool,
-    data_overflow: bool,
+    /// The start of the current line, until it shows whether it is a
+    /// `data` line.
+    head: [u8; DATA_FIELD.len()],
+    head_len: usize,
+    line: Line,
+    /// The current event has a data line already: the next joins with LF.
+    has_data: bool,
+    /// The current event's data.
+    event: JsonUsage,
     /// The previous chunk ended in CR: an LF starting the next one belongs to it.
     after_cr: bool,
-    usage: Usage,
+    usage: Reported,
+}
+
+const DATA_FIELD: &[u8; 5] = b"data:";
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Line {
+    /// Its first bytes, not yet telling.
+    #[default]
+    Head,
+    /// A `data:` line's value, with its optional leading space still to skip.
+    Data { space: bool },
+    /// Any other field, or a comment.
+    Skip,
 }
 
 impl SseUsage {
@@ -228,7 +309,7 @@ impl SseUsage {
                 chunk = rest;
             }
         }
-        while let Some(end) = chunk.iter().position(|&b| b == b'\n' || b == b'\r') {
+        while let Some(end) = memchr::memchr2(b'\n', b'\r', chunk) {
             self.push_line_part(&chunk[..end]);
             self.end_line();
             let crlf = chunk[end] == b'\r';
@@ -248,69 +329,63 @@ impl SseUsage {
     /// closing blank line (the stream was cut) is not counted: its data may
     /// be a truncated JSON document anyway.
     pub fn finish(&mut self) -> Usage {
-        self.usage
+        self.usage.usage()
     }
 
-    fn push_line_part(&mut self, part: &[u8]) {
-        if self.line_overflow || part.is_empty() {
+    fn push_line_part(&mut self, mut part: &[u8]) {
+        if part.is_empty() {
             return;
         }
-        if self.line.len() + part.len() > MAX_BUFFER {
-            self.line_overflow = true;
-            self.line = Vec::new();
-            return;
+        if self.line == Line::Head {
+            let take = part.len().min(DATA_FIELD.len() - self.head_len);
+            self.head[self.head_len..self.head_len + take].copy_from_slice(&part[..take]);
+            self.head_len += take;
+            part = &part[take..];
+            if !DATA_FIELD.starts_with(&self.head[..self.head_len]) {
+                self.line = Line::Skip;
+            } else if self.head_len == DATA_FIELD.len() {
+                self.start_data_line();
+                self.line = Line::Data { space: true };
+            }
         }
-        self.line.extend_from_slice(part);
+        if let Line::Data { space } = self.line {
+            if space && !part.is_empty() {
+                part = part.strip_prefix(b" ").unwrap_or(part);
+                self.line = Line::Data { space: false };
+            }
+            self.event.feed(part);
+        }
+    }
+
+    /// A data line joins the event's data after an LF, which JSON reads as
+    /// whitespace.
+    fn start_data_line(&mut self) {
+        if self.has_data {
+            self.event.feed(b"\n");
+        }
+        self.has_data = true;
     }
 
     fn end_line(&mut self) {
-        let overflow = std::mem::take(&mut self.line_overflow);
-        if self.line.is_empty() && !overflow {
-            self.dispatch();
-            return;
-        }
-        if overflow {
-            // A line too long to keep is most likely a data line.
-            self.data_overflow = true;
-        } else if let Some(value) = field_value(&self.line, b"data") {
-            if self.data.len() + value.len() + 1 > MAX_BUFFER {
-                self.data_overflow = true;
-            } else if !self.data_overflow {
-                if !self.data.is_empty() {
-                    self.data.push(b'\n');
-                }
-                self.data.extend_from_slice(value);
+        if self.line == Line::Head {
+            match &self.head[..self.head_len] {
+                [] => self.dispatch(),
+                // `data` alone: a data line with an empty value.
+                b"data" => self.start_data_line(),
+                _ => {}
             }
         }
-        self.line.clear();
+        self.line = Line::Head;
+        self.head_len = 0;
     }
 
     fn dispatch(&mut self) {
-        if !self.data_overflow && contains(&self.data, b"sage") {
-            // Only events that mention usage (`usage`, `usageMetadata`) are
-            // read: most chunks are text deltas and are skipped cheaply.
-            self.usage.merge(json_usage(&self.data));
+        if std::mem::take(&mut self.has_data) {
+            let seen = self.event.reported();
+            self.usage.merge(seen);
+            self.event.reset();
         }
-        self.data.clear();
-        self.data_overflow = false;
     }
-}
-
-/// The value of a `name: value` SSE line whose field is `name`.
-fn field_value<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
-    let rest = line.strip_prefix(name)?;
-    match rest.first() {
-        None => Some(rest),
-        Some(b':') => {
-            let v = &rest[1..];
-            Some(v.strip_prefix(b" ").unwrap_or(v))
-        }
-        Some(_) => None,
-    }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    memchr::memmem::find(haystack, needle).is_some()
 }
 
 /// The counts `names` in the object `value`; `None` unless it is an object
@@ -330,43 +405,68 @@ fn read_counts<const N: usize>(value: &[u8], names: [&str; N]) -> Option<[Option
 }
 
 /// A usage object's counts, OpenAI's names or Anthropic's.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Counts {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
+    /// `prompt_tokens_details.cached_tokens` (Chat Completions).
+    prompt_cached_tokens: Option<u64>,
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
+    /// `input_tokens_details.cached_tokens` (Responses).
+    input_cached_tokens: Option<u64>,
+    /// Anthropic's, beside `input_tokens`.
+    cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
 }
 
 /// Gemini's `usageMetadata`.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct GeminiCounts {
     prompt_token_count: Option<u64>,
     candidates_token_count: Option<u64>,
     /// Thinking tokens are billed as output but reported apart.
     thoughts_token_count: Option<u64>,
+    /// Within `promptTokenCount`.
+    cached_content_token_count: Option<u64>,
 }
 
 impl Counts {
     fn read(value: &[u8]) -> Option<Counts> {
-        let names = [
-            "prompt_tokens",
-            "completion_tokens",
-            "input_tokens",
-            "output_tokens",
-        ];
-        read_counts(value, names).map(|[p, c, i, o]| Counts {
-            prompt_tokens: p,
-            completion_tokens: c,
-            input_tokens: i,
-            output_tokens: o,
-        })
+        if value.first() != Some(&b'{') {
+            return None;
+        }
+        let mut c = Counts::default();
+        let cached = |details: &[u8]| read_counts(details, ["cached_tokens"]).and_then(|[n]| n);
+        for (key, v) in json::members(value) {
+            if key.is("prompt_tokens") {
+                c.prompt_tokens = json::as_u64(v);
+            } else if key.is("completion_tokens") {
+                c.completion_tokens = json::as_u64(v);
+            } else if key.is("prompt_tokens_details") {
+                c.prompt_cached_tokens = cached(v);
+            } else if key.is("input_tokens") {
+                c.input_tokens = json::as_u64(v);
+            } else if key.is("output_tokens") {
+                c.output_tokens = json::as_u64(v);
+            } else if key.is("input_tokens_details") {
+                c.input_cached_tokens = cached(v);
+            } else if key.is("cache_read_input_tokens") {
+                c.cache_read_input_tokens = json::as_u64(v);
+            } else if key.is("cache_creation_input_tokens") {
+                c.cache_creation_input_tokens = json::as_u64(v);
+            }
+        }
+        Some(c)
     }
 
-    fn usage(&self) -> Usage {
-        Usage {
-            input_tokens: self.input_tokens.or(self.prompt_tokens),
-            output_tokens: self.output_tokens.or(self.completion_tokens),
+    fn reported(&self) -> Reported {
+        Reported {
+            input: self.input_tokens.or(self.prompt_tokens),
+            output: self.output_tokens.or(self.completion_tokens),
+            cached_within: self.input_cached_tokens.or(self.prompt_cached_tokens),
+            cache_read_beside: self.cache_read_input_tokens,
+            cache_write_beside: self.cache_creation_input_tokens,
         }
     }
 }
@@ -377,22 +477,26 @@ impl GeminiCounts {
             "promptTokenCount",
             "candidatesTokenCount",
             "thoughtsTokenCount",
+            "cachedContentTokenCount",
         ];
-        read_counts(value, names).map(|[p, c, t]| GeminiCounts {
+        read_counts(value, names).map(|[p, c, t, cached]| GeminiCounts {
             prompt_token_count: p,
             candidates_token_count: c,
             thoughts_token_count: t,
+            cached_content_token_count: cached,
         })
     }
 
-    fn usage(&self) -> Usage {
+    fn reported(&self) -> Reported {
         let output = match (self.candidates_token_count, self.thoughts_token_count) {
             (None, None) => None,
-            (c, t) => Some(c.unwrap_or(0) + t.unwrap_or(0)),
+            (c, t) => Some(c.unwrap_or(0).saturating_add(t.unwrap_or(0))),
         };
-        Usage {
-            input_tokens: self.prompt_token_count,
-            output_tokens: output,
+        Reported {
+            input: self.prompt_token_count,
+            output,
+            cached_within: self.cached_content_token_count,
+            ..Reported::default()
         }
     }
 }
@@ -457,6 +561,15 @@ mod tests {
         Usage {
             input_tokens: Some(i),
             output_tokens: Some(o),
+            ..Usage::default()
+        }
+    }
+
+    fn cached(i: u64, o: u64, read: u64, write: Option<u64>) -> Usage {
+        Usage {
+            cached_input_tokens: Some(read),
+            cache_write_tokens: write,
+            ..usage(i, o)
         }
     }
 
@@ -506,7 +619,8 @@ mod tests {
             seen,
             Usage {
                 input_tokens: Some(25),
-                output_tokens: Some(1)
+                output_tokens: Some(1),
+                ..Usage::default()
             }
         );
         // OpenAI without include_usage reports nothing.
@@ -524,17 +638,41 @@ mod tests {
     }
 
     #[test]
-    fn oversized_events_are_skipped_not_buffered() {
-        let big = format!(
-            "data: {{\"usage\":{{\"prompt_tokens\":1,\"completion_tokens\":1}},\"pad\":\"{}\"}}\n\ndata: {{\"usage\":{{\"prompt_tokens\":2,\"completion_tokens\":3}}}}\n\n",
-            "x".repeat(MAX_BUFFER + 10)
+    fn events_of_any_size_are_counted_without_buffering() {
+        // Usage after a megabyte of text, in an event and in a body.
+        let pad = "x".repeat(3 * 1024 * 1024);
+        let event = format!(
+            "data: {{\"usage\":{{\"prompt_tokens\":2,\"completion_tokens\":3}}}}\n\ndata: {{\"choices\":[{{\"text\":\"{pad}\"}}],\"usage\":{{\"prompt_tokens\":7,\"completion_tokens\":8}}}}\n\n"
         );
         let mut p = SseUsage::default();
-        for chunk in big.as_bytes().chunks(64 * 1024) {
+        for chunk in event.as_bytes().chunks(64 * 1024) {
             p.feed(chunk);
-            assert!(p.line.len() <= MAX_BUFFER && p.data.len() <= MAX_BUFFER);
+            assert!(
+                p.event.scanner.buffered() <= 1024,
+                "kept {}",
+                p.event.scanner.buffered()
+            );
         }
-        assert_eq!(p.finish(), usage(2, 3));
+        assert_eq!(p.finish(), usage(7, 8));
+        let body = format!(
+            "{{\"data\":[\"{pad}\"],\"usage\":{{\"prompt_tokens\":9,\"total_tokens\":9}}}}"
+        );
+        let mut p = JsonUsage::default();
+        for chunk in body.as_bytes().chunks(64 * 1024) {
+            p.feed(chunk);
+            assert!(
+                p.scanner.buffered() <= 1024,
+                "kept {}",
+                p.scanner.buffered()
+            );
+        }
+        assert_eq!(
+            p.finish(),
+            Usage {
+                input_tokens: Some(9),
+                ..Usage::default()
+            }
+        );
     }
 
     #[test]
@@ -547,13 +685,19 @@ mod tests {
             json_usage(embeddings),
             Usage {
                 input_tokens: Some(8),
-                output_tokens: None
+                ..Usage::default()
             }
         );
         let responses = br#"{"id":"resp_1","object":"response","usage":{"input_tokens":4,"output_tokens":2,"output_tokens_details":{"reasoning_tokens":0}}}"#;
         assert_eq!(json_usage(responses), usage(4, 2));
         let anthropic = br#"{"id":"msg_1","type":"message","content":[{"type":"text","text":"hi"}],"usage":{"input_tokens":11,"output_tokens":22,"cache_read_input_tokens":0}}"#;
-        assert_eq!(json_usage(anthropic), usage(11, 22));
+        assert_eq!(
+            json_usage(anthropic),
+            Usage {
+                cached_input_tokens: Some(0),
+                ..usage(11, 22)
+            }
+        );
         let gemini = br#"{"candidates":[],"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":6,"thoughtsTokenCount":4,"totalTokenCount":15}}"#;
         assert_eq!(json_usage(gemini), usage(5, 10));
         let gemini_array = br#"[{"usageMetadata":{"promptTokenCount":5}},{"usageMetadata":{"promptTokenCount":5,"candidatesTokenCount":9}}]"#;
@@ -567,7 +711,54 @@ mod tests {
     }
 
     #[test]
-    fn json_parser_buffers_across_chunks_and_gives_up_when_too_big() {
+    fn cached_and_cache_write_tokens_of_every_provider() {
+        // Chat Completions: cached tokens are a part of prompt_tokens.
+        let chat = br#"{"object":"chat.completion","usage":{"prompt_tokens":2006,"completion_tokens":300,"total_tokens":2306,"prompt_tokens_details":{"cached_tokens":1920,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}}"#;
+        assert_eq!(json_usage(chat), cached(2006, 300, 1920, None));
+        // Responses: likewise, of input_tokens.
+        let responses = br#"{"object":"response","usage":{"input_tokens":1500,"input_tokens_details":{"cached_tokens":1024},"output_tokens":20,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":1520}}"#;
+        assert_eq!(json_usage(responses), cached(1500, 20, 1024, None));
+        // Anthropic: cache reads and writes are reported beside input_tokens.
+        let anthropic = br#"{"type":"message","usage":{"input_tokens":10,"cache_creation_input_tokens":200,"cache_read_input_tokens":3000,"cache_creation":{"ephemeral_5m_input_tokens":200,"ephemeral_1h_input_tokens":0},"output_tokens":5,"service_tier":"standard"}}"#;
+        assert_eq!(json_usage(anthropic), cached(3210, 5, 3000, Some(200)));
+        // Gemini: cachedContentTokenCount is a part of promptTokenCount.
+        let gemini = br#"{"candidates":[],"usageMetadata":{"promptTokenCount":5000,"candidatesTokenCount":7,"cachedContentTokenCount":4096,"totalTokenCount":5007}}"#;
+        assert_eq!(json_usage(gemini), cached(5000, 7, 4096, None));
+        // Details that are null or missing leave the counts unreported.
+        let plain =
+            br#"{"usage":{"prompt_tokens":3,"completion_tokens":1,"prompt_tokens_details":null}}"#;
+        assert_eq!(json_usage(plain), usage(3, 1));
+    }
+
+    #[test]
+    fn anthropic_stream_with_cache_fields_in_message_start_and_delta() {
+        let start = "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"usage\":{\"input_tokens\":10,\"cache_creation_input_tokens\":200,\"cache_read_input_tokens\":3000,\"output_tokens\":1}}}\n\n";
+        // The current API repeats the cumulative input counts in message_delta.
+        let full_delta = "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"input_tokens\":10,\"cache_creation_input_tokens\":200,\"cache_read_input_tokens\":3000,\"output_tokens\":42}}\n\n";
+        every_split_point_gives(
+            &[start, full_delta].concat(),
+            cached(3210, 42, 3000, Some(200)),
+        );
+        // Older responses carry output_tokens only: the input counts stand.
+        let short_delta = "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":42}}\n\n";
+        every_split_point_gives(
+            &[start, short_delta].concat(),
+            cached(3210, 42, 3000, Some(200)),
+        );
+    }
+
+    #[test]
+    fn openai_gemini_and_responses_streams_with_cached_tokens() {
+        let chat = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1100,\"completion_tokens\":3,\"prompt_tokens_details\":{\"cached_tokens\":1024}}}\n\ndata: [DONE]\n\n";
+        every_split_point_gives(chat, cached(1100, 3, 1024, None));
+        let responses = "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":1100,\"input_tokens_details\":{\"cached_tokens\":1024},\"output_tokens\":3}}}\n\n";
+        every_split_point_gives(responses, cached(1100, 3, 1024, None));
+        let gemini = "data: {\"usageMetadata\":{\"promptTokenCount\":1100,\"cachedContentTokenCount\":1024}}\r\n\r\ndata: {\"usageMetadata\":{\"promptTokenCount\":1100,\"candidatesTokenCount\":3,\"cachedContentTokenCount\":1024}}\r\n\r\n";
+        every_split_point_gives(gemini, cached(1100, 3, 1024, None));
+    }
+
+    #[test]
+    fn json_parser_reads_across_chunks() {
         let body = br#"{"usage":{"prompt_tokens":1,"completion_tokens":2}}"#;
         let mut p = UsageParser::new(BodyKind::Json);
         for c in body.chunks(5) {
@@ -577,10 +768,16 @@ mod tests {
         let mut p = UsageParser::new(BodyKind::Json);
         p.feed(&Bytes::from_static(body));
         assert_eq!(p.finish(), usage(1, 2));
+        // A body cut short counts the usage it carried.
         let mut p = JsonUsage::default();
-        p.feed(Bytes::from(vec![b' '; MAX_BUFFER]));
-        p.feed(Bytes::from_static(body));
-        assert_eq!(p.finish(), Usage::default());
+        p.feed(br#"{"usage":{"prompt_tokens":4},"choices":[{"text":"cut"#);
+        assert_eq!(
+            p.finish(),
+            Usage {
+                input_tokens: Some(4),
+                ..Usage::default()
+            }
+        );
     }
 
     #[test]
@@ -639,16 +836,22 @@ mod tests {
         }
 
         #[test]
-        fn json_usage_never_panics(body in prop::collection::vec(any::<u8>(), 0..200)) {
+        fn json_usage_never_panics(
+            body in prop::collection::vec(any::<u8>(), 0..200),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+        ) {
             let _ = json_usage(&body);
+            let _ = chunked_json_usage(&body, &cuts);
         }
 
-        /// The walker reads exactly what a full serde parse of the whole
-        /// document reads, whatever surrounds the usage members.
+        /// The scanner reads exactly what a full serde parse of the whole
+        /// document reads, whatever surrounds the usage members and
+        /// wherever the chunks end.
         #[test]
-        fn json_usage_agrees_with_a_full_parse(
+        fn json_usage_agrees_with_a_full_parse_in_any_chunking(
             doc in usage_document(),
             as_array in any::<bool>(),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
         ) {
             let doc = if as_array {
                 Value::Array(vec![doc.clone(), Value::Object(Default::default()), doc])
@@ -656,36 +859,66 @@ mod tests {
                 doc
             };
             for text in [serde_json::to_string(&doc).unwrap(), serde_json::to_string_pretty(&doc).unwrap()] {
-                prop_assert_eq!(json_usage(text.as_bytes()), reference::json_usage(text.as_bytes()));
+                let expected = reference::json_usage(text.as_bytes());
+                prop_assert_eq!(json_usage(text.as_bytes()), expected);
+                prop_assert_eq!(chunked_json_usage(text.as_bytes(), &cuts), expected);
+                // As one SSE event, split anywhere, too.
+                let event: String = text.lines().map(|l| format!("data: {l}\n")).collect::<String>() + "\n";
+                let mut split: Vec<usize> = cuts.iter().map(|i| i.index(event.len() + 1)).collect();
+                split.sort_unstable();
+                prop_assert_eq!(sse(event.as_bytes(), &split), expected);
             }
         }
+    }
+
+    fn chunked_json_usage(body: &[u8], cuts: &[prop::sample::Index]) -> Usage {
+        let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(body.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut p = JsonUsage::default();
+        let mut start = 0;
+        for cut in cuts {
+            p.feed(&body[start..cut]);
+            start = cut;
+        }
+        p.feed(&body[start..]);
+        p.finish()
     }
 
     use serde_json::Value;
 
     fn counts() -> impl Strategy<Value = Value> {
-        let n = prop::option::of(0u64..1_000_000);
+        let n = || prop::option::of(0u64..1_000_000);
         (
-            n.clone(),
-            n.clone(),
-            n.clone(),
-            n,
+            [n(), n(), n(), n()],
+            [n(), n(), n()],
             crate::json::tests::any_json(),
         )
-            .prop_map(|(p, c, i, o, extra)| {
+            .prop_map(|([p, c, i, o], [cached, read, write], extra)| {
                 let mut m = serde_json::Map::new();
                 for (k, v) in [
                     ("prompt_tokens", p),
                     ("completion_tokens", c),
                     ("input_tokens", i),
                     ("output_tokens", o),
+                    ("cache_read_input_tokens", read),
+                    ("cache_creation_input_tokens", write),
                     ("promptTokenCount", p),
                     ("candidatesTokenCount", c),
                     ("thoughtsTokenCount", o),
+                    ("cachedContentTokenCount", cached),
                 ] {
                     if let Some(v) = v {
                         m.insert(k.into(), v.into());
                     }
+                }
+                if let Some(cached) = cached {
+                    let details = serde_json::json!({"cached_tokens": cached, "audio_tokens": 0});
+                    let key = if p.is_some() {
+                        "prompt_tokens_details"
+                    } else {
+                        "input_tokens_details"
+                    };
+                    m.insert(key.into(), details);
                 }
                 m.insert("details".into(), extra);
                 Value::Object(m)
@@ -730,8 +963,14 @@ mod tests {
     /// The previous implementation, a serde walk of the whole document:
     /// the behaviour the walker must keep.
     mod reference {
-        use super::super::Usage;
+        use super::super::{Reported, Usage};
         use serde::Deserialize;
+
+        #[derive(Deserialize)]
+        struct Details {
+            #[serde(default)]
+            cached_tokens: Option<u64>,
+        }
 
         #[derive(Deserialize)]
         struct Counts {
@@ -740,9 +979,17 @@ mod tests {
             #[serde(default)]
             completion_tokens: Option<u64>,
             #[serde(default)]
+            prompt_tokens_details: Option<Details>,
+            #[serde(default)]
             input_tokens: Option<u64>,
             #[serde(default)]
             output_tokens: Option<u64>,
+            #[serde(default)]
+            input_tokens_details: Option<Details>,
+            #[serde(default)]
+            cache_read_input_tokens: Option<u64>,
+            #[serde(default)]
+            cache_creation_input_tokens: Option<u64>,
         }
 
         #[derive(Deserialize)]
@@ -754,25 +1001,36 @@ mod tests {
             candidates_token_count: Option<u64>,
             #[serde(default)]
             thoughts_token_count: Option<u64>,
+            #[serde(default)]
+            cached_content_token_count: Option<u64>,
         }
 
-        fn counts(c: &Counts) -> Usage {
+        fn cached(d: &Option<Details>) -> Option<u64> {
+            d.as_ref().and_then(|d| d.cached_tokens)
+        }
+
+        fn counts(c: &Counts) -> Reported {
             super::super::Counts {
                 prompt_tokens: c.prompt_tokens,
                 completion_tokens: c.completion_tokens,
+                prompt_cached_tokens: cached(&c.prompt_tokens_details),
                 input_tokens: c.input_tokens,
                 output_tokens: c.output_tokens,
+                input_cached_tokens: cached(&c.input_tokens_details),
+                cache_read_input_tokens: c.cache_read_input_tokens,
+                cache_creation_input_tokens: c.cache_creation_input_tokens,
             }
-            .usage()
+            .reported()
         }
 
-        fn gemini(g: &GeminiCounts) -> Usage {
+        fn gemini(g: &GeminiCounts) -> Reported {
             super::super::GeminiCounts {
                 prompt_token_count: g.prompt_token_count,
                 candidates_token_count: g.candidates_token_count,
                 thoughts_token_count: g.thoughts_token_count,
+                cached_content_token_count: g.cached_content_token_count,
             }
-            .usage()
+            .reported()
         }
 
         #[derive(Deserialize)]
@@ -794,8 +1052,8 @@ mod tests {
         }
 
         impl Envelope {
-            fn usage(&self) -> Usage {
-                let mut usage = Usage::default();
+            fn reported(&self) -> Reported {
+                let mut usage = Reported::default();
                 for c in [
                     self.message.as_ref().and_then(|m| m.usage.as_ref()),
                     self.response.as_ref().and_then(|r| r.usage.as_ref()),
@@ -815,21 +1073,22 @@ mod tests {
 
         pub fn json_usage(body: &[u8]) -> Usage {
             let body = body.trim_ascii_start();
-            match body.first() {
+            let reported = match body.first() {
                 Some(b'{') => serde_json::from_slice::<Envelope>(body)
-                    .map(|e| e.usage())
+                    .map(|e| e.reported())
                     .unwrap_or_default(),
                 Some(b'[') => {
-                    let mut usage = Usage::default();
+                    let mut usage = Reported::default();
                     if let Ok(items) = serde_json::from_slice::<Vec<Envelope>>(body) {
                         for e in items {
-                            usage.merge(e.usage());
+                            usage.merge(e.reported());
                         }
                     }
                     usage
                 }
-                _ => Usage::default(),
-            }
+                _ => Reported::default(),
+            };
+            reported.usage()
         }
     }
 }
