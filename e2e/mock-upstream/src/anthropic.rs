@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::reply::{self, Resp, new_id};
 use crate::router::{Ctx, Provider};
 use crate::sse::{self, Events, MARKER, Newline, Template};
-use crate::text::{Chunks, PromptBytes, capped_words, input_tokens, reply};
+use crate::text::{
+    CachedPrompt, Chunks, MIN_CACHED_TOKENS, PromptBytes, capped_words, input_tokens, reply,
+};
 
 const PROVIDER: Provider = Provider::Anthropic;
 
@@ -83,8 +85,8 @@ fn field_required(field: &str) -> Resp {
 struct Request<'a> {
     #[serde(borrow, default)]
     model: Option<Cow<'a, str>>,
-    messages: Option<PromptBytes>,
-    system: Option<PromptBytes>,
+    messages: Option<CachedPrompt>,
+    system: Option<CachedPrompt>,
     max_tokens: Option<u64>,
     stream: Option<bool>,
 }
@@ -109,7 +111,7 @@ struct TextBlock<'a> {
     text: &'a str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Clone, Copy)]
 struct Usage {
     input_tokens: u64,
     cache_creation_input_tokens: u64,
@@ -119,20 +121,55 @@ struct Usage {
     service_tier: &'static str,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Clone, Copy)]
 struct CacheCreation {
     ephemeral_5m_input_tokens: u64,
     ephemeral_1h_input_tokens: u64,
 }
 
+/// A request's input tokens as Anthropic splits them: read from the
+/// cache, written to it, and the rest.
+#[derive(Clone, Copy)]
+struct Input {
+    uncached: u64,
+    cache_read: u64,
+    cache_write: u64,
+}
+
+impl Input {
+    /// The prefix up to the last `cache_control` breakpoint is cached when
+    /// it is long enough: read on a hit, written on a miss.
+    fn new(system: CachedPrompt, messages: CachedPrompt, hit: bool) -> Input {
+        let total = input_tokens(system.bytes + messages.bytes);
+        // The cache prefix runs system, then messages.
+        let cacheable_bytes = if messages.cacheable > 0 {
+            system.bytes + messages.cacheable
+        } else {
+            system.cacheable
+        };
+        let cacheable = (cacheable_bytes.div_ceil(4) as u64).min(total);
+        let cached = if cacheable >= MIN_CACHED_TOKENS {
+            cacheable
+        } else {
+            0
+        };
+        let (cache_read, cache_write) = if hit { (cached, 0) } else { (0, cached) };
+        Input {
+            uncached: total - cached,
+            cache_read,
+            cache_write,
+        }
+    }
+}
+
 impl Usage {
-    fn new(input: u64, output: u64) -> Self {
+    fn new(input: Input, output: u64) -> Self {
         Self {
-            input_tokens: input,
-            cache_creation_input_tokens: 0,
-            cache_read_input_tokens: 0,
+            input_tokens: input.uncached,
+            cache_creation_input_tokens: input.cache_write,
+            cache_read_input_tokens: input.cache_read,
             cache_creation: CacheCreation {
-                ephemeral_5m_input_tokens: 0,
+                ephemeral_5m_input_tokens: input.cache_write,
                 ephemeral_1h_input_tokens: 0,
             },
             output_tokens: output,
@@ -183,7 +220,7 @@ struct MessageDelta {
     #[serde(rename = "type")]
     kind: &'static str,
     delta: StopDelta,
-    usage: OutputUsage,
+    usage: DeltaUsage,
 }
 
 #[derive(Serialize)]
@@ -192,8 +229,12 @@ struct StopDelta {
     stop_sequence: Option<()>,
 }
 
+/// The cumulative counts the current API sends in `message_delta`.
 #[derive(Serialize)]
-struct OutputUsage {
+struct DeltaUsage {
+    input_tokens: u64,
+    cache_creation_input_tokens: u64,
+    cache_read_input_tokens: u64,
     output_tokens: u64,
 }
 
@@ -214,7 +255,7 @@ pub(crate) async fn messages(ctx: &Ctx<'_>) -> Result<Resp, Resp> {
     let behavior = ctx.prepare(PROVIDER, Some(model)).await?;
     let (words, truncated) = capped_words(behavior.reply_words(), Some(max_tokens));
     let stop_reason = if truncated { "max_tokens" } else { "end_turn" };
-    let input = input_tokens(messages.0 + req.system.unwrap_or_default().0);
+    let input = Input::new(req.system.unwrap_or_default(), messages, behavior.cache_hit);
     let id = new_id("msg_");
 
     if !req.stream.unwrap_or(false) {
@@ -294,7 +335,10 @@ pub(crate) async fn messages(ctx: &Ctx<'_>) -> Result<Resp, Resp> {
                     stop_reason,
                     stop_sequence: None,
                 },
-                usage: OutputUsage {
+                usage: DeltaUsage {
+                    input_tokens: input.uncached,
+                    cache_creation_input_tokens: input.cache_write,
+                    cache_read_input_tokens: input.cache_read,
                     output_tokens: words as u64,
                 },
             },

@@ -88,6 +88,10 @@ pub struct Behavior {
     /// Cut the connection after this many content chunks (`x-mock-drop`); a
     /// non-streamed body is cut halfway.
     pub drop_after: Option<usize>,
+    /// Answer as if the prompt's prefix were in the provider's prompt cache
+    /// (`x-mock-cache: hit`), rather than seen for the first time (`miss`,
+    /// the default): see [`crate::text::cached_tokens`].
+    pub cache_hit: bool,
 }
 
 impl Default for Behavior {
@@ -99,6 +103,7 @@ impl Default for Behavior {
             delay: Duration::ZERO,
             status: None,
             drop_after: None,
+            cache_hit: false,
         }
     }
 }

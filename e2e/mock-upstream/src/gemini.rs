@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::reply::{self, Resp, new_id};
 use crate::router::{Ctx, Provider, query_param};
 use crate::sse::{self, Events, Newline};
-use crate::text::{Chunks, PromptBytes, capped_words, input_tokens, reply};
+use crate::text::{Chunks, PromptBytes, cached_tokens, capped_words, input_tokens, reply};
 
 const PROVIDER: Provider = Provider::Gemini;
 
@@ -170,7 +170,13 @@ struct UsageMetadata {
     prompt_token_count: u64,
     candidates_token_count: u64,
     total_token_count: u64,
+    /// Within `promptTokenCount`; absent, as Google leaves it, without a
+    /// cache hit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cached_content_token_count: Option<u64>,
     prompt_tokens_details: [ModalityCount; 1],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cache_tokens_details: Option<[ModalityCount; 1]>,
 }
 
 #[derive(Serialize)]
@@ -181,15 +187,23 @@ struct ModalityCount {
 }
 
 impl UsageMetadata {
-    fn new(prompt: u64, candidates: u64) -> Self {
+    fn new(prompt: u64, candidates: u64, cached: u64) -> Self {
+        let cached = (cached > 0).then_some(cached);
         Self {
             prompt_token_count: prompt,
             candidates_token_count: candidates,
             total_token_count: prompt + candidates,
+            cached_content_token_count: cached,
             prompt_tokens_details: [ModalityCount {
                 modality: "TEXT",
                 token_count: prompt,
             }],
+            cache_tokens_details: cached.map(|n| {
+                [ModalityCount {
+                    modality: "TEXT",
+                    token_count: n,
+                }]
+            }),
         }
     }
 }
@@ -226,6 +240,7 @@ pub(crate) async fn generate(ctx: &Ctx<'_>, model: &str, method: Method) -> Resu
     let finish = if truncated { "MAX_TOKENS" } else { "STOP" };
     // Every streamed chunk is a complete response: the text so far's usage,
     // and the finish reason on the last one. A plain reply is one such chunk.
+    let cached = cached_tokens(prompt, behavior.cache_hit);
     let response_id = new_id("");
     let model_version = model.to_owned();
     let render_json = move |text: &str, candidates: u64, finish: Option<&'static str>| {
@@ -238,7 +253,7 @@ pub(crate) async fn generate(ctx: &Ctx<'_>, model: &str, method: Method) -> Resu
                 finish_reason: finish,
                 index: 0,
             }],
-            usage_metadata: UsageMetadata::new(prompt, candidates),
+            usage_metadata: UsageMetadata::new(prompt, candidates, cached),
             model_version: &model_version,
             response_id: &response_id,
         })

@@ -61,8 +61,17 @@ fn set(behavior: &mut Behavior, name: &str, value: &str) -> Result<(), String> {
             behavior.status = Some(status as u16);
         }
         "drop" => behavior.drop_after = Some(to_usize(number()?)),
+        "cache" => {
+            behavior.cache_hit = match value {
+                "hit" => true,
+                "miss" => false,
+                _ => return Err(format!("expected hit or miss, got {value:?}")),
+            }
+        }
         _ => {
-            return Err("unknown knob (chunks, interval-ms, words, delay-ms, status, drop)".into());
+            return Err(
+                "unknown knob (chunks, interval-ms, words, delay-ms, status, drop, cache)".into(),
+            );
         }
     }
     Ok(())
@@ -103,6 +112,12 @@ mod tests {
         assert!(resolve(&defaults, Some("m@bogus=1"), &headers).is_err());
         assert!(resolve(&defaults, Some("m@status=42"), &headers).is_err());
         assert!(resolve(&defaults, Some("m@chunks=-1"), &headers).is_err());
+        assert!(resolve(&defaults, Some("m@cache=warm"), &headers).is_err());
+        assert!(
+            resolve(&defaults, Some("m@cache=hit"), &headers)
+                .unwrap()
+                .cache_hit
+        );
         let mut headers = HeaderMap::new();
         headers.insert("x-mock-drop", HeaderValue::from_static("yes"));
         assert!(resolve(&defaults, None, &headers).is_err());

@@ -29,6 +29,18 @@
 //! `max_completion_tokens` / `max_output_tokens` / `maxOutputTokens`, in
 //! which case the finish reason says so (`length`, `max_tokens`, …).
 //!
+//! Prompt caching is reported in each provider's own fields, by the rules
+//! the real APIs follow, with the `cache` knob saying whether the prompt
+//! was seen before. Prompts under 1,024 tokens are never cached. OpenAI
+//! (chat, Responses) and Gemini report a cache hit on such a prompt as
+//! `cached_tokens` / `cachedContentTokenCount`: the prompt rounded down to
+//! 128 tokens, within the input count. Anthropic caches only up to the
+//! last block marked `cache_control` (in `system` or `messages`): a miss
+//! writes that prefix (`cache_creation_input_tokens`), a hit reads it
+//! (`cache_read_input_tokens`), and `input_tokens` counts the rest, as
+//! Anthropic does; streamed, `message_start` and `message_delta` both carry
+//! the input, cache and output counts.
+//!
 //! # Knobs
 //!
 //! Each knob has a default in [`MockConfig::defaults`] (CLI flag in
@@ -44,6 +56,7 @@
 //! | `delay-ms` | pause before the response head [`--delay-ms`, 0] |
 //! | `status` | answer with this 4xx/5xx in the provider's error shape (429/529 add `retry-after: 1`) [`--status`] |
 //! | `drop` | cut the connection after this many content chunks (a non-streamed body: halfway, after the head) [`--drop`] |
+//! | `cache` | `hit`: the prompt's cacheable prefix is in the provider's cache; `miss`: it is not (Anthropic writes it) [`--cache-hit`, miss] |
 //!
 //! Knobs apply to authenticated requests only; credential errors are
 //! immediate.

@@ -82,6 +82,9 @@ struct Args {
     /// Cut every response after this many content chunks (header `x-mock-drop`).
     #[arg(long)]
     drop: Option<usize>,
+    /// Report every cacheable prompt as a prompt-cache hit (header `x-mock-cache: hit`).
+    #[arg(long)]
+    cache_hit: bool,
 
     /// Don't record requests (for benchmarks).
     #[arg(long = "no-record", visible_alias = "bench")]
@@ -129,6 +132,7 @@ impl Args {
                 delay: Duration::from_millis(self.delay_ms),
                 status: self.status,
                 drop_after: self.drop,
+                cache_hit: self.cache_hit,
             },
             record: !self.no_record,
             record_body_limit: self.record_body_limit,

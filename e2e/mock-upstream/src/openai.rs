@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::reply::{self, EMPTY_LIST, EmptyList, Resp, new_id, unix_now};
 use crate::router::{Ctx, Provider};
 use crate::sse::{self, Events, MARKER, Newline, Template};
-use crate::text::{Chunks, PromptBytes, capped_words, input_tokens, reply};
+use crate::text::{Chunks, PromptBytes, cached_tokens, capped_words, input_tokens, reply};
 
 // ---------------------------------------------------------------- errors
 
@@ -187,17 +187,28 @@ struct CompletionDetails {
 }
 
 impl Usage {
-    /// Chat usage carries the token detail objects; legacy completions don't.
-    fn new(prompt: u64, completion: u64, detailed: bool) -> Self {
+    /// Legacy completions usage: no detail objects.
+    fn plain(prompt: u64, completion: u64) -> Self {
         Self {
             prompt_tokens: prompt,
             completion_tokens: completion,
             total_tokens: prompt + completion,
-            prompt_tokens_details: detailed.then_some(PromptDetails {
-                cached_tokens: 0,
+            prompt_tokens_details: None,
+            completion_tokens_details: None,
+        }
+    }
+
+    /// Chat usage carries the token detail objects, cached tokens among them.
+    fn detailed(prompt: u64, completion: u64, cached: u64) -> Self {
+        Self {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
+            prompt_tokens_details: Some(PromptDetails {
+                cached_tokens: cached,
                 audio_tokens: 0,
             }),
-            completion_tokens_details: detailed.then_some(CompletionDetails {
+            completion_tokens_details: Some(CompletionDetails {
                 reasoning_tokens: 0,
                 audio_tokens: 0,
                 accepted_prediction_tokens: 0,
@@ -314,6 +325,11 @@ pub(crate) async fn chat(
         req.max_completion_tokens.or(req.max_tokens),
     );
     let prompt_tokens = input_tokens(messages.0);
+    let usage = Usage::detailed(
+        prompt_tokens,
+        words as u64,
+        cached_tokens(prompt_tokens, behavior.cache_hit),
+    );
     let id = new_id("chatcmpl-");
     let created = unix_now();
 
@@ -335,7 +351,7 @@ pub(crate) async fn chat(
                 logprobs: None,
                 finish_reason: finish_reason(truncated),
             }],
-            usage: Usage::new(prompt_tokens, words as u64, true),
+            usage,
             service_tier: "default",
             system_fingerprint: FINGERPRINT,
         };
@@ -378,7 +394,6 @@ pub(crate) async fn chat(
         Newline::Lf,
     )];
     if with_usage {
-        let usage = Usage::new(prompt_tokens, words as u64, true);
         trailer.push(sse::data(&ChatChunk {
             id: &id,
             object: "chat.completion.chunk",
@@ -462,7 +477,7 @@ pub(crate) async fn completions(
     let behavior = ctx.prepare(provider, Some(model)).await?;
     let max_tokens = req.max_tokens.unwrap_or(COMPLETIONS_DEFAULT_MAX_TOKENS);
     let (words, truncated) = capped_words(behavior.reply_words(), Some(max_tokens));
-    let usage = Usage::new(input_tokens(prompt.0), words as u64, false);
+    let usage = Usage::plain(input_tokens(prompt.0), words as u64);
     let id = new_id("cmpl-");
     let created = unix_now();
 

@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::reply::{self, EMPTY_LIST, EmptyList, EmptyObject, Resp, new_id, unix_now};
 use crate::router::{Ctx, Provider};
 use crate::sse::{self, Events};
-use crate::text::{Chunks, PromptBytes, capped_words, input_tokens, reply};
+use crate::text::{Chunks, PromptBytes, cached_tokens, capped_words, input_tokens, reply};
 
 #[derive(Deserialize)]
 struct Request<'a> {
@@ -207,7 +207,9 @@ pub(crate) async fn create(ctx: &Ctx<'_>) -> Result<Resp, Resp> {
         truncation: "disabled",
         usage: Some(Usage {
             input_tokens: input,
-            input_tokens_details: InputDetails { cached_tokens: 0 },
+            input_tokens_details: InputDetails {
+                cached_tokens: cached_tokens(input, behavior.cache_hit),
+            },
             output_tokens: words as u64,
             output_tokens_details: OutputDetails {
                 reasoning_tokens: 0,

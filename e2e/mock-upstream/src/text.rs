@@ -153,6 +153,21 @@ pub(crate) fn capped_words(wanted: usize, max_tokens: Option<u64>) -> (usize, bo
     }
 }
 
+/// Prompts shorter than this are never cached (OpenAI's and Anthropic's
+/// minimum).
+pub(crate) const MIN_CACHED_TOKENS: u64 = 1024;
+
+/// The cached part of a `prompt`-token prompt, as OpenAI (and here Gemini)
+/// report it: on a cache hit, the prompt in 128-token steps from 1,024
+/// tokens; on a miss, none.
+pub(crate) fn cached_tokens(prompt: u64, hit: bool) -> u64 {
+    if hit && prompt >= MIN_CACHED_TOKENS {
+        prompt / 128 * 128
+    } else {
+        0
+    }
+}
+
 /// Input tokens for a prompt of `bytes` bytes of text.
 pub(crate) fn input_tokens(bytes: usize) -> u64 {
     (bytes.div_ceil(4) as u64).max(1)
@@ -237,6 +252,138 @@ impl<'de> Visitor<'de> for TextSeed {
     }
 }
 
+/// Prompt text bytes as [`PromptBytes`] counts them, and how many of them
+/// come up to the end of the last object marked `cache_control`
+/// (Anthropic's cache breakpoints; 0 if none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CachedPrompt {
+    pub bytes: usize,
+    pub cacheable: usize,
+}
+
+impl<'de> Deserialize<'de> for CachedPrompt {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut prompt = CachedPrompt::default();
+        CacheSeed {
+            counted: true,
+            prompt: &mut prompt,
+        }
+        .deserialize(d)?;
+        Ok(prompt)
+    }
+}
+
+struct CacheSeed<'s> {
+    counted: bool,
+    prompt: &'s mut CachedPrompt,
+}
+
+impl<'de> DeserializeSeed<'de> for CacheSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CacheSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.prompt.bytes += TextSeed {
+            counted: self.counted,
+        }
+        .visit_str::<E>(v)?;
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.prompt.bytes += TextSeed {
+            counted: self.counted,
+        }
+        .visit_u64::<E>(v)?;
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let counted = self.counted;
+        while seq
+            .next_element_seed(CacheSeed {
+                counted,
+                prompt: &mut *self.prompt,
+            })?
+            .is_some()
+        {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut marked = false;
+        while let Some(key) = map.next_key::<CacheKey>()? {
+            match key {
+                CacheKey::CacheControl => {
+                    marked = !map.next_value::<serde_json::Value>()?.is_null();
+                }
+                CacheKey::Text(counted) => map.next_value_seed(CacheSeed {
+                    counted,
+                    prompt: &mut *self.prompt,
+                })?,
+            }
+        }
+        if marked {
+            // The breakpoint covers the whole block it marks.
+            self.prompt.cacheable = self.prompt.bytes;
+        }
+        Ok(())
+    }
+}
+
+/// An object key for [`CachedPrompt`]: a cache breakpoint, or whether its
+/// value carries prompt text.
+enum CacheKey {
+    CacheControl,
+    Text(bool),
+}
+
+impl<'de> Deserialize<'de> for CacheKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = CacheKey;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<CacheKey, E> {
+                Ok(match v {
+                    "cache_control" => CacheKey::CacheControl,
+                    _ => CacheKey::Text(TEXT_KEYS.contains(&v)),
+                })
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
 /// An object key, reduced to "does its value carry prompt text".
 struct TextKey(bool);
 
@@ -286,6 +433,24 @@ mod tests {
             serde_json::from_str::<PromptBytes>(token_ids).unwrap().0,
             12
         );
+    }
+
+    #[test]
+    fn cache_breakpoints_mark_the_prefix_up_to_the_last_marked_block() {
+        let messages = r#"[{"role":"user","content":[
+            {"type":"text","text":"abcd","cache_control":{"type":"ephemeral"}},
+            {"type":"text","text":"efgh","cache_control":{"type":"ephemeral","ttl":"1h"}},
+            {"type":"text","text":"ij"}]}]"#;
+        let p: CachedPrompt = serde_json::from_str(messages).unwrap();
+        assert_eq!((p.bytes, p.cacheable), (10, 8));
+        let plain: CachedPrompt = serde_json::from_str(r#""system text""#).unwrap();
+        assert_eq!((plain.bytes, plain.cacheable), (11, 0));
+        let null: CachedPrompt =
+            serde_json::from_str(r#"[{"type":"text","text":"ab","cache_control":null}]"#).unwrap();
+        assert_eq!((null.bytes, null.cacheable), (2, 0));
+        assert_eq!(cached_tokens(1023, true), 0);
+        assert_eq!(cached_tokens(2006, true), 1920);
+        assert_eq!(cached_tokens(2006, false), 0);
     }
 
     #[test]

@@ -463,7 +463,11 @@ async fn anthropic_stream() {
         json!({"type": "text_delta", "text": "This"})
     );
     assert_eq!(data[7]["delta"]["stop_reason"], "end_turn");
-    assert_eq!(data[7]["usage"]["output_tokens"], 3);
+    // The current API repeats the cumulative input counts at the end.
+    assert_eq!(
+        data[7]["usage"],
+        json!({"input_tokens": 11, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 3})
+    );
 }
 
 #[tokio::test]
@@ -676,4 +680,148 @@ async fn gemini_auth_errors() {
     .send()
     .await;
     assert_eq!(r.status, StatusCode::OK);
+}
+
+// ----------------------------------------------------------- prompt caching
+
+/// 4,400 bytes of prompt text = 1,100 tokens: cacheable (over 1,024); a hit
+/// caches 1,024 of them (128-token steps).
+fn long_prompt() -> String {
+    PROMPT.repeat(110)
+}
+
+#[tokio::test]
+async fn openai_and_gemini_report_cache_hits_within_the_prompt_count() {
+    let mock = mock().await;
+    let long = long_prompt();
+    for (cache, prompt, cached) in [
+        ("miss", &long, 0),
+        ("hit", &long, 1024),
+        ("hit", &PROMPT.to_owned(), 0),
+    ] {
+        let chat = chat_body("gpt-4o", prompt, json!({}));
+        let v = post(&mock, "/v1/chat/completions", &chat)
+            .bearer(KEY)
+            .header("x-mock-cache", cache)
+            .send()
+            .await
+            .json();
+        let tokens = v["usage"]["prompt_tokens"].as_u64().unwrap();
+        assert_eq!(
+            v["usage"]["prompt_tokens_details"]["cached_tokens"], cached,
+            "{cache}"
+        );
+        let stream = chat_body(
+            "gpt-4o",
+            prompt,
+            json!({"stream": true, "stream_options": {"include_usage": true}}),
+        );
+        let s = post(&mock, "/v1/chat/completions", &stream)
+            .bearer(KEY)
+            .header("x-mock-cache", cache)
+            .stream()
+            .await;
+        let last = s.data().pop().unwrap();
+        assert_eq!(last["usage"]["prompt_tokens"], tokens);
+        assert_eq!(
+            last["usage"]["prompt_tokens_details"]["cached_tokens"],
+            cached
+        );
+
+        let responses = json!({"model": "gpt-4o", "input": prompt}).to_string();
+        let v = post(&mock, "/v1/responses", &responses)
+            .bearer(KEY)
+            .header("x-mock-cache", cache)
+            .send()
+            .await
+            .json();
+        assert_eq!(v["usage"]["input_tokens"], tokens);
+        assert_eq!(v["usage"]["input_tokens_details"]["cached_tokens"], cached);
+
+        let gemini =
+            json!({"contents": [{"role": "user", "parts": [{"text": prompt}]}]}).to_string();
+        let v = post(
+            &mock,
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            &gemini,
+        )
+        .header("x-goog-api-key", KEY)
+        .header("x-mock-cache", cache)
+        .send()
+        .await
+        .json();
+        assert_eq!(v["usageMetadata"]["promptTokenCount"], tokens);
+        if cached == 0 {
+            assert!(
+                v["usageMetadata"].get("cachedContentTokenCount").is_none(),
+                "{v}"
+            );
+        } else {
+            assert_eq!(v["usageMetadata"]["cachedContentTokenCount"], cached);
+            assert_eq!(
+                v["usageMetadata"]["cacheTokensDetails"][0]["tokenCount"],
+                cached
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn anthropic_caches_up_to_the_last_breakpoint_and_reports_it_beside_input() {
+    let mock = mock().await;
+    // 4,400 bytes of system prompt marked for caching (1,100 tokens), then
+    // the 40-byte question (10 tokens).
+    let body = |stream: bool| {
+        json!({
+            "model": "claude-sonnet-4-6",
+            "max_tokens": 1024,
+            "stream": stream,
+            "system": [{"type": "text", "text": long_prompt(), "cache_control": {"type": "ephemeral"}}],
+            "messages": [{"role": "user", "content": PROMPT}],
+        })
+        .to_string()
+    };
+    for (cache, read, write) in [("miss", 0, 1100), ("hit", 1100, 0)] {
+        let v = post(&mock, "/v1/messages", &body(false))
+            .anthropic(KEY)
+            .header("x-mock-cache", cache)
+            .send()
+            .await
+            .json();
+        let usage = &v["usage"];
+        assert_eq!(usage["input_tokens"], 10, "{cache}: {usage}");
+        assert_eq!(usage["cache_read_input_tokens"], read);
+        assert_eq!(usage["cache_creation_input_tokens"], write);
+        assert_eq!(usage["cache_creation"]["ephemeral_5m_input_tokens"], write);
+
+        let s = post(&mock, "/v1/messages", &body(true))
+            .anthropic(KEY)
+            .header("x-mock-cache", cache)
+            .header("x-mock-chunks", "3")
+            .stream()
+            .await;
+        let data = s.data();
+        let start = &data[0]["message"]["usage"];
+        let delta = &data.iter().find(|d| d["type"] == "message_delta").unwrap()["usage"];
+        for u in [start, delta] {
+            assert_eq!(u["input_tokens"], 10, "{cache}: {u}");
+            assert_eq!(u["cache_read_input_tokens"], read);
+            assert_eq!(u["cache_creation_input_tokens"], write);
+        }
+        assert_eq!(start["output_tokens"], 1);
+        assert_eq!(delta["output_tokens"], 3);
+    }
+    // Below the minimum nothing is cached, marked or not.
+    let short = json!({
+        "model": "claude-sonnet-4-6", "max_tokens": 5,
+        "system": [{"type": "text", "text": "abcd", "cache_control": {"type": "ephemeral"}}],
+        "messages": [{"role": "user", "content": PROMPT}],
+    });
+    let v = post(&mock, "/v1/messages", &short.to_string())
+        .anthropic(KEY)
+        .send()
+        .await
+        .json();
+    assert_eq!(v["usage"]["input_tokens"], 11);
+    assert_eq!(v["usage"]["cache_creation_input_tokens"], 0);
 }
