@@ -74,12 +74,16 @@ impl Prices {
     }
 }
 
-/// The token counts a request is billed for, from what the upstream reported.
+/// The token counts a request is billed for, from what the upstream
+/// reported. Anthropic's one-hour cache writes are not told apart from
+/// five-minute ones yet, so all writes are priced at the five-minute rate.
 pub fn counts(usage: &Usage) -> TokenCounts {
     TokenCounts {
         input: usage.input_tokens.unwrap_or(0),
         output: usage.output_tokens.unwrap_or(0),
-        ..TokenCounts::default()
+        cached_input: usage.cached_input_tokens.unwrap_or(0),
+        cache_write: usage.cache_write_tokens.unwrap_or(0),
+        cache_write_1h: 0,
     }
 }
 
