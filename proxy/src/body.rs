@@ -2,7 +2,7 @@
 //! that streams back frame by frame while usage is read off it.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -111,6 +111,49 @@ impl UpstreamBody {
     }
 }
 
+impl UpstreamBody {
+    /// The upstream's next frame, its usage read; when the exchange hides
+    /// usage, the client's version of it (a frame that is all held back is
+    /// skipped, not sent empty).
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        loop {
+            let polled = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+            let Some(ex) = self.exchange.as_mut() else {
+                return Poll::Ready(polled);
+            };
+            match polled {
+                Some(Ok(frame)) => {
+                    let Some(data) = frame.data_ref() else {
+                        return Poll::Ready(Some(Ok(frame)));
+                    };
+                    ex.observe(data);
+                    if !ex.hides_usage() {
+                        return Poll::Ready(Some(Ok(frame)));
+                    }
+                    let shown = ex.hide(data);
+                    if !shown.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(shown))));
+                    }
+                }
+                None => {
+                    if let Some(rest) = ex.hidden_rest() {
+                        return Poll::Ready(Some(Ok(Frame::data(rest))));
+                    }
+                    self.finish(true);
+                    return Poll::Ready(None);
+                }
+                Some(Err(e)) => {
+                    self.finish(false);
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+        }
+    }
+}
+
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
         let complete = self.inner.is_end_stream();
@@ -128,33 +171,25 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Upstream(u) => {
-                let polled = Pin::new(&mut u.inner).poll_frame(cx);
-                match &polled {
-                    Poll::Ready(Some(Ok(frame))) => {
-                        if let (Some(data), Some(ex)) = (frame.data_ref(), u.exchange.as_mut()) {
-                            ex.observe(data);
-                        }
-                    }
-                    Poll::Ready(None) => u.finish(true),
-                    Poll::Ready(Some(Err(_))) => u.finish(false),
-                    Poll::Pending => {}
-                }
-                polled
-            }
+            ProxyBody::Upstream(u) => u.poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full(b) => b.is_none(),
-            ProxyBody::Upstream(u) => u.inner.is_end_stream(),
+            ProxyBody::Upstream(u) => {
+                u.inner.is_end_stream() && !u.exchange.as_ref().is_some_and(|ex| ex.holds_bytes())
+            }
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            ProxyBody::Upstream(u) if u.exchange.as_ref().is_some_and(|ex| ex.hides_usage()) => {
+                SizeHint::default()
+            }
             ProxyBody::Upstream(u) => u.inner.size_hint(),
         }
     }

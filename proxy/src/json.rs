@@ -32,6 +32,24 @@ impl Key<'_> {
     }
 }
 
+impl<'a> Key<'a> {
+    /// The name as written, between its quotes.
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+}
+
+/// Where `part`, a slice of `doc` such as the walker returns, starts in it.
+pub fn offset(doc: &[u8], part: &[u8]) -> usize {
+    let at = (part.as_ptr() as usize).wrapping_sub(doc.as_ptr() as usize);
+    debug_assert!(
+        at.checked_add(part.len())
+            .is_some_and(|end| end <= doc.len()),
+        "not a slice of the document"
+    );
+    at
+}
+
 /// A non-negative integer written as plain digits (what token counts are),
 /// else `None`: a sign, a fraction, an exponent, `null`, overflow.
 pub fn as_u64(value: &[u8]) -> Option<u64> {

@@ -8,8 +8,10 @@
 //! - [`credential`], [`target`], [`route`], [`endpoint`], [`glob`],
 //!   [`ratelimit`], [`rewrite`]: what a request may do and where it goes.
 //! - [`usage`]: token counts read from JSON bodies and SSE streams, found
-//!   with the [`json`] walker; [`spend`]: what they cost, at the price
-//!   table's rates (`strake_crds::pricing`).
+//!   with the [`json`] walker and scanner; [`include_usage`]: OpenAI-style
+//!   streams asked for their usage, and the answer hidden from the client;
+//!   [`spend`]: what they cost, at the price table's rates
+//!   (`strake_crds::pricing`).
 //! - [`reject`]: provider-shaped errors.
 //!
 //! A thin shell: [`server`] (listeners, graceful shutdown), `pipeline` (the
@@ -44,6 +46,7 @@ pub mod config;
 pub mod credential;
 pub mod endpoint;
 pub mod glob;
+pub mod include_usage;
 pub mod index;
 pub mod json;
 pub mod logging;

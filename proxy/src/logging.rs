@@ -250,6 +250,12 @@ pub struct AccessLine<'a> {
     pub input_tokens: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_tokens: Option<u64>,
+    /// Of `input_tokens`, read from the provider's prompt cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cached_input_tokens: Option<u64>,
+    /// Of `input_tokens`, written to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_write_tokens: Option<u64>,
     pub complete: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reject: Option<&'static str>,
@@ -305,6 +311,8 @@ impl AccessLine<'_> {
                 ttfb_ms = self.ttfb_ms,
                 input_tokens = self.input_tokens,
                 output_tokens = self.output_tokens,
+                cached_input_tokens = self.cached_input_tokens,
+                cache_write_tokens = self.cache_write_tokens,
                 complete = self.complete,
                 reject = self.reject,
             ),
@@ -457,6 +465,8 @@ mod tests {
             ttfb_ms: Some(0.5),
             input_tokens: Some(12),
             output_tokens: None,
+            cached_input_tokens: None,
+            cache_write_tokens: None,
             complete: true,
             reject: None,
         };
@@ -501,6 +511,8 @@ mod tests {
             ttfb_ms: None,
             input_tokens: None,
             output_tokens: None,
+            cached_input_tokens: None,
+            cache_write_tokens: None,
             complete: true,
             reject: None,
         };

@@ -7,10 +7,12 @@
 //! 4. `route`: pick the upstream (prefix, single, API style).
 //! 5. `authorize_endpoint`: inference endpoints, or those `endpoints` opens.
 //! 6. read the body (size limit) and `authorize_request`: allowed models, rate limits.
-//! 7. `rewrite`: credentials out, upstream key in, URL from the upstream record.
+//! 7. `rewrite`: credentials out, upstream key in, URL from the upstream
+//!    record; `ask_for_usage`: OpenAI-style streams asked for their usage.
 //! 8. `forward`: the pooled client, with connect and first-byte timeouts;
 //!    `check_upstream_head` refuses to relay a rejected key or a 101.
-//! 9. `respond`: stream the upstream's answer back frame by frame.
+//! 9. `respond`: stream the upstream's answer back frame by frame (with the
+//!    usage the proxy asked for hidden again).
 //! 10. `account` (usage, spend) and `log`: when the body ends, is cut, or
 //!     the client leaves.
 //!
@@ -32,6 +34,7 @@ use strake_crds::token::TokenHash;
 
 use crate::body::{ProxyBody, UpstreamBody, read_limited};
 use crate::credential::{self, CredentialError};
+use crate::include_usage::{self, Ask, UsageHider};
 use crate::index::{Snapshot, TokenPolicy, Upstream};
 use crate::logging::AccessLine;
 use crate::reject::Reject;
@@ -61,6 +64,10 @@ pub struct Exchange {
     status: u16,
     ttfb: Option<Duration>,
     parser: UsageParser,
+    /// The proxy asked the upstream for usage the client did not ask for.
+    asked_for_usage: bool,
+    /// Hides that usage from the client, on an event stream.
+    hider: Option<Box<UsageHider>>,
     reject: Option<&'static str>,
 }
 
@@ -85,6 +92,8 @@ pub async fn handle(
         status: 0,
         ttfb: None,
         parser: UsageParser::None,
+        asked_for_usage: false,
+        hider: None,
         reject: None,
     };
     Ok(match proxy(&mut ex, parts, body).await {
@@ -128,6 +137,7 @@ async fn proxy(
         settings.body_timeout,
     )
     .await?;
+    let body = ask_for_usage(ex, &upstream, &method, path, uri.query(), body)?;
     ex.model = authorize_request(ex, &token, &upstream, path, &headers, &body)?;
     let request = rewrite(method, headers, &upstream, path, uri.query(), body)?;
     let response = forward(&ex.shared, request).await?;
@@ -281,6 +291,29 @@ fn authorize_request(
     })
 }
 
+/// The body to forward: an OpenAI-style stream that does not ask for its
+/// usage is made to (see [`include_usage`]), so that it can be counted.
+fn ask_for_usage(
+    ex: &mut Exchange,
+    upstream: &Upstream,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    body: Bytes,
+) -> Result<Bytes, Reject> {
+    if !include_usage::applies(upstream.provider, method, path, query) {
+        return Ok(body);
+    }
+    match include_usage::ask(&body) {
+        Ok(Ask::AsIs) => Ok(body),
+        Ok(Ask::Added(asked)) => {
+            ex.asked_for_usage = true;
+            Ok(Bytes::from(asked))
+        }
+        Err(include_usage::Unreadable) => Err(Reject::BodyUnreadable),
+    }
+}
+
 /// Builds the upstream request: scheme and authority from the upstream
 /// record only, its base path + the routed path + the query without `key`.
 fn rewrite(
@@ -399,6 +432,11 @@ fn respond(mut ex: Exchange, response: Response<Incoming>) -> Response<ProxyBody
         )
     };
     ex.parser = UsageParser::new(kind);
+    if ex.asked_for_usage && kind == BodyKind::EventStream {
+        ex.hider = Some(Box::new(UsageHider::new()));
+        // The client gets fewer bytes than the upstream sent.
+        parts.headers.remove(http::header::CONTENT_LENGTH);
+    }
     Response::from_parts(
         parts,
         ProxyBody::Upstream(UpstreamBody::new(body, Box::new(ex))),
@@ -409,6 +447,31 @@ impl Exchange {
     /// A chunk of the response body went by.
     pub(crate) fn observe(&mut self, data: &Bytes) {
         self.parser.feed(data);
+    }
+
+    /// Whether the client gets other bytes than the upstream sent
+    /// ([`Exchange::hide`]).
+    pub(crate) fn hides_usage(&self) -> bool {
+        self.hider.is_some()
+    }
+
+    /// What the client gets of an observed chunk: without the usage the
+    /// proxy asked for.
+    pub(crate) fn hide(&mut self, data: &Bytes) -> Bytes {
+        match &mut self.hider {
+            Some(h) => h.pass(data),
+            None => data.clone(),
+        }
+    }
+
+    /// At the end of the upstream's body: what [`Exchange::hide`] held back.
+    pub(crate) fn hidden_rest(&mut self) -> Option<Bytes> {
+        self.hider.as_mut().and_then(|h| h.flush())
+    }
+
+    /// Whether [`Exchange::hide`] holds bytes back.
+    pub(crate) fn holds_bytes(&self) -> bool {
+        self.hider.as_ref().is_some_and(|h| h.holds())
     }
 
     /// Stage 10, for a forwarded request: the body ended (`complete`) or was
@@ -503,6 +566,8 @@ impl Exchange {
             ttfb_ms: self.ttfb.map(ms),
             input_tokens: usage.input_tokens,
             output_tokens: usage.output_tokens,
+            cached_input_tokens: usage.cached_input_tokens,
+            cache_write_tokens: usage.cache_write_tokens,
             complete,
             reject: self.reject,
         }

@@ -51,6 +51,9 @@ pub enum Reject {
     },
     BodyTimeout,
     BodyAborted,
+    /// A stream request whose `stream` and `stream_options` cannot be read
+    /// as the upstream would read them.
+    BodyUnreadable,
     // route
     Route(RouteError),
     // forward
@@ -79,9 +82,10 @@ impl Reject {
             Reject::Suspended
             | Reject::ModelNotAllowed { .. }
             | Reject::EndpointNotAllowed { .. } => StatusCode::FORBIDDEN,
-            Reject::ModelUnreadable | Reject::UnsafeTarget(_) | Reject::BodyAborted => {
-                StatusCode::BAD_REQUEST
-            }
+            Reject::ModelUnreadable
+            | Reject::UnsafeTarget(_)
+            | Reject::BodyAborted
+            | Reject::BodyUnreadable => StatusCode::BAD_REQUEST,
             Reject::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Reject::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Reject::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -116,6 +120,7 @@ impl Reject {
             Reject::BodyTooLarge { .. } => "body_too_large",
             Reject::BodyTimeout => "body_timeout",
             Reject::BodyAborted => "body_aborted",
+            Reject::BodyUnreadable => "body_unreadable",
             Reject::Route(RouteError::NoneForStyle { .. }) => "no_upstream_for_style",
             Reject::Route(RouteError::Ambiguous { .. }) => "ambiguous_upstream",
             Reject::Route(RouteError::NotConfigured { .. }) => "upstream_not_configured",
@@ -175,6 +180,7 @@ impl Reject {
             Reject::BodyTooLarge { limit } => format!("The request body is larger than this proxy accepts ({limit} bytes)."),
             Reject::BodyTimeout => "The request body did not arrive in time.".into(),
             Reject::BodyAborted => "The request body could not be read completely.".into(),
+            Reject::BodyUnreadable => "The request body is not valid JSON, or names `stream`, `stream_options` or `include_usage` more than once. Send one JSON object with each field at most once.".into(),
             Reject::Route(RouteError::NoneForStyle { style, available }) => format!(
                 "This Strake token has no {} upstream. Its upstreams are: {}. To choose one explicitly, start the path with its name (/<name>/…).",
                 style_name(*style),
@@ -253,7 +259,9 @@ impl Reject {
             Reject::RateLimited(r) => (r.kind.as_str(), Some("rate_limit_exceeded")),
             Reject::UnsafeTarget(_) => ("invalid_request_error", Some("invalid_path")),
             Reject::BodyTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
-            Reject::BodyTimeout | Reject::BodyAborted => ("invalid_request_error", None),
+            Reject::BodyTimeout | Reject::BodyAborted | Reject::BodyUnreadable => {
+                ("invalid_request_error", None)
+            }
             Reject::Route(RouteError::NoneForStyle { .. }) => {
                 ("invalid_request_error", Some("unknown_upstream"))
             }
@@ -327,6 +335,7 @@ mod tests {
             Reject::BodyTooLarge { limit: 10 },
             Reject::BodyTimeout,
             Reject::BodyAborted,
+            Reject::BodyUnreadable,
             Reject::Route(RouteError::NoneForStyle {
                 style: ApiStyle::Anthropic,
                 available: vec!["openai".into()],

@@ -577,3 +577,155 @@ async fn client_chosen_values_are_capped_in_access_lines() {
     }
     mock.shutdown().await;
 }
+
+#[tokio::test]
+async fn cached_and_cache_write_tokens_of_every_provider_are_logged() {
+    use serde_json::json;
+    let mock = mock().await;
+    let t = TestToken::new(
+        "alice",
+        &["openai", "anthropic", "gemini", "azure-openai"],
+        "",
+    );
+    let mut p = Proc::start(&config_yaml(&mock.url(), &[&t]), &[]);
+    let c = client();
+    let bearer = t.bearer();
+    // 4,400 bytes = 1,100 tokens at the mock: cacheable, 1,024 of them cached on a hit.
+    let long = "0123456789012345678901234567890123456789".repeat(110);
+    let chat = |stream: bool| json!({"model": "gpt-4o", "stream": stream, "messages": [{"role": "user", "content": long}]});
+    let responses = |stream: bool| json!({"model": "gpt-4o", "stream": stream, "input": long});
+    // Anthropic: 1,100 cached tokens of system prompt, then 10 of question.
+    let anthropic = |stream: bool| {
+        json!({
+            "model": "claude-sonnet-4-6", "max_tokens": 8, "stream": stream,
+            "system": [{"type": "text", "text": long, "cache_control": {"type": "ephemeral"}}],
+            "messages": [{"role": "user", "content": &long[..40]}],
+        })
+    };
+    let gemini = json!({"contents": [{"role": "user", "parts": [{"text": long}]}]});
+    let openai_auth = [("authorization", bearer.as_str()), ("x-mock-cache", "hit")];
+    let anthropic_auth = |cache: &'static str| {
+        [
+            ("x-api-key", t.expose()),
+            ("anthropic-version", "2023-06-01"),
+            ("x-mock-cache", cache),
+        ]
+    };
+    let gemini_auth = [("x-goog-api-key", t.expose()), ("x-mock-cache", "hit")];
+    let azure_auth = [("api-key", t.expose()), ("x-mock-cache", "hit")];
+    let gemini_path = "/v1beta/models/gemini-2.5-flash";
+    // (request, input, cached, cache writes) as the access log must show them.
+    let cases = [
+        (
+            post(p.listen, "/v1/chat/completions", &openai_auth, chat(false)),
+            1100,
+            Some(1024),
+            None,
+        ),
+        (
+            post(p.listen, "/v1/chat/completions", &openai_auth, chat(true)),
+            1100,
+            Some(1024),
+            None,
+        ),
+        (
+            post(p.listen, "/v1/responses", &openai_auth, responses(false)),
+            1100,
+            Some(1024),
+            None,
+        ),
+        (
+            post(p.listen, "/v1/responses", &openai_auth, responses(true)),
+            1100,
+            Some(1024),
+            None,
+        ),
+        (
+            post(
+                p.listen,
+                "/v1/messages",
+                &anthropic_auth("miss"),
+                anthropic(false),
+            ),
+            1110,
+            Some(0),
+            Some(1100),
+        ),
+        (
+            post(
+                p.listen,
+                "/v1/messages",
+                &anthropic_auth("hit"),
+                anthropic(true),
+            ),
+            1110,
+            Some(1100),
+            Some(0),
+        ),
+        (
+            post(
+                p.listen,
+                &format!("{gemini_path}:generateContent"),
+                &gemini_auth,
+                gemini.clone(),
+            ),
+            1100,
+            Some(1024),
+            None,
+        ),
+        (
+            post(
+                p.listen,
+                &format!("{gemini_path}:streamGenerateContent?alt=sse"),
+                &gemini_auth,
+                gemini,
+            ),
+            1100,
+            Some(1024),
+            None,
+        ),
+        (
+            post(
+                p.listen,
+                "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+                &azure_auth,
+                chat(true),
+            ),
+            1100,
+            Some(1024),
+            None,
+        ),
+    ];
+    let mut expected = Vec::new();
+    for (req, input, cached, written) in cases {
+        let path = req.uri().path().to_owned();
+        let resp = c.request(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        resp.into_body().collect().await.unwrap();
+        expected.push((path, input, cached, written));
+    }
+    p.signal("-TERM");
+    p.wait(Duration::from_secs(5));
+    let logs = p.logs();
+    let access: Vec<serde_json::Value> = logs
+        .lines()
+        .filter(|l| l.contains("\"target\":\"access\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(access.len(), expected.len(), "{logs}");
+    for (line, (path, input, cached, written)) in access.iter().zip(expected) {
+        assert_eq!(line["path"], path.as_str(), "{line}");
+        assert_eq!(line["input_tokens"], input, "{path}: {line}");
+        assert_eq!(
+            line["cached_input_tokens"].as_u64(),
+            cached,
+            "{path}: {line}"
+        );
+        assert_eq!(
+            line["cache_write_tokens"].as_u64(),
+            written,
+            "{path}: {line}"
+        );
+    }
+    mock.shutdown().await;
+}

@@ -561,6 +561,7 @@ mod tests {
                 expires_at: None,
                 suspended: false,
                 allowed_models: vec![],
+                endpoints: vec![],
                 limits: None,
                 source: None,
             })

@@ -281,6 +281,7 @@ mod tests {
             provider: Provider::OpenAi,
             base_url: "https://api.openai.com".into(),
             headers: BTreeMap::new(),
+            endpoints: vec![],
             source: None,
         };
         let json = serde_json::to_vec(&up).unwrap();
@@ -302,6 +303,7 @@ mod tests {
             expires_at: None,
             suspended,
             allowed_models: vec![],
+            endpoints: vec![],
             limits: None,
             source: None,
         };
