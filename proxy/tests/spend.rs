@@ -342,3 +342,148 @@ async fn a_broken_price_row_at_startup_is_an_error_naming_the_row() {
     let line = 1 + config(&mock.url(), &[&t], "").lines().count() + 2;
     assert!(err.contains(&format!("line {line}")), "{err}");
 }
+
+/// Metric names in `text`: `strake_` followed by name characters.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("strake_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        // Not part of a longer word (a recording rule's `strake:` is not a metric).
+        let before = rest[..i].chars().last();
+        if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+            names.insert(tail[..end].to_owned());
+        }
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// The chart's dashboard and its strake-usage rules name only series the
+/// proxy really exports once it has served traffic of every kind they chart.
+#[tokio::test]
+async fn the_dashboard_and_usage_rules_use_only_metrics_the_proxy_emits() {
+    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/strake");
+    let dashboard = std::fs::read_to_string(chart.join("dashboards/strake.json")).unwrap();
+    let json: Value = serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    let exprs: Vec<String> = json["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["expr"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(exprs.len() >= 10, "{exprs:?}");
+    let rules = std::fs::read_to_string(chart.join("templates/prometheusrule.yaml")).unwrap();
+    let group = rules
+        .split("\n    - name: ")
+        .find(|g| g.starts_with("strake-usage"))
+        .expect("the strake-usage group");
+
+    // Traffic of every kind: priced, cache reads and writes, unpriced for
+    // both reasons, refused, upstream errors.
+    let mock = mock().await;
+    let t = TestToken::new("t", &["openai", "anthropic", "openai-compatible"], "");
+    let h = start_proxy(&config(&mock.url(), &[&t], "")).await;
+    let bearer = t.bearer();
+    let auth = [("authorization", bearer.as_str())];
+    let chat = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": long_text()}]});
+    let r = h
+        .post_json(
+            "/openai/v1/chat/completions",
+            &[auth[0], ("x-mock-cache", "hit")],
+            chat("gpt-5.5"),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = h
+        .post_json(
+            "/anthropic/v1/messages",
+            &[
+                ("x-api-key", t.expose()),
+                ("anthropic-version", "2023-06-01"),
+                ("x-mock-cache", "miss"),
+            ],
+            json!({
+                "model": "claude-haiku-4-5", "max_tokens": 16,
+                "system": [{"type": "text", "text": long_text(), "cache_control": {"type": "ephemeral"}}],
+                "messages": [{"role": "user", "content": "hi"}],
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let r = h
+        .post_json(
+            "/openai-compatible/v1/chat/completions",
+            &auth,
+            chat("llama"),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let cut = http::Request::post(h.url("/openai/v1/chat/completions"))
+        .header("authorization", &bearer)
+        .header("content-type", "application/json")
+        .header("x-mock-drop", "1")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            json!({"model": "gpt-5.5", "stream": true, "messages": [{"role": "user", "content": "hi"}]})
+                .to_string(),
+        )))
+        .unwrap();
+    let resp = h.client.request(cut).await.unwrap();
+    let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+    let r = h
+        .post_json(
+            "/openai/v1/chat/completions",
+            &auth,
+            chat("gpt-5.5@status=500"),
+        )
+        .await;
+    assert_eq!(r.status, 500);
+    let r = h
+        .post_json(
+            "/v1/chat/completions",
+            &[("authorization", "Bearer sk-strk-not-a-real-token")],
+            chat("gpt-5.5"),
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    h.eventually(Duration::from_secs(2), || async {
+        h.admin("/metrics")
+            .await
+            .text()
+            .contains("reason=\"no_usage\"")
+    })
+    .await;
+
+    let exposition = h.admin("/metrics").await.text();
+    let emitted: std::collections::BTreeSet<String> = exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_owned)
+        .collect();
+    let used: std::collections::BTreeSet<String> = exprs
+        .iter()
+        .map(String::as_str)
+        .chain([group])
+        .flat_map(metric_names)
+        .collect();
+    assert!(used.contains("strake_spend_usd_total"), "{used:?}");
+    let unknown: Vec<&String> = used.difference(&emitted).collect();
+    assert!(
+        unknown.is_empty(),
+        "the dashboard or the rules use {unknown:?}, which the proxy does not emit:\n{exposition}"
+    );
+    // Recording rules the alerts use are defined in the group.
+    for word in group.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')) {
+        if word.starts_with("strake:") {
+            assert!(
+                group.contains(&format!("record: {word}")),
+                "{word} is used but not recorded"
+            );
+        }
+    }
+}
