@@ -522,6 +522,8 @@ mod tests {
         let m = Metrics::new();
         // A labelled family is exported once it has a series.
         m.rejected_record("token");
+        m.spend("i", "t", "u", "m").inc_by(1.0);
+        m.unpriced("i", "t", "u", "m", "no_price").inc();
         let text = m.encode();
         let exported: std::collections::HashSet<&str> = text
             .lines()

@@ -246,7 +246,7 @@ enum Reloaded {
         fingerprint: Fingerprint,
         addresses: (Option<SocketAddr>, Option<SocketAddr>),
         removed: Removed,
-        prices: PriceTable,
+        prices: Box<PriceTable>,
     },
 }
 
@@ -282,7 +282,7 @@ fn reload(
         fingerprint,
         addresses: (config.listen, config.admin),
         removed,
-        prices,
+        prices: Box::new(prices),
     })
 }
 
@@ -390,7 +390,7 @@ async fn watch_with(
                 prices,
             })) => {
                 file.last = fingerprint;
-                proxy.set_prices(prices);
+                proxy.set_prices(*prices);
                 proxy.publish(&idx, removed);
                 metrics.reload_succeeded();
                 tracing::info!(
