@@ -11,7 +11,7 @@
 #
 # Writes docs/benchmarks.md (full) or target/bench/benchmarks-short.md
 # (--short: CI-sized, a few minutes). Everything it starts listens on
-# 127.0.0.1 ports 19101-19109 (bench/profile.sh: 19111-19115) and is stopped
+# 127.0.0.1 ports 19101-19110 and 19116 (bench/profile.sh: 19111-19115) and is stopped
 # on exit. See bench/README.md.
 set -euo pipefail
 
@@ -71,7 +71,7 @@ connections=32
 # Ports: clear of the dev stack (18080-18092) and the cluster (16443, 23790, 23800).
 MOCK_PORT=19101 NGINX_PORT=19102 STRAKE_PORT=19103 STRAKE_ADMIN_PORT=19104
 LITELLM_PORT=19105 SCALE_PORT=19106 SCALE_ADMIN_PORT=19107
-NOLOG_PORT=19108 NOLOG_ADMIN_PORT=19109
+NOLOG_PORT=19108 NOLOG_ADMIN_PORT=19109 NOPRICING_PORT=19110 NOPRICING_ADMIN_PORT=19116
 
 # Pinning: the server under test gets core 0 to itself; the load generator
 # and the mock upstream share core 1. Every proxy runs one worker (nginx
@@ -198,7 +198,7 @@ skip() {
 
 # The process behind each target, for its CPU and memory.
 declare -A SERVER=([direct]=mock [direct-repeat]=mock [nginx]=nginx [strake]=strake
-	[strake-nolog]=strake-nolog [litellm]=litellm)
+	[strake-nolog]=strake-nolog [strake-nopricing]=strake-nopricing [litellm]=litellm)
 
 # --- build ----------------------------------------------------------------------
 
@@ -341,6 +341,12 @@ gen_tokens() { # COUNT LISTEN ADMIN CONFIG TOKENS
 gen_tokens 10 "127.0.0.1:$STRAKE_PORT" "127.0.0.1:$STRAKE_ADMIN_PORT" \
 	"$work/conf/strake.yaml" "$work/conf/strake-tokens.txt"
 strake_token="$(head -n1 "$work/conf/strake-tokens.txt")"
+# The benchmark's model priced as a platform team would (prices:), so every
+# request takes the priced path.
+cat >>"$work/conf/strake.yaml" <<EOF
+prices:
+  - {provider: openai, model: gpt-4o-mini, input: 0.15, cachedInput: 0.075, output: 0.6}
+EOF
 log "starting strake-proxy (core ${SUT_CPU:-any})"
 strake_ok=1
 start strake startup "http://127.0.0.1:$STRAKE_ADMIN_PORT/readyz" \
@@ -359,6 +365,18 @@ if ((strake_ok)); then
 	start strake-nolog startup "http://127.0.0.1:$NOLOG_ADMIN_PORT/readyz" \
 		env RUST_LOG=info,access=off "${pin_sut[@]}" "$bin/strake-proxy" \
 		--config "$work/conf/strake-nolog.yaml" && nolog_ok=1
+fi
+
+# The same proxy with pricing off (--no-pricing): what pricing costs on the
+# request path, measured in the same run.
+nopricing_ok=0
+if ((strake_ok)); then
+	sed -e "s/^listen: .*/listen: \"127.0.0.1:$NOPRICING_PORT\"/" \
+		-e "s/^admin: .*/admin: \"127.0.0.1:$NOPRICING_ADMIN_PORT\"/" \
+		"$work/conf/strake.yaml" >"$work/conf/strake-nopricing.yaml"
+	start strake-nopricing startup "http://127.0.0.1:$NOPRICING_ADMIN_PORT/readyz" \
+		"${pin_sut[@]}" "$bin/strake-proxy" --no-pricing \
+		--config "$work/conf/strake-nopricing.yaml" && nopricing_ok=1
 fi
 
 if ((litellm_ok)); then
@@ -400,6 +418,7 @@ url_of() {
 	nginx) echo "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" ;;
 	strake) echo "http://127.0.0.1:$STRAKE_PORT/v1/chat/completions" ;;
 	strake-nolog) echo "http://127.0.0.1:$NOLOG_PORT/v1/chat/completions" ;;
+	strake-nopricing) echo "http://127.0.0.1:$NOPRICING_PORT/v1/chat/completions" ;;
 	litellm) echo "http://127.0.0.1:$LITELLM_PORT/v1/chat/completions" ;;
 	esac
 }
@@ -407,7 +426,7 @@ cred_of() {
 	case "$1" in
 	direct | direct-repeat) echo "$UPSTREAM_KEY" ;;
 	nginx) echo "sk-client-credential-nginx-replaces" ;;
-	strake | strake-nolog) echo "$strake_token" ;;
+	strake | strake-nolog | strake-nopricing) echo "$strake_token" ;;
 	litellm) echo "$LITELLM_KEY" ;;
 	esac
 }
@@ -423,6 +442,7 @@ for rate in "${rates[@]}"; do
 		these+=(litellm)
 	fi
 	((nolog_ok && aa)) && these+=(strake-nolog)
+	((nopricing_ok)) && these+=(strake-nopricing)
 	((aa)) && these+=(direct-repeat)
 	for t in "${these[@]}"; do
 		load "$t" overhead "$rate" "$(url_of "$t")" --bearer "$(cred_of "$t")"
@@ -450,6 +470,7 @@ done
 stop litellm
 stop nginx
 stop strake-nolog
+stop strake-nopricing
 
 # --- 5. instructions per request (callgrind) ----------------------------------------
 

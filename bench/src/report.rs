@@ -31,8 +31,19 @@ pub struct Args {
 }
 
 /// The ways a request reaches the mock, in report order. `strake-nolog` is
-/// strake-proxy with its access log filtered out, as nginx runs here.
-const TARGETS: [&str; 5] = ["direct", "nginx", "strake", "strake-nolog", "litellm"];
+/// strake-proxy with its access log filtered out, as nginx runs here;
+/// `strake-nopricing` is strake-proxy with `--no-pricing`.
+const TARGETS: [&str; 6] = [
+    "direct",
+    "nginx",
+    "strake",
+    "strake-nolog",
+    "strake-nopricing",
+    "litellm",
+];
+
+/// The issue's bound on what pricing may add to the request path.
+const PRICING_OVERHEAD: f64 = 0.05;
 
 /// DESIGN.md's targets.
 const ADDED_P50_US: f64 = 50.0;
@@ -662,6 +673,55 @@ fn overhead(w: &mut String, r: &Results) {
             cell(l, s, 0),
             cell(l, s, 1),
             cell(l, s, 2),
+        );
+    }
+    let _ = writeln!(w);
+    pricing(w, r, &rates);
+}
+
+/// Pricing on (`strake`, the benchmark's model priced) against off
+/// (`strake-nopricing`), same run, same rates.
+fn pricing(w: &mut String, r: &Results, rates: &[f64]) {
+    if !rates
+        .iter()
+        .any(|&rate| r.load("overhead", "strake-nopricing", Some(rate)).is_some())
+    {
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "Pricing on (*strake*: every request priced, spend series updated) against off \
+         (*strake-nopricing*: `--no-pricing`), same run. Bound: pricing adds at most {:.0} % to \
+         Strake's request-path cost; CPU per request is the figure timing noise does not blur.\n\n\
+         | rate (rps) | added p50 on | off | added p99 on | off | server CPU / req on | off | CPU on ÷ off |\n\
+         | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        PRICING_OVERHEAD * 100.0
+    );
+    for &rate in rates {
+        let (Some(on), Some(off)) = (
+            r.load("overhead", "strake", Some(rate)),
+            r.load("overhead", "strake-nopricing", Some(rate)),
+        ) else {
+            continue;
+        };
+        let a_on = added(r, "overhead", "strake", rate);
+        let a_off = added(r, "overhead", "strake-nopricing", rate);
+        let cell =
+            |a: Option<(f64, f64, f64)>, i: usize| a.map_or("—".into(), |a| us(pick(a, i)));
+        let cpu = |l: &LoadResult| l.server.as_ref().map(|s| s.cpu_us_per_request);
+        let _ = writeln!(
+            w,
+            "| {rate:.0} | {} | {} | {} | {} | {} | {} | {} |",
+            cell(a_on, 0),
+            cell(a_off, 0),
+            cell(a_on, 1),
+            cell(a_off, 1),
+            cpu(on).map_or("—".into(), us),
+            cpu(off).map_or("—".into(), us),
+            match (cpu(on), cpu(off)) {
+                (Some(a), Some(b)) if b > 0.0 => format!("{:.3}", a / b),
+                _ => "—".into(),
+            },
         );
     }
     let _ = writeln!(w);

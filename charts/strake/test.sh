@@ -69,6 +69,45 @@ no_rule_by_default() {
 	! "$helm" template strake "$chart" --set endpoint=https://llm.example.com | grep -q '^kind: PrometheusRule$'
 }
 check "no PrometheusRule by default" no_rule_by_default
+# Prices: a ConfigMap read by both components with --prices, only when
+# rows are set.
+prices_reach_both_components() {
+	local out
+	out="$("$helm" template strake "$chart" --namespace strake -f "$chart/ci/all-features-values.yaml")" || return 1
+	grep -q '^  name: strake-prices$' <<<"$out" || return 1
+	[[ "$(grep -c -- '- --prices=/etc/strake/prices/prices.yaml$' <<<"$out")" == 2 ]] || return 1
+	[[ "$(grep -c 'checksum/prices: ' <<<"$out")" == 2 ]] || return 1
+	grep -q 'aboveInputTokens: 200000$' <<<"$out" || return 1
+	out="$("$helm" template strake "$chart" --namespace strake --set endpoint=https://llm.example.com)" || return 1
+	! grep -q -- '--prices\|strake-prices' <<<"$out"
+}
+check "prices reach the proxy and the operator" prices_reach_both_components
+
+# The dashboard ships as the sidecar's ConfigMap, and names exactly the
+# metrics of dashboards/strake.json, which proxy/tests/spend.rs checks
+# against a proxy's /metrics after real traffic.
+dashboard_ships_as_is() {
+	local out
+	out="$("$helm" template strake "$chart" --namespace strake -f "$chart/ci/all-features-values.yaml" \
+		--show-only templates/grafana-dashboard.yaml)" || return 1
+	grep -q '^    grafana_dashboard: "1"$' <<<"$out" || return 1
+	diff <(grep -o 'strake_[a-z_]*' <<<"$out" | sort -u) \
+		<(grep -o 'strake_[a-z_]*' "$chart/dashboards/strake.json" | sort -u) || return 1
+	! "$helm" template strake "$chart" --set endpoint=https://llm.example.com | grep -q 'grafana_dashboard'
+}
+check "dashboard ConfigMap carries dashboards/strake.json" dashboard_ships_as_is
+
+usage_rules_render() {
+	local out
+	out="$("$helm" template strake "$chart" --namespace strake --set endpoint=https://llm.example.com \
+		--set prometheusRule.enabled=true --set prometheusRule.usage.identityDailySpendUsd=250 \
+		--show-only templates/prometheusrule.yaml)" || return 1
+	grep -q -- '- name: strake-usage$' <<<"$out" || return 1
+	grep -q 'record: strake:identity_spend_usd:increase1d$' <<<"$out" || return 1
+	grep -q 'expr: strake:identity_spend_usd:increase1d{namespace="strake"} > 250$' <<<"$out" || return 1
+	grep -q 'reason="no_price"' <<<"$out"
+}
+check "strake-usage rules render with the spend bound" usage_rules_render
 
 # What must not render.
 refuse() {
@@ -81,6 +120,14 @@ check "refuses a non-URL endpoint" refuse --set endpoint=llm.example.com
 check "refuses two operators without leader election" refuse \
 	--set endpoint=https://llm.example.com --set operator.leaderElection.enabled=false
 check "refuses an unknown value" refuse --set endpoint=https://llm.example.com --set proxy.replica=3
+check "refuses a negative price" refuse --set endpoint=https://llm.example.com \
+	--set-json 'prices=[{"provider":"openai","model":"x","input":-1,"output":1}]'
+check "refuses an unknown provider in prices" refuse --set endpoint=https://llm.example.com \
+	--set-json 'prices=[{"provider":"openia","model":"x","input":1,"output":1}]'
+check "refuses a misspelled price field" refuse --set endpoint=https://llm.example.com \
+	--set-json 'prices=[{"provider":"openai","model":"x","input":1,"ouput":1}]'
+check "refuses a price row without output" refuse --set endpoint=https://llm.example.com \
+	--set-json 'prices=[{"provider":"openai","model":"x","input":1}]'
 
 check "refuses an allowed upstream host with a path" refuse --set endpoint=https://llm.example.com \
 	--set 'operator.allowedUpstreamHosts={https://api.openai.com/v1}'

@@ -5,6 +5,8 @@
 //! - [`token`]: the token format: minting, the offline checksum, SHA-256.
 //! - [`provider`]: what differs between provider APIs (auth header, env keys).
 //! - [`headers`]: the header and credential rules both binaries apply.
+//! - [`pricing`]: the price table (`crds/data/prices.yaml`) and exact spend
+//!   arithmetic, shared by the proxy and the operator.
 //! - [`contract`]: what the operator writes into the proxy's namespace and the
 //!   proxy reads back: Secret names, labels, data keys and the policy records.
 //! - [`watch`]: how both binaries retry a failed Kubernetes watch.
@@ -13,6 +15,7 @@
 
 pub mod contract;
 pub mod headers;
+pub mod pricing;
 pub mod provider;
 // `#[kube(printcolumn(name = …, type_ = …), …)]` repeats keys by design;
 // clippy's duplicated_attributes reads each printcolumn as a duplicate.

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use strake_crds::pricing::{PriceTable, table_with_overrides};
 
 use crate::core::upstream_hosts::{self, AllowedHosts};
 use crate::error::{Error, Result};
@@ -67,6 +68,11 @@ pub struct Cli {
     /// orphaned proxy Secrets are swept (e.g. 30s, 5m, 1h).
     #[arg(long, env = "STRAKE_RESYNC", default_value = "5m", value_parser = parse_duration)]
     pub resync: Duration,
+
+    /// Price rows (a YAML list, the shape of crds/data/prices.yaml) added to
+    /// or replacing the built-in price table, for spend in token status.
+    #[arg(long, env = "STRAKE_PRICES", value_name = "FILE")]
+    pub prices: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -101,6 +107,8 @@ pub struct Settings {
     pub resync: Duration,
     /// Where UpstreamKeys may send their keys.
     pub allowed_upstream_hosts: AllowedHosts,
+    /// The built-in price table with `--prices` applied.
+    pub prices: PriceTable,
 }
 
 impl Settings {
@@ -145,12 +153,20 @@ impl Cli {
         } else {
             namespaces.into_iter().map(Scope::Namespace).collect()
         };
+        let prices = match &self.prices {
+            None => PriceTable::builtin(),
+            Some(path) => std::fs::read_to_string(path)
+                .map_err(|e| e.to_string())
+                .and_then(|text| table_with_overrides(&text).map_err(|e| e.to_string()))
+                .map_err(|e| Error::Config(format!("--prices {}: {e}", path.display())))?,
+        };
         Ok(Settings {
             proxy_namespace: self.proxy_namespace.clone(),
             endpoint: endpoint.to_string(),
             scopes,
             resync: self.resync,
             allowed_upstream_hosts,
+            prices,
         })
     }
 
@@ -281,6 +297,37 @@ mod tests {
         assert!(s.covers("team-a") && !s.covers("team-c"));
         assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(s.resync, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn prices_file_extends_the_table_and_a_bad_row_is_named() {
+        let dir =
+            std::env::temp_dir().join(format!("strake-operator-prices-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("prices.yaml");
+        let with = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            cli(&[
+                "--proxy-namespace=s",
+                "--endpoint=https://x",
+                &format!("--prices={}", file.display()),
+            ])
+            .settings()
+        };
+        let s =
+            with("- {provider: azure-openai, model: prod-gpt, input: 2.5, output: 10}\n").unwrap();
+        let p = s
+            .prices
+            .lookup(strake_crds::Provider::AzureOpenAi, "prod-gpt");
+        assert!(p.is_some());
+        let e = with("- {provider: openai, model: x, input: 1, output: 1}\n- {provider: openai, model: x, input: 1, output: 2}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--prices") && e.contains("prices[1] (openai \"x\"): listed twice"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

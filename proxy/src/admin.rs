@@ -48,6 +48,9 @@ pub fn handle<B>(proxy: &Proxy, req: Request<B>) -> Response<Full<Bytes>> {
                         "requests": s.requests.load(Ordering::Relaxed),
                         "inputTokens": s.input_tokens.load(Ordering::Relaxed),
                         "outputTokens": s.output_tokens.load(Ordering::Relaxed),
+                        // Exact, as a decimal string: a float would round it.
+                        "spendUsd": s.spend.total().to_decimal_string(),
+                        "unpricedRequests": s.spend.unpriced_requests(),
                         "lastUsedAt": s.last_used.load(Ordering::Relaxed),
                     })
                 })

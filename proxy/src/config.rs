@@ -20,6 +20,12 @@
 //!     allowedModels: ["gpt-4o*"]
 //!     limits: {requestsPerMinute: 60, tokensPerMinute: 200000}
 //!     endpoints: [{methods: [GET, DELETE], path: "/v1/files/*"}]
+//! prices:                         # optional: rows added to or replacing the built-in price table
+//!   - provider: openai            # same shape as crds/data/prices.yaml; USD per million tokens
+//!     model: my-finetune
+//!     input: 3
+//!     output: 12
+//!     cachedInput: 1.5            # optional, as are cacheWrite, cacheWrite1h, longContext, source, date
 //! ```
 //!
 //! Parsing is pure: reading key files and environment variables goes
@@ -35,6 +41,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 use strake_crds::EndpointAllowance;
 use strake_crds::contract::{TokenRecord, UpstreamRecord};
+use strake_crds::pricing::{PriceError, PriceRow, PriceTable};
 use strake_crds::provider::Provider;
 
 use crate::endpoint::Allowance;
@@ -47,6 +54,8 @@ pub struct FileConfig {
     pub admin: Option<SocketAddr>,
     /// Index records with their source keys (`upstream/<name>`, `token/<name>`).
     pub records: Vec<(String, Record)>,
+    /// Price rows over the built-in table, validated.
+    pub prices: Vec<PriceRow>,
 }
 
 /// Where key files and environment variables come from.
@@ -121,6 +130,8 @@ struct RawConfig {
     upstreams: Vec<Spanned<RawUpstream>>,
     #[serde(default)]
     tokens: Vec<Spanned<TokenRecord>>,
+    #[serde(default)]
+    prices: Vec<Spanned<PriceRow>>,
 }
 
 #[derive(Deserialize)]
@@ -376,11 +387,26 @@ pub fn parse(text: &str, env: &dyn Environment) -> Result<FileConfig, ConfigErro
         }
     }
 
+    let price_lines: Vec<usize> = raw
+        .prices
+        .iter()
+        .map(|p| p.referenced.line() as usize)
+        .collect();
+    let prices: Vec<PriceRow> = raw.prices.into_iter().map(|p| p.value).collect();
+    if let Err(e) = PriceTable::with_overrides(prices.clone()) {
+        let line = match &e {
+            PriceError::Row { index, .. } => price_lines.get(*index).copied().unwrap_or(0),
+            PriceError::Parse(_) => 0,
+        };
+        report(line, e.to_string());
+    }
+
     if problems.is_empty() {
         Ok(FileConfig {
             listen,
             admin,
             records,
+            prices,
         })
     } else {
         Err(ConfigError { problems })

@@ -134,6 +134,8 @@ pub struct TokenState {
     pub output_tokens: AtomicU64,
     /// Unix seconds; 0 = never.
     pub last_used: AtomicU64,
+    /// Spend at the price table's rates, and its per-model series.
+    pub spend: crate::spend::TokenSpend,
 }
 
 impl TokenState {
@@ -648,10 +650,35 @@ impl TokenIndex {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::BTreeMap;
     use strake_crds::token::Token;
+
+    /// A token `name` with one upstream, as the index builds them.
+    pub(crate) fn policy_and_upstream(
+        name: &str,
+        upstream_name: &str,
+        provider: Provider,
+    ) -> (Arc<TokenPolicy>, Arc<Upstream>) {
+        let mut idx = TokenIndex::new();
+        idx.apply(
+            "up",
+            upstream(upstream_name, provider, "https://upstream.example"),
+        )
+        .unwrap();
+        let t = Token::mint();
+        idx.apply(
+            "tok",
+            Record::Token(token_record(name, t.hash(), &[upstream_name])),
+        )
+        .unwrap();
+        let view = idx.view();
+        (
+            view.token(&t.hash()).unwrap().clone(),
+            view.upstream(upstream_name).unwrap().clone(),
+        )
+    }
 
     pub(crate) fn token_record(name: &str, hash: TokenHash, upstreams: &[&str]) -> TokenRecord {
         TokenRecord {

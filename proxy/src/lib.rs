@@ -9,7 +9,9 @@
 //!   [`ratelimit`], [`rewrite`]: what a request may do and where it goes.
 //! - [`usage`]: token counts read from JSON bodies and SSE streams, found
 //!   with the [`json`] walker and scanner; [`include_usage`]: OpenAI-style
-//!   streams asked for their usage, and the answer hidden from the client.
+//!   streams asked for their usage, and the answer hidden from the client;
+//!   [`spend`]: what they cost, at the price table's rates
+//!   (`strake_crds::pricing`).
 //! - [`reject`]: provider-shaped errors.
 //!
 //! A thin shell: [`server`] (listeners, graceful shutdown), `pipeline` (the
@@ -56,12 +58,14 @@ pub mod rewrite;
 pub mod route;
 pub mod server;
 pub mod source;
+pub mod spend;
 pub mod target;
 pub mod usage;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use strake_crds::pricing::{PriceError, PriceTable};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -91,6 +95,9 @@ pub struct Options {
     pub settings: Settings,
     /// How file mode polls the file and paces reloads.
     pub reload: ReloadTiming,
+    /// The price table: the built-in one, with `--prices` rows applied.
+    /// File mode applies the file's `prices:` rows on top.
+    pub prices: PriceTable,
 }
 
 impl Default for Options {
@@ -101,6 +108,7 @@ impl Default for Options {
             admin: None,
             settings: Settings::default(),
             reload: ReloadTiming::default(),
+            prices: PriceTable::builtin(),
         }
     }
 }
@@ -113,6 +121,8 @@ pub enum StartError {
     Kube(#[from] kube::Error),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Prices(#[from] PriceError),
 }
 
 /// A started proxy.
@@ -139,6 +149,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         ConfigSource::File(path) => {
             let (config, fingerprint) = source::file::load(path)?;
             let addresses = (config.listen, config.admin);
+            proxy.set_prices(options.prices.clone().overridden(config.prices)?);
             let index = source::file::index_of(path, config.records)?;
             proxy.publish(&index, Vec::new());
             proxy.metrics().mark_config_current();
@@ -168,6 +179,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
                     index,
                     fingerprint,
                     addresses,
+                    options.prices.clone(),
                     options.reload,
                     drained_rx.clone(),
                 ),
@@ -175,6 +187,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             addrs
         }
         ConfigSource::Kube { namespace } => {
+            proxy.set_prices(options.prices.clone());
             let client = kube::Client::try_default().await?;
             let namespace = namespace
                 .clone()

@@ -77,6 +77,12 @@ struct Serve {
     /// How long in-flight requests and streams may finish after SIGTERM/SIGINT
     #[arg(long, env = "STRAKE_SHUTDOWN_GRACE", default_value = "30s", value_parser = duration)]
     shutdown_grace: Duration,
+    /// Price rows (a YAML list, the shape of crds/data/prices.yaml) added to or replacing the built-in table; read at startup. File mode applies the config's `prices:` on top
+    #[arg(long, env = "STRAKE_PRICES", value_name = "FILE")]
+    prices: Option<PathBuf>,
+    /// Do not price requests: no spend or unpriced series (token counts stay). For measuring what pricing costs
+    #[arg(long, env = "STRAKE_NO_PRICING")]
+    no_pricing: bool,
     /// Log format on stderr (filter with RUST_LOG, e.g. RUST_LOG=info,access=off)
     #[arg(long, env = "STRAKE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     log_format: LogFormat,
@@ -135,8 +141,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let prices = match &serve.prices {
+        None => strake_crds::pricing::PriceTable::builtin(),
+        Some(path) => match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| {
+                strake_crds::pricing::table_with_overrides(&text).map_err(|e| e.to_string())
+            }) {
+            Ok(table) => table,
+            Err(e) => {
+                tracing::error!(error = %format!("--prices {}: {e}", path.display()), "cannot start");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
     let options = Options {
         source,
+        prices,
         listen: serve.listen,
         admin: serve.admin,
         settings: Settings {
@@ -148,6 +169,7 @@ fn main() -> ExitCode {
             body_timeout: serve.body_timeout,
             upstream_idle_timeout: serve.upstream_idle_timeout,
             shutdown_grace: serve.shutdown_grace,
+            pricing: !serve.no_pricing,
         },
         ..Options::default()
     };

@@ -37,6 +37,25 @@ struct TokenLabels {
     upstream: String,
 }
 
+/// A token's series for one model. The model label's values per token are
+/// capped (see [`crate::spend`]), so a client cannot mint series at will.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ModelLabels {
+    identity: String,
+    token: String,
+    upstream: String,
+    model: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UnpricedLabels {
+    identity: String,
+    token: String,
+    upstream: String,
+    model: String,
+    reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabels {
     upstream: String,
@@ -60,12 +79,19 @@ struct KindLabels {
 
 type HistogramFamily = Family<UpstreamLabels, Histogram, fn() -> Histogram>;
 
+/// A counter of US dollars.
+pub type UsdCounter = Counter<f64, AtomicU64>;
+
 /// Every metric the proxy exports.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     input_tokens: Family<TokenLabels, Counter>,
     output_tokens: Family<TokenLabels, Counter>,
+    cached_input_tokens: Family<TokenLabels, Counter>,
+    cache_write_tokens: Family<TokenLabels, Counter>,
+    spend: Family<ModelLabels, UsdCounter>,
+    unpriced: Family<UnpricedLabels, Counter>,
     duration: HistogramFamily,
     ttfb: HistogramFamily,
     auth_failures: Family<ReasonLabels, Counter>,
@@ -93,6 +119,8 @@ pub struct TokenMetrics {
     requests: [Counter; 5],
     pub input_tokens: Counter,
     pub output_tokens: Counter,
+    pub cached_input_tokens: Counter,
+    pub cache_write_tokens: Counter,
 }
 
 impl TokenMetrics {
@@ -135,6 +163,30 @@ impl Metrics {
             "output_tokens",
             "Output (completion) tokens reported by the upstream",
             output_tokens.clone(),
+        );
+        let cached_input_tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "cached_input_tokens",
+            "Input tokens read from the provider's prompt cache (part of input_tokens)",
+            cached_input_tokens.clone(),
+        );
+        let cache_write_tokens = Family::<TokenLabels, Counter>::default();
+        registry.register(
+            "cache_write_tokens",
+            "Input tokens written to the provider's prompt cache (part of input_tokens)",
+            cache_write_tokens.clone(),
+        );
+        let spend = Family::<ModelLabels, UsdCounter>::default();
+        registry.register(
+            "spend_usd",
+            "Spend in US dollars at the price table's rates, by token and model",
+            spend.clone(),
+        );
+        let unpriced = Family::<UnpricedLabels, Counter>::default();
+        registry.register(
+            "unpriced_requests",
+            "Forwarded requests whose cost is unknown: no_price (the model has no row in the price table) or no_usage (a 2xx answer without token counts)",
+            unpriced.clone(),
         );
         let new_histogram: fn() -> Histogram = || Histogram::new(LATENCY_BUCKETS);
         let duration = HistogramFamily::new_with_constructor(new_histogram);
@@ -248,6 +300,10 @@ impl Metrics {
             requests,
             input_tokens,
             output_tokens,
+            cached_input_tokens,
+            cache_write_tokens,
+            spend,
+            unpriced,
             duration,
             ttfb,
             auth_failures,
@@ -306,6 +362,63 @@ impl Metrics {
             requests: STATUS_CLASSES.map(|c| self.requests.get_or_create_owned(&labels(c))),
             input_tokens: self.input_tokens.get_or_create_owned(&t),
             output_tokens: self.output_tokens.get_or_create_owned(&t),
+            cached_input_tokens: self.cached_input_tokens.get_or_create_owned(&t),
+            cache_write_tokens: self.cache_write_tokens.get_or_create_owned(&t),
+        }
+    }
+
+    /// The spend series of a token's model on one upstream.
+    pub fn spend(&self, identity: &str, token: &str, upstream: &str, model: &str) -> UsdCounter {
+        self.spend.get_or_create_owned(&ModelLabels {
+            identity: identity.to_owned(),
+            token: token.to_owned(),
+            upstream: upstream.to_owned(),
+            model: model.to_owned(),
+        })
+    }
+
+    /// The unpriced-requests series of a token's model on one upstream.
+    pub fn unpriced(
+        &self,
+        identity: &str,
+        token: &str,
+        upstream: &str,
+        model: &str,
+        reason: &'static str,
+    ) -> Counter {
+        self.unpriced.get_or_create_owned(&UnpricedLabels {
+            identity: identity.to_owned(),
+            token: token.to_owned(),
+            upstream: upstream.to_owned(),
+            model: model.to_owned(),
+            reason,
+        })
+    }
+
+    /// Drops the per-model series of a token that left the index.
+    pub fn forget_models<'a>(
+        &self,
+        identity: &str,
+        token: &str,
+        series: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) {
+        for (upstream, model) in series {
+            let labels = ModelLabels {
+                identity: identity.to_owned(),
+                token: token.to_owned(),
+                upstream: upstream.to_owned(),
+                model: model.to_owned(),
+            };
+            self.spend.remove(&labels);
+            for reason in crate::spend::UNPRICED_REASONS {
+                self.unpriced.remove(&UnpricedLabels {
+                    identity: labels.identity.clone(),
+                    token: labels.token.clone(),
+                    upstream: labels.upstream.clone(),
+                    model: labels.model.clone(),
+                    reason,
+                });
+            }
         }
     }
 
@@ -326,6 +439,8 @@ impl Metrics {
         };
         self.input_tokens.remove(&t);
         self.output_tokens.remove(&t);
+        self.cached_input_tokens.remove(&t);
+        self.cache_write_tokens.remove(&t);
     }
 
     pub fn upstream(&self, upstream: &str) -> UpstreamMetrics {
@@ -407,6 +522,8 @@ mod tests {
         let m = Metrics::new();
         // A labelled family is exported once it has a series.
         m.rejected_record("token");
+        m.spend("i", "t", "u", "m").inc_by(1.0);
+        m.unpriced("i", "t", "u", "m", "no_price").inc();
         let text = m.encode();
         let exported: std::collections::HashSet<&str> = text
             .lines()

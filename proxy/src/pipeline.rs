@@ -14,7 +14,8 @@
 //!    `check_upstream_head` refuses to relay a rejected key or a 101.
 //! 9. `respond`: stream the upstream's answer back frame by frame (with the
 //!    usage the proxy asked for hidden again).
-//! 10. `account` and `log`: when the body ends, is cut, or the client leaves.
+//! 10. `account` (usage, spend) and `log`: when the body ends, is cut, or
+//!     the client leaves.
 //!
 //! A request that stops early gets a provider-shaped error ([`Reject`]) and
 //! goes straight to `account` and `log`.
@@ -41,7 +42,7 @@ use crate::reject::Reject;
 use crate::route::{self, BodyModel, Candidate};
 use crate::server::Shared;
 use crate::usage::{BodyKind, Usage, UsageParser};
-use crate::{endpoint, glob, rewrite, target};
+use crate::{endpoint, glob, rewrite, spend, target};
 
 /// Bodies up to this size have their model read for the access log even
 /// when the token has no model restrictions.
@@ -508,12 +509,30 @@ impl Exchange {
         if let Some(n) = usage.output_tokens {
             handles.output_tokens.inc_by(n);
         }
+        let counts = spend::counts(&usage);
+        if counts.cached_input > 0 {
+            handles.cached_input_tokens.inc_by(counts.cached_input);
+        }
+        if counts.cache_write > 0 {
+            handles.cache_write_tokens.inc_by(counts.cache_write);
+        }
         let upstream_metrics = upstream.metrics(metrics);
         upstream_metrics
             .duration
             .observe(self.started.elapsed().as_secs_f64());
         if let Some(ttfb) = self.ttfb {
             upstream_metrics.ttfb.observe(ttfb.as_secs_f64());
+        }
+        if forwarded && self.shared.settings.pricing {
+            spend::record(
+                &self.shared.prices,
+                metrics,
+                token,
+                upstream,
+                self.model.as_deref(),
+                &counts,
+                self.status,
+            );
         }
         if forwarded {
             token.state.record_use(

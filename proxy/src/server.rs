@@ -17,7 +17,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::client::{self, UpstreamClient};
 use crate::index::{Removed, Snapshot, TokenIndex};
+use strake_crds::pricing::PriceTable;
+
 use crate::metrics::Metrics;
+use crate::spend::Prices;
 use crate::{admin, pipeline};
 
 /// Limits and timeouts. `Default` gives the CLI's defaults.
@@ -47,6 +50,9 @@ pub struct Settings {
     /// How long in-flight requests and streams may run after a shutdown
     /// signal.
     pub shutdown_grace: Duration,
+    /// Price each forwarded request (spend and unpriced series, the
+    /// token's exact spend). Off only to measure what pricing costs.
+    pub pricing: bool,
 }
 
 impl Default for Settings {
@@ -60,6 +66,7 @@ impl Default for Settings {
             body_timeout: Duration::from_secs(60),
             upstream_idle_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
+            pricing: true,
         }
     }
 }
@@ -76,6 +83,7 @@ pub struct Shared {
     source_stopped: AtomicBool,
     pub(crate) client: UpstreamClient,
     pub(crate) metrics: Metrics,
+    pub(crate) prices: Prices,
     pub(crate) settings: Settings,
     /// The rate limiter's clock origin.
     pub(crate) epoch: Instant,
@@ -99,6 +107,7 @@ impl Proxy {
                 source_stopped: AtomicBool::new(false),
                 client,
                 metrics: Metrics::new(),
+                prices: Prices::new(PriceTable::builtin()),
                 settings,
                 epoch: Instant::now(),
             }),
@@ -117,6 +126,12 @@ impl Proxy {
             for u in policy.upstreams.iter() {
                 m.forget_token(&policy.identity, &policy.name, &u.id);
             }
+            let series = policy.state.spend.series();
+            m.forget_models(
+                &policy.identity,
+                &policy.name,
+                series.iter().map(|(u, model)| (&**u, &**model)),
+            );
         }
         if !self.shared.draining.load(Ordering::Acquire)
             && !self.shared.source_stopped.load(Ordering::Acquire)
@@ -149,6 +164,16 @@ impl Proxy {
 
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
+    }
+
+    /// Prices requests with `table` from now on.
+    pub fn set_prices(&self, table: PriceTable) {
+        self.shared.prices.replace(table);
+    }
+
+    /// The price table requests are priced with.
+    pub fn prices(&self) -> std::sync::Arc<PriceTable> {
+        self.shared.prices.table()
     }
 
     pub fn settings(&self) -> &Settings {

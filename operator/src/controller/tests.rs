@@ -65,6 +65,7 @@ fn harness() -> Harness {
         scopes: vec![Scope::All],
         resync: RESYNC,
         allowed_upstream_hosts: AllowedHosts::defaults(),
+        prices: strake_crds::pricing::PriceTable::builtin(),
     });
     let (tokens, mut token_writer) = reflector::store::<StrakeToken>();
     let (upstreams, mut upstream_writer) = reflector::store::<UpstreamKey>();

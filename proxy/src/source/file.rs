@@ -28,6 +28,8 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use strake_crds::pricing::{PriceError, PriceTable};
+
 use crate::config::{self, ConfigError, FileConfig, ProcessEnvironment};
 use crate::index::{IndexError, Removed, TokenIndex};
 use crate::server::Proxy;
@@ -49,6 +51,8 @@ pub enum LoadError {
     },
     #[error("{path} kept changing while being read")]
     Changing { path: PathBuf },
+    #[error("{path}: {source}")]
+    Prices { path: PathBuf, source: PriceError },
 }
 
 fn describe(errors: &[(String, IndexError)]) -> String {
@@ -242,22 +246,32 @@ enum Reloaded {
         fingerprint: Fingerprint,
         addresses: (Option<SocketAddr>, Option<SocketAddr>),
         removed: Removed,
+        prices: Box<PriceTable>,
     },
 }
 
 type Loader = fn(&Path) -> Result<(FileConfig, Fingerprint), LoadError>;
 
-/// Reads `path` and, if its content changed, makes `index` its records.
+/// Reads `path` and, if its content changed, makes `index` its records;
+/// its `prices:` rows apply over `base_prices`.
 fn reload(
     index: &mut TokenIndex,
     path: &Path,
     previous: u64,
+    base_prices: &PriceTable,
     load: Loader,
 ) -> Result<Reloaded, LoadError> {
     let (config, fingerprint) = load(path)?;
     if fingerprint.content == previous {
         return Ok(Reloaded::Same(fingerprint));
     }
+    let prices = base_prices
+        .clone()
+        .overridden(config.prices)
+        .map_err(|source| LoadError::Prices {
+            path: path.to_owned(),
+            source,
+        })?;
     let removed = index
         .try_reset(config.records)
         .map_err(|errors| LoadError::Index {
@@ -268,17 +282,21 @@ fn reload(
         fingerprint,
         addresses: (config.listen, config.admin),
         removed,
+        prices: Box::new(prices),
     })
 }
 
 /// Polls `path` and publishes each good new version (see the module
-/// docs). Returns when `shutdown` fires.
+/// docs); the file's `prices:` rows apply over `base_prices`. Returns when
+/// `shutdown` fires.
+#[allow(clippy::too_many_arguments)]
 pub async fn watch(
     proxy: Proxy,
     path: PathBuf,
     index: TokenIndex,
     last: Fingerprint,
     addresses: (Option<SocketAddr>, Option<SocketAddr>),
+    base_prices: PriceTable,
     timing: ReloadTiming,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -286,6 +304,7 @@ pub async fn watch(
         path,
         last,
         addresses,
+        base_prices,
     };
     watch_with(proxy, file, index, timing, shutdown, load).await
 }
@@ -296,6 +315,7 @@ struct Watched {
     path: PathBuf,
     last: Fingerprint,
     addresses: (Option<SocketAddr>, Option<SocketAddr>),
+    base_prices: PriceTable,
 }
 
 async fn watch_with(
@@ -339,13 +359,14 @@ async fn watch_with(
             .expect("the index is returned after every reload");
         let path = file.path.clone();
         let previous = file.last.content;
+        let base = file.base_prices.clone();
         // Reading, parsing and re-indexing a large file is CPU work: keep it
         // off the request threads. A panic must not end the watch (that
         // would stop revocations without a word): `try_reset` changes the
         // index only at its very end, so after a panic it is intact.
         let (idx, outcome) = tokio::task::spawn_blocking(move || {
             let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                reload(&mut idx, &path, previous, load)
+                reload(&mut idx, &path, previous, &base, load)
             }));
             (idx, outcome)
         })
@@ -366,8 +387,10 @@ async fn watch_with(
                 fingerprint,
                 addresses,
                 removed,
+                prices,
             })) => {
                 file.last = fingerprint;
+                proxy.set_prices(*prices);
                 proxy.publish(&idx, removed);
                 metrics.reload_succeeded();
                 tracing::info!(
@@ -538,6 +561,7 @@ mod tests {
                 expires_at: None,
                 suspended: false,
                 allowed_models: vec![],
+                endpoints: vec![],
                 limits: None,
                 endpoints: vec![],
                 source: None,
@@ -598,6 +622,7 @@ mod tests {
             path: path.clone(),
             last,
             addresses: (None, None),
+            base_prices: PriceTable::builtin(),
         };
         let task = tokio::spawn(watch_with(
             proxy.clone(),

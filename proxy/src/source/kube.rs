@@ -303,6 +303,7 @@ mod tests {
             expires_at: None,
             suspended,
             allowed_models: vec![],
+            endpoints: vec![],
             limits: None,
             endpoints: vec![],
             source: None,

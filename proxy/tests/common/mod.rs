@@ -144,6 +144,7 @@ pub async fn start_proxy_with(config_text: &str, settings: Settings) -> Harness 
             poll_interval: Duration::from_millis(100),
             ..ReloadTiming::default()
         },
+        ..Options::default()
     })
     .await
     .unwrap();
