@@ -563,7 +563,6 @@ mod tests {
                 allowed_models: vec![],
                 endpoints: vec![],
                 limits: None,
-                endpoints: vec![],
                 source: None,
             })
         };

@@ -305,7 +305,6 @@ mod tests {
             allowed_models: vec![],
             endpoints: vec![],
             limits: None,
-            endpoints: vec![],
             source: None,
         };
         let json = serde_json::to_vec(&rec).unwrap();
