@@ -2,7 +2,7 @@
 # run-e2e.sh [DIR]: Strake's end-to-end suite against the stack that
 # e2e/dev/up.sh DIR started (default target/dev; make e2e starts it first).
 # The tests that share nothing run concurrently; those that restart the
-# operator, the proxy or the kube-apiserver run after them, one at a time;
+# operator, a proxy or the kube-apiserver run after them, one at a time;
 # the log scan for leaked tokens and keys runs last. Each test binary's
 # output is kept in DIR/e2e/NAME.log (and scanned too).
 set -euo pipefail
@@ -46,6 +46,7 @@ suite kubectl
 suite helm
 suite sdks
 suite disruption --test-threads=1
+suite usage --test-threads=1
 suite no_leaks
 
 echo

@@ -10,6 +10,8 @@
 //! - [`contract`]: what the operator writes into the proxy's namespace and the
 //!   proxy reads back: Secret names, labels, data keys and the policy records.
 //! - [`watch`]: how both binaries retry a failed Kubernetes watch.
+//! - [`usage`]: the usage report each proxy replica serves and the operator
+//!   folds into status.
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
@@ -22,12 +24,14 @@ pub mod provider;
 #[allow(clippy::duplicated_attributes)]
 pub mod resources;
 pub mod token;
+pub mod usage;
 pub mod watch;
 
 pub use provider::Provider;
 pub use resources::{
     EndpointAllowance, HttpMethod, Phase, StrakeToken, StrakeTokenSpec, StrakeTokenStatus,
-    TokenLimits, TokenUsage, UpstreamKey, UpstreamKeySpec, UpstreamKeyStatus,
+    TokenLimits, TokenUsage, UpstreamKey, UpstreamKeySpec, UpstreamKeyStatus, UsageCursor,
+    UsageTotals,
 };
 
 /// The API group of both resources.

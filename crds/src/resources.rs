@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::provider::Provider;
+use crate::usage::Counters;
 
 /// One real provider credential, stored once. Tokens in the same namespace
 /// name it in `spec.upstreams`.
@@ -40,6 +41,12 @@ use crate::provider::Provider;
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
     printcolumn(name = "Tokens", type_ = "integer", json_path = ".status.tokens"),
+    printcolumn(name = "Last Used", type_ = "date", json_path = ".status.lastUsedAt"),
+    printcolumn(
+        name = "Spend",
+        type_ = "string",
+        json_path = ".status.usage.month.spendUsd"
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",
@@ -100,6 +107,11 @@ pub struct UpstreamKeyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(extend("format" = "int32"))]
     pub tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<Time>,
+    /// Usage through this key by every token, summed over the proxy replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<TokenUsage>,
 }
 
 /// One identity's revocable access to one or more UpstreamKeys.
@@ -118,6 +130,11 @@ pub struct UpstreamKeyStatus {
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Expires", type_ = "date", json_path = ".spec.expiresAt"),
     printcolumn(name = "Last Used", type_ = "date", json_path = ".status.lastUsedAt"),
+    printcolumn(
+        name = "Spend",
+        type_ = "string",
+        json_path = ".status.usage.month.spendUsd"
+    ),
     printcolumn(
         name = "Prefix",
         type_ = "string",
@@ -325,16 +342,63 @@ pub struct StrakeTokenStatus {
     pub usage: Option<TokenUsage>,
 }
 
-/// Usage the proxies have counted for this token.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+/// Usage the proxy replicas have counted, summed over all of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenUsage {
+    /// The calendar month (UTC) of the latest use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub month: Option<UsageTotals>,
+    /// Since the resource was created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime: Option<UsageTotals>,
+    /// Per proxy instance id: the cumulative counters already included in
+    /// the totals, written in the same update so no count is folded twice.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub collected: BTreeMap<String, UsageCursor>,
+}
+
+/// Sums over a period.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageTotals {
+    /// The month these totals cover, e.g. 2026-12; absent for the lifetime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<String>,
     #[schemars(extend("format" = "int64"))]
     pub requests: u64,
+    /// Every input token, cached and cache-write ones included.
     #[schemars(extend("format" = "int64"))]
     pub input_tokens: u64,
     #[schemars(extend("format" = "int64"))]
     pub output_tokens: u64,
+    #[serde(default)]
+    #[schemars(extend("format" = "int64"))]
+    pub cached_input_tokens: u64,
+    #[serde(default)]
+    #[schemars(extend("format" = "int64"))]
+    pub cache_write_tokens: u64,
+    /// USD, a decimal string such as "1.23" (exact to 10⁻¹²).
+    #[serde(default)]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]{1,12})?$"))]
+    pub spend_usd: String,
+    /// Requests whose model had no price: their spend is not in spendUsd.
+    #[serde(default)]
+    #[schemars(extend("format" = "int64"))]
+    pub unpriced_requests: u64,
+}
+
+/// How far one proxy instance's counters have been folded in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageCursor {
+    /// The instance's counter series for this resource.
+    #[schemars(extend("format" = "int64"))]
+    pub series: u64,
+    /// When these counters were last folded; a cursor of an instance that
+    /// is gone is dropped some time after this.
+    pub seen_at: Time,
+    pub counters: Counters,
 }
 
 impl StrakeToken {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# down.sh DIR: stops what up.sh DIR started: the operator, the proxy and the
+# down.sh DIR: stops what up.sh DIR started: the operator, the proxies and the
 # mock upstream, then the control plane. Keeps DIR (data, logs), so a later
 # up.sh DIR resumes the same cluster; remove DIR for a fresh one. Idempotent.
 set -euo pipefail
@@ -10,5 +10,5 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 dev_init "$1"
 
 # The operator first, so that it does not react to the others going away.
-for name in operator proxy mock; do stop "$name"; done
+for name in operator proxy2 proxy mock; do stop "$name"; done
 "$CLUSTER_SCRIPTS/down.sh" "$CLUSTER"

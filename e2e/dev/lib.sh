@@ -37,11 +37,13 @@ dev_init() {
 }
 
 # Ports: from the environment (STRAKE_MOCK_PORT, STRAKE_PROXY_PORT,
-# STRAKE_PROXY_ADMIN_PORT, STRAKE_OPERATOR_ADMIN_PORT), else what DIR last
-# used, else the defaults. up.sh records them in DIR/ports.env so that
-# service.sh restarts a process where the others expect it.
+# STRAKE_PROXY_ADMIN_PORT, STRAKE_PROXY2_PORT, STRAKE_PROXY2_ADMIN_PORT,
+# STRAKE_OPERATOR_ADMIN_PORT), else what DIR last used, else the defaults.
+# up.sh records them in DIR/ports.env so that service.sh restarts a process
+# where the others expect it. proxy2 is a second proxy replica, so that usage
+# is summed over replicas as in a cluster.
 ports_load() {
-	MOCK_PORT="" PROXY_PORT="" PROXY_ADMIN_PORT="" OPERATOR_ADMIN_PORT=""
+	MOCK_PORT="" PROXY_PORT="" PROXY_ADMIN_PORT="" PROXY2_PORT="" PROXY2_ADMIN_PORT="" OPERATOR_ADMIN_PORT=""
 	if [[ -f "$DEV/ports.env" ]]; then
 		# shellcheck source=/dev/null
 		source "$DEV/ports.env"
@@ -49,13 +51,19 @@ ports_load() {
 	MOCK_PORT="${STRAKE_MOCK_PORT:-${MOCK_PORT:-18080}}"
 	PROXY_PORT="${STRAKE_PROXY_PORT:-${PROXY_PORT:-18081}}"
 	PROXY_ADMIN_PORT="${STRAKE_PROXY_ADMIN_PORT:-${PROXY_ADMIN_PORT:-18091}}"
+	PROXY2_PORT="${STRAKE_PROXY2_PORT:-${PROXY2_PORT:-18082}}"
+	PROXY2_ADMIN_PORT="${STRAKE_PROXY2_ADMIN_PORT:-${PROXY2_ADMIN_PORT:-18093}}"
 	OPERATOR_ADMIN_PORT="${STRAKE_OPERATOR_ADMIN_PORT:-${OPERATOR_ADMIN_PORT:-18092}}"
 	ENDPOINT="http://127.0.0.1:$PROXY_PORT"
+	# How often the operator collects usage from the replicas: shorter than
+	# its 10 s default so that tests and the demo see usage sooner.
+	USAGE_INTERVAL="${STRAKE_USAGE_INTERVAL:-2s}"
 }
 
 ports_save() {
-	printf 'MOCK_PORT=%s\nPROXY_PORT=%s\nPROXY_ADMIN_PORT=%s\nOPERATOR_ADMIN_PORT=%s\n' \
-		"$MOCK_PORT" "$PROXY_PORT" "$PROXY_ADMIN_PORT" "$OPERATOR_ADMIN_PORT" >"$DEV/ports.env"
+	printf 'MOCK_PORT=%s\nPROXY_PORT=%s\nPROXY_ADMIN_PORT=%s\nPROXY2_PORT=%s\nPROXY2_ADMIN_PORT=%s\nOPERATOR_ADMIN_PORT=%s\n' \
+		"$MOCK_PORT" "$PROXY_PORT" "$PROXY_ADMIN_PORT" "$PROXY2_PORT" "$PROXY2_ADMIN_PORT" \
+		"$OPERATOR_ADMIN_PORT" >"$DEV/ports.env"
 }
 
 # cluster_env: KUBECONFIG (admin), PATH (kubectl, helm) and APISERVER_PORT
@@ -71,9 +79,9 @@ cluster_env() {
 binary() {
 	case "$1" in
 	mock) echo "$BINDIR/strake-mock-upstream" ;;
-	proxy) echo "$BINDIR/strake-proxy" ;;
+	proxy | proxy2) echo "$BINDIR/strake-proxy" ;;
 	operator) echo "$BINDIR/strake-operator" ;;
-	*) die "unknown service '$1' (mock, proxy or operator)" ;;
+	*) die "unknown service '$1' (mock, proxy, proxy2 or operator)" ;;
 	esac
 }
 
@@ -105,6 +113,7 @@ ready() {
 	case "$1" in
 	mock) url="http://127.0.0.1:$MOCK_PORT/__mock/health" ;;
 	proxy) url="http://127.0.0.1:$PROXY_ADMIN_PORT/readyz" ;;
+	proxy2) url="http://127.0.0.1:$PROXY2_ADMIN_PORT/readyz" ;;
 	operator) url="http://127.0.0.1:$OPERATOR_ADMIN_PORT/readyz" ;;
 	esac
 	curl -fsS --max-time 2 -o /dev/null "$url" 2>/dev/null
@@ -114,6 +123,7 @@ ports_of() {
 	case "$1" in
 	mock) echo "$MOCK_PORT" ;;
 	proxy) echo "$PROXY_PORT $PROXY_ADMIN_PORT" ;;
+	proxy2) echo "$PROXY2_PORT $PROXY2_ADMIN_PORT" ;;
 	operator) echo "$OPERATOR_ADMIN_PORT" ;;
 	esac
 }
@@ -184,11 +194,13 @@ start() {
 			STRAKE_MOCK_AZURE_KEY="$UPSTREAM_AZURE_KEY" STRAKE_MOCK_GEMINI_KEY="$UPSTREAM_GEMINI_KEY")
 		args=(--listen "127.0.0.1:$MOCK_PORT" --verbose)
 		;;
-	proxy)
-		service_kubeconfig "$(service_account proxy)" "$KUBECONFIGS/proxy.kubeconfig"
-		env=(KUBECONFIG="$KUBECONFIGS/proxy.kubeconfig")
+	proxy | proxy2)
+		service_kubeconfig "$(service_account proxy)" "$KUBECONFIGS/$name.kubeconfig"
+		env=(KUBECONFIG="$KUBECONFIGS/$name.kubeconfig")
+		local -a ports
+		read -r -a ports <<<"$(ports_of "$name")"
 		args=(--kube --namespace "$NAMESPACE"
-			--listen "127.0.0.1:$PROXY_PORT" --admin "127.0.0.1:$PROXY_ADMIN_PORT")
+			--listen "127.0.0.1:${ports[0]}" --admin "127.0.0.1:${ports[1]}")
 		;;
 	operator)
 		service_kubeconfig "$(service_account operator)" "$KUBECONFIGS/operator.kubeconfig"
@@ -198,7 +210,9 @@ start() {
 		args=(--proxy-namespace "$NAMESPACE" --endpoint "$ENDPOINT"
 			--admin-addr "127.0.0.1:$OPERATOR_ADMIN_PORT"
 			--allowed-upstream-hosts "http://127.0.0.1:$MOCK_PORT"
-			--leader-elect --lease-namespace "$NAMESPACE")
+			--leader-elect --lease-namespace "$NAMESPACE"
+			--proxy-admin-urls "http://127.0.0.1:$PROXY_ADMIN_PORT,http://127.0.0.1:$PROXY2_ADMIN_PORT"
+			--usage-interval "$USAGE_INTERVAL")
 		;;
 	esac
 	printf '\n=== %s starting %s\n' "$(date -u +%FT%TZ)" "$name" >>"$LOGS/$name.log"
@@ -246,4 +260,15 @@ stop() {
 	fi
 	rm -f "$RUN/$name.pid"
 	log "stopped $name"
+}
+
+# crash NAME: SIGKILL, as an out-of-memory kill or a lost node would.
+crash() {
+	local name="$1" pid
+	if pid="$(pid_of "$name")"; then
+		kill -KILL "$pid" 2>/dev/null || true
+		while pid_of "$name" >/dev/null; do sleep 0.1; done
+		log "killed $name (pid $pid)"
+	fi
+	rm -f "$RUN/$name.pid"
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# service.sh DIR start|stop|restart|status mock|proxy|operator: controls one
-# process of the stack that up.sh DIR started, e.g. to test that a restart
-# loses nothing. start and restart wait until the process is ready.
+# service.sh DIR start|stop|restart|crash|status mock|proxy|proxy2|operator:
+# controls one process of the stack that up.sh DIR started, e.g. to test that
+# a restart loses nothing. start and restart wait until the process is ready;
+# crash kills it with SIGKILL (no draining, no goodbye).
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -17,6 +18,7 @@ start)
 	wait_ready "$name"
 	;;
 stop) stop "$name" ;;
+crash) crash "$name" ;;
 restart)
 	cluster_env
 	stop "$name"
@@ -33,5 +35,5 @@ status)
 		exit 3
 	fi
 	;;
-*) die "usage: $(basename "$0") DIR start|stop|restart|status mock|proxy|operator" ;;
+*) die "usage: $(basename "$0") DIR start|stop|restart|crash|status mock|proxy|proxy2|operator" ;;
 esac

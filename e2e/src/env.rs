@@ -14,6 +14,9 @@ pub struct DevEnv {
     pub kubeconfig: PathBuf,
     pub proxy_url: String,
     pub proxy_admin_url: String,
+    /// The second proxy replica (same namespace, same Secrets).
+    pub proxy2_url: String,
+    pub proxy2_admin_url: String,
     pub operator_admin_url: String,
     /// The proxy's namespace, where the chart is installed.
     pub namespace: String,
@@ -58,6 +61,8 @@ impl DevEnv {
             kubeconfig: get("KUBECONFIG")?.into(),
             proxy_url: get("STRAKE_PROXY_URL")?,
             proxy_admin_url: get("STRAKE_PROXY_ADMIN_URL")?,
+            proxy2_url: get("STRAKE_PROXY2_URL")?,
+            proxy2_admin_url: get("STRAKE_PROXY2_ADMIN_URL")?,
             operator_admin_url: get("STRAKE_OPERATOR_ADMIN_URL")?,
             namespace: get("STRAKE_NAMESPACE")?,
             release: get("STRAKE_RELEASE")?,

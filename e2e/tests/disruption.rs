@@ -20,7 +20,7 @@ const OPENAI: &str = "upstreams: [openai]";
 /// Each test starts from a whole stack, whatever the one before left behind.
 async fn whole_stack(stack: &Stack) -> Result<()> {
     stack.apiserver("start").await?;
-    for name in ["mock", "proxy", "operator"] {
+    for name in ["mock", "proxy", "proxy2", "operator"] {
         stack.service("start", name).await?;
     }
     Ok(())

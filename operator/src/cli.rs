@@ -73,6 +73,32 @@ pub struct Cli {
     /// or replacing the built-in price table, for spend in token status.
     #[arg(long, env = "STRAKE_PRICES", value_name = "FILE")]
     pub prices: Option<std::path::PathBuf>,
+
+    /// Comma-separated admin URLs of proxy replicas to collect usage from,
+    /// e.g. http://10.0.0.5:9090 (outside Kubernetes, or beside discovery).
+    #[arg(long, env = "STRAKE_PROXY_ADMIN_URLS", value_delimiter = ',')]
+    pub proxy_admin_urls: Vec<String>,
+
+    /// The proxy's admin Service in the proxy namespace: every ready
+    /// endpoint of its EndpointSlices is a replica to collect usage from.
+    #[arg(long, env = "STRAKE_PROXY_ADMIN_SERVICE")]
+    pub proxy_admin_service: Option<String>,
+
+    /// How often usage is collected from every proxy replica; also the most
+    /// a crashed replica's unreported usage can span.
+    #[arg(long, env = "STRAKE_USAGE_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub usage_interval: Duration,
+
+    /// Most usage status writes per second, StrakeTokens and UpstreamKeys
+    /// together. With N active resources each is refreshed every
+    /// max(--usage-interval, N / this) seconds.
+    #[arg(long, env = "STRAKE_USAGE_WRITES_PER_SECOND", default_value_t = 100)]
+    pub usage_writes_per_second: u32,
+
+    /// How long a cursor of a proxy instance that no longer answers is kept
+    /// in status (a replica that comes back within it is not counted twice).
+    #[arg(long, env = "STRAKE_USAGE_CURSOR_RETENTION", default_value = "1h", value_parser = parse_duration)]
+    pub usage_cursor_retention: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -109,7 +135,41 @@ pub struct Settings {
     pub allowed_upstream_hosts: AllowedHosts,
     /// The built-in price table with `--prices` applied.
     pub prices: PriceTable,
+    pub usage: UsageSettings,
 }
+
+/// Where usage is collected from, and how fast it may be written.
+#[derive(Debug, Clone, Default)]
+pub struct UsageSettings {
+    /// Static admin base URLs, without a trailing slash.
+    pub admin_urls: Vec<String>,
+    pub admin_service: Option<String>,
+    pub interval: Duration,
+    pub writes_per_second: u32,
+    pub cursor_retention: Duration,
+}
+
+impl UsageSettings {
+    /// Whether any replica can be found at all.
+    pub fn enabled(&self) -> bool {
+        !self.admin_urls.is_empty() || self.admin_service.is_some()
+    }
+
+    /// Longest wait for one replica's report.
+    pub fn scrape_timeout(&self) -> Duration {
+        (self.interval / 2).min(SCRAPE_TIMEOUT)
+    }
+
+    /// How long a revoked token that was used stays (its finalizer held)
+    /// so that the replicas' last counters for it are collected: two rounds
+    /// and a scrape.
+    pub fn final_collection(&self) -> Duration {
+        self.interval * 2 + self.scrape_timeout()
+    }
+}
+
+/// The most one replica's report may take.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Settings {
     pub fn covers(&self, namespace: &str) -> bool {
@@ -160,6 +220,31 @@ impl Cli {
                 .and_then(|text| table_with_overrides(&text).map_err(|e| e.to_string()))
                 .map_err(|e| Error::Config(format!("--prices {}: {e}", path.display())))?,
         };
+        let mut admin_urls = Vec::new();
+        for url in &self.proxy_admin_urls {
+            let url = url.trim().trim_end_matches('/');
+            if url.is_empty() {
+                continue;
+            }
+            let rest = url.strip_prefix("http://");
+            if rest.is_none_or(|r| r.is_empty() || r.contains(['/', '?', '#', ' '])) {
+                return Err(Error::Config(format!(
+                    "--proxy-admin-urls: {url:?} must be http://host:port (the proxy's admin port)"
+                )));
+            }
+            admin_urls.push(url.to_string());
+        }
+        if !(MIN_USAGE_INTERVAL..=MAX_USAGE_INTERVAL).contains(&self.usage_interval) {
+            return Err(Error::Config(format!(
+                "--usage-interval must be between {MIN_USAGE_INTERVAL:?} and {MAX_USAGE_INTERVAL:?}: \
+                 status.usage must be fresh within 30 s"
+            )));
+        }
+        if self.usage_writes_per_second == 0 {
+            return Err(Error::Config(
+                "--usage-writes-per-second must be at least 1".into(),
+            ));
+        }
         Ok(Settings {
             proxy_namespace: self.proxy_namespace.clone(),
             endpoint: endpoint.to_string(),
@@ -167,6 +252,16 @@ impl Cli {
             resync: self.resync,
             allowed_upstream_hosts,
             prices,
+            usage: UsageSettings {
+                admin_urls,
+                admin_service: self
+                    .proxy_admin_service
+                    .clone()
+                    .filter(|s| !s.trim().is_empty()),
+                interval: self.usage_interval,
+                writes_per_second: self.usage_writes_per_second,
+                cursor_retention: self.usage_cursor_retention,
+            },
         })
     }
 
@@ -184,6 +279,9 @@ impl Cli {
 }
 
 const MIN_RESYNC: Duration = Duration::from_secs(1);
+const MIN_USAGE_INTERVAL: Duration = Duration::from_secs(1);
+/// Above this, a use can take longer than 30 s to reach status.
+const MAX_USAGE_INTERVAL: Duration = Duration::from_secs(30);
 /// The controller's scheduler cannot hold timers much beyond two years; a
 /// day is plenty for a safety net.
 const MAX_RESYNC: Duration = Duration::from_secs(24 * 3600);
@@ -247,6 +345,11 @@ mod tests {
         assert_eq!(s.scopes, [Scope::All]);
         assert!(s.covers("anything"));
         assert_eq!(s.allowed_upstream_hosts, AllowedHosts::defaults());
+        assert!(!s.usage.enabled());
+        assert_eq!(s.usage.interval, Duration::from_secs(10));
+        assert_eq!(s.usage.writes_per_second, 100);
+        assert_eq!(s.usage.cursor_retention, Duration::from_secs(3600));
+        assert_eq!(s.usage.final_collection(), Duration::from_secs(25));
     }
 
     #[test]
@@ -336,6 +439,36 @@ mod tests {
             let c = cli(&["--proxy-namespace=s", "--endpoint", ep]);
             assert!(c.settings().is_err(), "{ep}");
         }
+    }
+
+    #[test]
+    fn proxy_admin_urls() {
+        let c = cli(&[
+            "--proxy-namespace=s",
+            "--endpoint=http://x",
+            "--proxy-admin-urls=http://127.0.0.1:9090/, http://127.0.0.1:9091",
+        ]);
+        let s = c.settings().unwrap();
+        assert_eq!(
+            s.usage.admin_urls,
+            ["http://127.0.0.1:9090", "http://127.0.0.1:9091"]
+        );
+        assert!(s.usage.enabled());
+        for bad in ["127.0.0.1:9090", "https://x:1", "http://x/usage"] {
+            let c = cli(&[
+                "--proxy-namespace=s",
+                "--endpoint=http://x",
+                "--proxy-admin-urls",
+                bad,
+            ]);
+            assert!(c.settings().is_err(), "{bad}");
+        }
+        let c = cli(&[
+            "--proxy-namespace=s",
+            "--endpoint=http://x",
+            "--usage-interval=60s",
+        ]);
+        assert!(c.settings().is_err());
     }
 
     #[test]

@@ -9,10 +9,22 @@
 //! | `strake_operator_upstream_keys_ready` | gauge | |
 //! | `strake_operator_orphans_deleted_total` | counter | `role` |
 //! | `strake_operator_leader` | gauge | |
+//! | `strake_operator_usage_scrapes_total` | counter | `outcome` (`ok`, `error`) |
+//! | `strake_operator_usage_replicas` | gauge | |
+//! | `strake_operator_usage_status_writes_total` | counter | `kind`, `outcome` (`ok`, `conflict`, `error`) |
+//! | `strake_operator_usage_pending_writes` | gauge | |
+//! | `strake_operator_token_final_spend_usd` | gauge | `namespace`, `name`, `identity` |
+//! | `strake_operator_token_final_requests` | gauge | `namespace`, `name`, `identity` |
+//! | `strake_operator_token_final_input_tokens` | gauge | `namespace`, `name`, `identity` |
+//! | `strake_operator_token_final_output_tokens` | gauge | `namespace`, `name`, `identity` |
+//!
+//! The `token_final_*` series hold a deleted StrakeToken's lifetime usage
+//! for [`FINAL_USAGE_RETENTION`] after its deletion, then disappear.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -47,6 +59,41 @@ struct RoleLabels {
     role: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriteLabels {
+    kind: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FinalLabels {
+    namespace: String,
+    name: String,
+    identity: String,
+}
+
+/// How long a deleted token's final usage stays on `/metrics`: long enough
+/// for a Prometheus scraping every minute to take it 15 times over, and to
+/// ride out a Prometheus restart; short enough that churn does not grow the
+/// page without bound.
+pub const FINAL_USAGE_RETENTION: Duration = Duration::from_secs(15 * 60);
+
+/// A deleted token's lifetime usage, for chargeback.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FinalUsage {
+    pub spend_usd: f64,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
 /// `namespace/name` of a resource, the key of the per-object gauges.
 pub type ObjectKey = (String, String);
 
@@ -59,6 +106,16 @@ pub struct Metrics {
     upstream_keys_ready: Gauge,
     orphans_deleted: Family<RoleLabels, Counter>,
     leader: Gauge,
+    usage_scrapes: Family<OutcomeLabels, Counter>,
+    usage_replicas: Gauge,
+    usage_writes: Family<WriteLabels, Counter>,
+    usage_pending: Gauge,
+    final_spend: Family<FinalLabels, FloatGauge>,
+    final_requests: Family<FinalLabels, Gauge>,
+    final_input: Family<FinalLabels, Gauge>,
+    final_output: Family<FinalLabels, Gauge>,
+    /// When each final series was set, to drop it after the retention.
+    finals: Mutex<HashMap<FinalLabels, Instant>>,
     token_phases: Mutex<HashMap<ObjectKey, Phase>>,
     upstream_ready: Mutex<HashMap<ObjectKey, bool>>,
 }
@@ -108,6 +165,54 @@ impl Metrics {
             "1 while this replica runs the controllers",
             leader.clone(),
         );
+        let usage_scrapes = Family::<OutcomeLabels, Counter>::default();
+        let usage_replicas = Gauge::default();
+        let usage_writes = Family::<WriteLabels, Counter>::default();
+        let usage_pending = Gauge::default();
+        let final_spend = Family::<FinalLabels, FloatGauge>::default();
+        let final_requests = Family::<FinalLabels, Gauge>::default();
+        let final_input = Family::<FinalLabels, Gauge>::default();
+        let final_output = Family::<FinalLabels, Gauge>::default();
+        registry.register(
+            "usage_scrapes",
+            "Usage reports requested from proxy replicas",
+            usage_scrapes.clone(),
+        );
+        registry.register(
+            "usage_replicas",
+            "Proxy replicas that answered the last usage collection",
+            usage_replicas.clone(),
+        );
+        registry.register(
+            "usage_status_writes",
+            "Usage status writes (conflict: the resource changed since it was read; retried next round)",
+            usage_writes.clone(),
+        );
+        registry.register(
+            "usage_pending_writes",
+            "Resources whose new usage waits for the write budget after the last collection",
+            usage_pending.clone(),
+        );
+        registry.register(
+            "token_final_spend_usd",
+            "Lifetime spend of a deleted StrakeToken, kept for a while after its deletion",
+            final_spend.clone(),
+        );
+        registry.register(
+            "token_final_requests",
+            "Lifetime requests of a deleted StrakeToken, kept for a while after its deletion",
+            final_requests.clone(),
+        );
+        registry.register(
+            "token_final_input_tokens",
+            "Lifetime input tokens of a deleted StrakeToken, kept for a while after its deletion",
+            final_input.clone(),
+        );
+        registry.register(
+            "token_final_output_tokens",
+            "Lifetime output tokens of a deleted StrakeToken, kept for a while after its deletion",
+            final_output.clone(),
+        );
         for phase in Phase::ALL {
             tokens
                 .get_or_create(&PhaseLabels {
@@ -124,6 +229,15 @@ impl Metrics {
             upstream_keys_ready,
             orphans_deleted,
             leader,
+            usage_scrapes,
+            usage_replicas,
+            usage_writes,
+            usage_pending,
+            final_spend,
+            final_requests,
+            final_input,
+            final_output,
+            finals: Mutex::default(),
             token_phases: Mutex::default(),
             upstream_ready: Mutex::default(),
         }
@@ -197,8 +311,70 @@ impl Metrics {
         self.leader.set(i64::from(leading));
     }
 
+    pub fn usage_scraped(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.usage_scrapes
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    pub fn usage_round(&self, replicas: usize, pending: usize) {
+        self.usage_replicas
+            .set(i64::try_from(replicas).unwrap_or(i64::MAX));
+        self.usage_pending
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+    }
+
+    pub fn usage_written(&self, kind: &'static str, outcome: &'static str) {
+        self.usage_writes
+            .get_or_create(&WriteLabels { kind, outcome })
+            .inc();
+    }
+
+    /// Publishes a deleted token's lifetime usage until
+    /// [`FINAL_USAGE_RETENTION`] has passed.
+    pub fn set_final_usage(&self, key: &ObjectKey, identity: &str, usage: &FinalUsage) {
+        let labels = FinalLabels {
+            namespace: key.0.clone(),
+            name: key.1.clone(),
+            identity: identity.to_string(),
+        };
+        self.final_spend.get_or_create(&labels).set(usage.spend_usd);
+        let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.final_requests
+            .get_or_create(&labels)
+            .set(int(usage.requests));
+        self.final_input
+            .get_or_create(&labels)
+            .set(int(usage.input_tokens));
+        self.final_output
+            .get_or_create(&labels)
+            .set(int(usage.output_tokens));
+        self.finals
+            .lock()
+            .expect("metrics lock")
+            .insert(labels, Instant::now());
+        self.expire_final_usage(Instant::now());
+    }
+
+    /// Drops the final-usage series older than the retention.
+    fn expire_final_usage(&self, now: Instant) {
+        let mut finals = self.finals.lock().expect("metrics lock");
+        finals.retain(|labels, set_at| {
+            let keep = now.saturating_duration_since(*set_at) < FINAL_USAGE_RETENTION;
+            if !keep {
+                self.final_spend.remove(labels);
+                self.final_requests.remove(labels);
+                self.final_input.remove(labels);
+                self.final_output.remove(labels);
+            }
+            keep
+        });
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
+        self.expire_final_usage(Instant::now());
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
@@ -233,6 +409,18 @@ mod tests {
         m.set_upstream_ready(("a".into(), "openai".into()), Some(true));
         m.orphan_deleted("token");
         m.set_leader(true);
+        m.usage_scraped(true);
+        m.usage_written("StrakeToken", "conflict");
+        m.set_final_usage(
+            &("a".into(), "alice".into()),
+            "alice@example.com",
+            &FinalUsage {
+                spend_usd: 1.25,
+                requests: 3,
+                input_tokens: 30,
+                output_tokens: 12,
+            },
+        );
         let text = m.encode();
         for line in [
             "strake_operator_reconciles_total{controller=\"straketoken\"} 1",
@@ -244,9 +432,16 @@ mod tests {
             "strake_operator_upstream_keys_ready 1",
             "strake_operator_orphans_deleted_total{role=\"token\"} 1",
             "strake_operator_leader 1",
+            "strake_operator_usage_scrapes_total{outcome=\"ok\"} 1",
+            "strake_operator_usage_status_writes_total{kind=\"StrakeToken\",outcome=\"conflict\"} 1",
+            "strake_operator_token_final_spend_usd{namespace=\"a\",name=\"alice\",identity=\"alice@example.com\"} 1.25",
+            "strake_operator_token_final_requests{namespace=\"a\",name=\"alice\",identity=\"alice@example.com\"} 3",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
+        // Past the retention the final series are gone.
+        m.expire_final_usage(Instant::now() + FINAL_USAGE_RETENTION);
+        assert!(!m.encode().contains("token_final_spend_usd{"));
         m.set_token_phase(("a".into(), "x".into()), None);
         assert!(
             m.encode()

@@ -19,9 +19,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use http::header::{HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 use strake_crds::TokenLimits;
-use strake_crds::contract::{TokenRecord, UpstreamRecord, route_name};
+use strake_crds::contract::{SourceRef, TokenRecord, UpstreamRecord, route_name};
 use strake_crds::provider::{KeyHeader, Provider};
 use strake_crds::token::TokenHash;
+use strake_crds::usage::Counters;
 
 use crate::endpoint::Allowance;
 use crate::metrics::{Metrics, TokenMetrics, UpstreamMetrics};
@@ -99,6 +100,9 @@ pub struct TokenPolicy {
     pub limits: Option<TokenLimits>,
     /// Endpoints opened beyond the inference ones ([`crate::endpoint`]).
     pub endpoints: Box<[Allowance]>,
+    /// The StrakeToken it was published for (kube mode): usage is reported
+    /// under it.
+    pub source: Option<SourceRef>,
     /// Counters and rate-limit buckets. Shared with the policy this one
     /// replaced under the same source, so a reload or a rotation keeps them.
     pub state: Arc<TokenState>,
@@ -129,12 +133,10 @@ impl TokenUpstream {
 #[derive(Debug, Default)]
 pub struct TokenState {
     pub limiter: Mutex<Limiter>,
-    pub requests: AtomicU64,
-    pub input_tokens: AtomicU64,
-    pub output_tokens: AtomicU64,
-    /// Unix seconds; 0 = never.
-    pub last_used: AtomicU64,
-    /// Spend at the price table's rates, and its per-model series.
+    /// Cumulative usage: what the rate limiter's debits, `/usage` and the
+    /// collector read.
+    pub usage: UsageCell,
+    /// Per-model price lookups and spend series for `/metrics`.
     pub spend: crate::spend::TokenSpend,
 }
 
@@ -144,12 +146,97 @@ impl TokenState {
         // it unusable, so poisoning is ignored.
         self.limiter.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
 
-    pub fn record_use(&self, input: u64, output: u64, now_unix: u64) {
+/// What one forwarded request used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Used {
+    /// Every input token, cached and cache-write ones included.
+    pub input: u64,
+    pub output: u64,
+    pub cached_input: u64,
+    pub cache_write: u64,
+    /// Its price in picodollars; `None` when tokens were used but the model
+    /// has no price.
+    pub spend: Option<u64>,
+}
+
+/// The process-wide source of series numbers: each new [`UsageCell`] takes
+/// the next, so a collector can tell counters that started over from
+/// counters that went on.
+static NEXT_SERIES: AtomicU64 = AtomicU64::new(1);
+
+/// Cumulative usage counters since the cell was made (for a token or an
+/// upstream: it survives a reload, a rotation or a suspension of the same
+/// resource, and starts over, with a new series, when the resource leaves
+/// the index and comes back).
+#[derive(Debug)]
+pub struct UsageCell {
+    pub series: u64,
+    pub requests: AtomicU64,
+    pub input_tokens: AtomicU64,
+    pub output_tokens: AtomicU64,
+    pub cached_input_tokens: AtomicU64,
+    pub cache_write_tokens: AtomicU64,
+    pub spend_picodollars: AtomicU64,
+    pub unpriced_requests: AtomicU64,
+    /// Unix seconds; 0 = never.
+    pub last_used: AtomicU64,
+}
+
+impl Default for UsageCell {
+    fn default() -> Self {
+        UsageCell {
+            series: NEXT_SERIES.fetch_add(1, Ordering::Relaxed),
+            requests: AtomicU64::new(0),
+            input_tokens: AtomicU64::new(0),
+            output_tokens: AtomicU64::new(0),
+            cached_input_tokens: AtomicU64::new(0),
+            cache_write_tokens: AtomicU64::new(0),
+            spend_picodollars: AtomicU64::new(0),
+            unpriced_requests: AtomicU64::new(0),
+            last_used: AtomicU64::new(0),
+        }
+    }
+}
+
+impl UsageCell {
+    pub fn record(&self, used: &Used, now_unix: u64) {
         self.requests.fetch_add(1, Ordering::Relaxed);
-        self.input_tokens.fetch_add(input, Ordering::Relaxed);
-        self.output_tokens.fetch_add(output, Ordering::Relaxed);
+        self.input_tokens.fetch_add(used.input, Ordering::Relaxed);
+        self.output_tokens.fetch_add(used.output, Ordering::Relaxed);
+        self.cached_input_tokens
+            .fetch_add(used.cached_input, Ordering::Relaxed);
+        self.cache_write_tokens
+            .fetch_add(used.cache_write, Ordering::Relaxed);
+        match used.spend {
+            Some(pico) => {
+                self.spend_picodollars.fetch_add(pico, Ordering::Relaxed);
+            }
+            None => {
+                self.unpriced_requests.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         self.last_used.fetch_max(now_unix, Ordering::Relaxed);
+    }
+
+    /// A reading of every counter. Each is exact; a request recorded during
+    /// the reading may show in some and not yet in others, and shows in all
+    /// at the next reading.
+    pub fn counters(&self) -> Counters {
+        Counters {
+            requests: self.requests.load(Ordering::Relaxed),
+            input_tokens: self.input_tokens.load(Ordering::Relaxed),
+            output_tokens: self.output_tokens.load(Ordering::Relaxed),
+            cached_input_tokens: self.cached_input_tokens.load(Ordering::Relaxed),
+            cache_write_tokens: self.cache_write_tokens.load(Ordering::Relaxed),
+            spend_picodollars: self.spend_picodollars.load(Ordering::Relaxed),
+            unpriced_requests: self.unpriced_requests.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn last_used(&self) -> u64 {
+        self.last_used.load(Ordering::Relaxed)
     }
 }
 
@@ -201,6 +288,7 @@ impl TokenPolicy {
                 .collect(),
             limits: record.limits,
             endpoints,
+            source: record.source,
             state,
         })
     }
@@ -243,6 +331,11 @@ pub struct Upstream {
     pub headers: Box<[(HeaderName, HeaderValue)]>,
     /// Endpoints opened for every token of this upstream.
     pub endpoints: Box<[Allowance]>,
+    /// The UpstreamKey it was published for (kube mode).
+    pub source: Option<SourceRef>,
+    /// Usage through this upstream by every token; kept when the upstream's
+    /// record is replaced (a key rotation, a header change).
+    pub usage: Arc<UsageCell>,
     metrics: OnceLock<UpstreamMetrics>,
 }
 
@@ -315,6 +408,8 @@ impl Upstream {
             key_value,
             headers: headers.into(),
             endpoints,
+            source: record.source.clone(),
+            usage: Arc::default(),
             metrics: OnceLock::new(),
         })
     }
@@ -469,7 +564,7 @@ impl TokenIndex {
             Record::Token(record) => self.apply_token(source, record, None),
             Record::Upstream { record, api_key } => {
                 let upstream = Upstream::new(&record, &api_key)?;
-                self.apply_upstream(source, upstream)
+                self.apply_upstream(source, upstream, None)
             }
         }
     }
@@ -526,7 +621,12 @@ impl TokenIndex {
         Ok(removed)
     }
 
-    fn apply_upstream(&mut self, source: &str, upstream: Upstream) -> Result<Removed, IndexError> {
+    fn apply_upstream(
+        &mut self,
+        source: &str,
+        mut upstream: Upstream,
+        previous: Option<&TokenIndex>,
+    ) -> Result<Removed, IndexError> {
         let id = upstream.id.clone();
         let mine = self.sources.get(source).cloned();
         if self.view.upstreams.contains_key(&id) && mine != Some(Contribution::Upstream(id.clone()))
@@ -541,6 +641,14 @@ impl TokenIndex {
                 name: id.to_string(),
                 other,
             });
+        }
+        // Keep the usage counters of the upstream this source had before.
+        let before = previous.unwrap_or(self);
+        if let Some(Contribution::Upstream(old)) = before.sources.get(source)
+            && *old == id
+            && let Some(kept) = before.view.upstream(old)
+        {
+            upstream.usage = kept.usage.clone();
         }
         let removed = match &mine {
             Some(c) if *c != Contribution::Upstream(id.clone()) => self.remove(c),
@@ -615,9 +723,8 @@ impl TokenIndex {
         for (source, record) in records {
             let result = match record {
                 Record::Token(r) => next.apply_token(&source, r, Some(self)),
-                Record::Upstream { record, api_key } => {
-                    Upstream::new(&record, &api_key).and_then(|u| next.apply_upstream(&source, u))
-                }
+                Record::Upstream { record, api_key } => Upstream::new(&record, &api_key)
+                    .and_then(|u| next.apply_upstream(&source, u, Some(self))),
             };
             if let Err(e) = result {
                 errors.push((source, e));
@@ -695,6 +802,15 @@ pub(crate) mod tests {
         }
     }
 
+    fn used(input: u64, output: u64) -> Used {
+        Used {
+            input,
+            output,
+            spend: Some(0),
+            ..Used::default()
+        }
+    }
+
     fn upstream(name: &str, provider: Provider, base: &str) -> Record {
         Record::Upstream {
             record: UpstreamRecord {
@@ -755,15 +871,36 @@ pub(crate) mod tests {
             .token(&a.hash())
             .unwrap()
             .state
-            .record_use(1, 2, 3);
+            .usage
+            .record(&used(1, 2), 3);
         let removed = idx
             .apply("s", Record::Token(token_record("alice", b.hash(), &["x"])))
             .unwrap();
         assert!(removed.is_empty(), "same name: not removed for good");
         assert!(idx.view().token(&a.hash()).is_none());
         let p = idx.view().token(&b.hash()).unwrap();
-        assert_eq!(p.state.requests.load(Ordering::Relaxed), 1);
+        assert_eq!(p.state.usage.counters().requests, 1);
         assert_eq!(idx.view().token_count(), 1);
+    }
+
+    #[test]
+    fn an_upstream_keeps_its_usage_when_its_record_is_replaced() {
+        let mut idx = TokenIndex::new();
+        idx.apply("u", upstream("x", Provider::OpenAi, "https://a"))
+            .unwrap();
+        let before = idx.view().upstream("x").unwrap().usage.clone();
+        before.record(&used(3, 4), 9);
+        // A rotated key or new headers: the same upstream, new record.
+        idx.apply("u", upstream("x", Provider::OpenAi, "https://b"))
+            .unwrap();
+        let (_, errors) = idx.reset(vec![(
+            "u".to_string(),
+            upstream("x", Provider::OpenAi, "https://c"),
+        )]);
+        assert!(errors.is_empty());
+        let after = &idx.view().upstream("x").unwrap().usage;
+        assert!(Arc::ptr_eq(&before, after));
+        assert_eq!(after.counters().input_tokens, 3);
     }
 
     #[test]
@@ -797,7 +934,8 @@ pub(crate) mod tests {
             .token(&a.hash())
             .unwrap()
             .state
-            .record_use(1, 0, 0);
+            .usage
+            .record(&used(1, 0), 0);
         let mut alice = token_record("alice", a.hash(), &["x"]);
         alice.suspended = true;
         let (removed, errors) = idx.reset(vec![
@@ -823,11 +961,7 @@ pub(crate) mod tests {
         let v = idx.view();
         assert!(v.token(&a.hash()).unwrap().suspended);
         assert_eq!(
-            v.token(&a.hash())
-                .unwrap()
-                .state
-                .requests
-                .load(Ordering::Relaxed),
+            v.token(&a.hash()).unwrap().state.usage.counters().requests,
             1
         );
         assert!(v.token(&b.hash()).is_none());

@@ -36,7 +36,7 @@ use strake_crds::token::TokenHash;
 use crate::body::{ProxyBody, UpstreamBody, read_limited};
 use crate::credential::{self, CredentialError};
 use crate::include_usage::{self, Ask, UsageHider};
-use crate::index::{Snapshot, TokenPolicy, Upstream};
+use crate::index::{Snapshot, TokenPolicy, Upstream, Used};
 use crate::logging::AccessLine;
 use crate::reject::Reject;
 use crate::route::{self, BodyModel, Candidate};
@@ -523,7 +523,7 @@ impl Exchange {
         if let Some(ttfb) = self.ttfb {
             upstream_metrics.ttfb.observe(ttfb.as_secs_f64());
         }
-        if forwarded && self.shared.settings.pricing {
+        let outcome = (forwarded && self.shared.settings.pricing).then(|| {
             spend::record(
                 &self.shared.prices,
                 metrics,
@@ -532,14 +532,19 @@ impl Exchange {
                 self.model.as_deref(),
                 &counts,
                 self.status,
-            );
-        }
+            )
+        });
         if forwarded {
-            token.state.record_use(
-                usage.input_tokens.unwrap_or(0),
-                usage.output_tokens.unwrap_or(0),
-                unix_now().as_secs(),
-            );
+            let used = Used {
+                input: counts.input,
+                output: counts.output,
+                cached_input: counts.cached_input,
+                cache_write: counts.cache_write,
+                spend: spend::picodollars(outcome, &counts),
+            };
+            let now = unix_now().as_secs();
+            token.state.usage.record(&used, now);
+            upstream.usage.record(&used, now);
             if let Some(limits) = &token.limits
                 && usage.total() > 0
             {

@@ -87,6 +87,8 @@ pub struct Shared {
     pub(crate) settings: Settings,
     /// The rate limiter's clock origin.
     pub(crate) epoch: Instant,
+    /// Who this process is to a usage collector.
+    pub(crate) instance: admin::Instance,
 }
 
 /// A proxy instance: its index, client and metrics. Cheap to clone.
@@ -110,6 +112,7 @@ impl Proxy {
                 prices: Prices::new(PriceTable::builtin()),
                 settings,
                 epoch: Instant::now(),
+                instance: admin::Instance::new(),
             }),
         }
     }
@@ -174,6 +177,10 @@ impl Proxy {
     /// The price table requests are priced with.
     pub fn prices(&self) -> std::sync::Arc<PriceTable> {
         self.shared.prices.table()
+    }
+
+    pub fn instance(&self) -> &admin::Instance {
+        &self.shared.instance
     }
 
     pub fn settings(&self) -> &Settings {

@@ -1,9 +1,10 @@
 //! Spend: what each forwarded request cost, at the price table's rates.
 //!
 //! When a response ends, [`record`] prices the usage read off its body
-//! (one table lookup per request at most) and adds the cost to the token's
-//! exact total ([`TokenSpend`], in picodollars, for the usage collector)
-//! and to `strake_spend_usd_total` on `/metrics`. A request whose cost is
+//! (one table lookup per request at most) and adds the cost to
+//! `strake_spend_usd_total` on `/metrics`; the caller adds the same
+//! [`Outcome`] to the token's exact counters ([`crate::index::UsageCell`],
+//! in picodollars: the one home `/usage`, the collector and budgets read). A request whose cost is
 //! unknown is counted in `strake_unpriced_requests_total`, never as $0:
 //! `no_price` when the model has no row in the table, `no_usage` when a
 //! 2xx answer for a named model carried no token counts (an OpenAI stream
@@ -116,12 +117,22 @@ pub fn assess(
     }
 }
 
-/// A token's spend: its exact total and its model slots. Part of the
-/// token's state, so it survives reloads.
+/// What `outcome` adds to a token's exact spend: `None` when tokens were
+/// used at an unknown cost (so the request is counted as unpriced, never as
+/// $0). `outcome` is `None` when pricing is off.
+pub fn picodollars(outcome: Option<Outcome>, counts: &TokenCounts) -> Option<u64> {
+    match outcome {
+        Some(Outcome::Priced(cost)) => Some(cost.0),
+        Some(Outcome::NoPrice | Outcome::NoUsage) => None,
+        Some(Outcome::Nothing) => Some(0),
+        None => (counts.input == 0 && counts.output == 0).then_some(0),
+    }
+}
+
+/// A token's model slots (rates resolved per model, and their series).
+/// Part of the token's state, so it survives reloads.
 #[derive(Debug, Default)]
 pub struct TokenSpend {
-    picodollars: AtomicU64,
-    unpriced: AtomicU64,
     slots: Mutex<Vec<ModelSlot>>,
 }
 
@@ -140,16 +151,6 @@ struct ModelSlot {
 }
 
 impl TokenSpend {
-    /// Everything this token spent on priced requests, exactly.
-    pub fn total(&self) -> Picodollars {
-        Picodollars(self.picodollars.load(Ordering::Relaxed))
-    }
-
-    /// Requests whose cost is unknown (either reason).
-    pub fn unpriced_requests(&self) -> u64 {
-        self.unpriced.load(Ordering::Relaxed)
-    }
-
     /// The (upstream, model label) pairs with series, for removing them.
     pub fn series(&self) -> Vec<(Arc<str>, Box<str>)> {
         self.lock()
@@ -162,14 +163,6 @@ impl TokenSpend {
         // Slots hold plain values and counter handles; a panic mid-update
         // leaves nothing half-done that matters.
         self.slots.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn add(&self, cost: Picodollars) {
-        let _ = self
-            .picodollars
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                Some(v.saturating_add(cost.0))
-            });
     }
 }
 
@@ -219,8 +212,6 @@ pub fn record(
                     metrics.spend(&token.identity, &token.name, &upstream.id, &slot.model)
                 })
                 .inc_by(cost.as_usd_f64());
-            drop(slots);
-            spend.add(cost);
         }
         Outcome::NoPrice | Outcome::NoUsage => {
             let i = usize::from(outcome == Outcome::NoUsage);
@@ -228,8 +219,6 @@ pub fn record(
             slot.unpriced[i]
                 .get_or_insert_with(|| new_unpriced(reason))
                 .inc();
-            drop(slots);
-            spend.unpriced.fetch_add(1, Ordering::Relaxed);
         }
         Outcome::Nothing => {}
     }
@@ -340,8 +329,15 @@ mod tests {
         let prices = Prices::new(table(&[("gpt-x", 2, 8)]));
         let metrics = Metrics::new();
         let (token, upstream) = policy_and_upstream();
+        // What the caller adds to the token's counters.
+        let (spent, unpriced) = (std::cell::Cell::new(0), std::cell::Cell::new(0));
         let rec = |model: Option<&str>, c: TokenCounts| {
-            record(&prices, &metrics, &token, &upstream, model, &c, 200)
+            let outcome = record(&prices, &metrics, &token, &upstream, model, &c, 200);
+            match picodollars(Some(outcome), &c) {
+                Some(p) => spent.set(spent.get() + p),
+                None => unpriced.set(unpriced.get() + 1),
+            }
+            outcome
         };
         assert!(matches!(
             rec(Some("gpt-x"), used(1_000_000, 0)),
@@ -354,8 +350,8 @@ mod tests {
         assert_eq!(rec(Some("mystery"), used(5, 5)), Outcome::NoPrice);
         assert_eq!(rec(None, used(5, 5)), Outcome::NoPrice);
         assert_eq!(rec(Some("gpt-x"), used(0, 0)), Outcome::NoUsage);
-        assert_eq!(token.state.spend.total().to_string(), "10");
-        assert_eq!(token.state.spend.unpriced_requests(), 3);
+        assert_eq!(Picodollars(spent.get()).to_string(), "10");
+        assert_eq!(unpriced.get(), 3);
         let text = metrics.encode();
         let series = r#"identity="alice@example.com",token="alice",upstream="openai""#;
         for line in [
@@ -383,7 +379,7 @@ mod tests {
             rec(Some("gpt-x-2026-02-02"), used(1_000_000, 0)),
             Outcome::Priced(_)
         ));
-        assert_eq!(token.state.spend.total().to_string(), "12");
+        assert_eq!(Picodollars(spent.get()).to_string(), "12");
         let labels = token.state.spend.series();
         assert_eq!(labels.len(), MAX_MODELS_PER_TOKEN + 1);
         assert!(labels.iter().any(|(_, m)| &**m == OTHER_MODEL));

@@ -21,6 +21,7 @@
 pub mod orphans;
 pub mod strake_token;
 pub mod upstream_key;
+pub mod usage;
 
 #[cfg(test)]
 mod fake_api;
@@ -306,6 +307,10 @@ pub async fn run(
     let recorder = Recorder::new(client.clone(), reporter);
     let mut running = Vec::new();
     let mut caches = Vec::new();
+    let mut usage_caches = usage::Caches {
+        tokens: Vec::new(),
+        upstreams: Vec::new(),
+    };
     for scope in &settings.scopes {
         let (tokens, token_writer) = reflector::store::<StrakeToken>();
         let (upstreams, upstream_writer) = reflector::store::<UpstreamKey>();
@@ -319,6 +324,8 @@ pub async fn run(
             upstreams.clone(),
             recount_tx,
         ));
+        usage_caches.tokens.push(tokens.clone());
+        usage_caches.upstreams.push(upstreams.clone());
         running.push(
             token_controller(scope, &client, ctx.clone(), token_writer, shutdown.clone()).boxed(),
         );
@@ -344,6 +351,16 @@ pub async fn run(
             health.set_running();
         }
     });
+    running.push(
+        usage::run(
+            client.clone(),
+            settings.clone(),
+            metrics.clone(),
+            usage_caches,
+            shutdown.clone(),
+        )
+        .boxed(),
+    );
     running.push(orphans::run(client, settings, metrics, shutdown).boxed());
     futures::future::join_all(running).await;
 }

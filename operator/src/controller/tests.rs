@@ -66,6 +66,7 @@ fn harness() -> Harness {
         resync: RESYNC,
         allowed_upstream_hosts: AllowedHosts::defaults(),
         prices: strake_crds::pricing::PriceTable::builtin(),
+        usage: Default::default(),
     });
     let (tokens, mut token_writer) = reflector::store::<StrakeToken>();
     let (upstreams, mut upstream_writer) = reflector::store::<UpstreamKey>();
@@ -158,6 +159,7 @@ impl Harness {
             )],
             observed_generation: Some(1),
             tokens: None,
+            ..Default::default()
         });
         self.fake.put(&upstream_path(name), &uk);
     }

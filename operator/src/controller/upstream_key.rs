@@ -9,8 +9,8 @@ use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use strake_crds::UpstreamKey;
 use strake_crds::contract;
+use strake_crds::{UpstreamKey, UpstreamKeyStatus};
 use tracing::info;
 
 use super::{
@@ -116,7 +116,13 @@ async fn apply(obj: &UpstreamKey, ctx: &Context) -> Result<Action> {
         }
         _ => None,
     };
-    if obj.status.as_ref() != Some(&status) {
+    // Usage is the collector's: it is neither compared nor written here.
+    let owned = obj.status.as_ref().map(|s| UpstreamKeyStatus {
+        last_used_at: None,
+        usage: None,
+        ..s.clone()
+    });
+    if owned.as_ref() != Some(&status) {
         let api: Api<UpstreamKey> = Api::namespaced(ctx.client.clone(), &namespace);
         apply_status(&api, obj, &status).await?;
     }

@@ -11,3 +11,4 @@ pub mod retry;
 pub mod token;
 pub mod upstream;
 pub mod upstream_hosts;
+pub mod usage;

@@ -251,6 +251,8 @@ pub fn status(
         conditions: vec![ready],
         observed_generation: generation,
         tokens: Some(tokens),
+        last_used_at: None,
+        usage: None,
     }
 }
 
