@@ -379,7 +379,7 @@ pub struct UsageTotals {
     #[schemars(extend("format" = "int64"))]
     pub cache_write_tokens: u64,
     /// USD, a decimal string such as "1.23" (exact to 10⁻¹²).
-    #[serde(default)]
+    #[serde(default = "zero_usd")]
     #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]{1,12})?$"))]
     pub spend_usd: String,
     /// Requests whose model had no price: their spend is not in spendUsd.
@@ -412,6 +412,10 @@ impl StrakeToken {
             ),
         }
     }
+}
+
+fn zero_usd() -> String {
+    "0".into()
 }
 
 fn is_false(b: &bool) -> bool {

@@ -147,6 +147,21 @@ pub async fn run(
         service = ?config.admin_service,
         "collecting usage"
     );
+    // A resource missing from a cache that is still filling would pass for
+    // deleted, and its usage would be skipped past.
+    let filled = async {
+        for store in &collector.caches.tokens {
+            super::cache_ready(store, "StrakeToken").await?;
+        }
+        for store in &collector.caches.upstreams {
+            super::cache_ready(store, "UpstreamKey").await?;
+        }
+        Ok::<(), crate::error::Error>(())
+    };
+    tokio::select! {
+        () = shutdown.cancelled() => return,
+        filled = filled => if filled.is_err() { return },
+    }
     let mut tick = tokio::time::interval(config.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
