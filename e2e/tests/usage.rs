@@ -390,6 +390,48 @@ async fn usage_sums_both_replicas_through_restarts() -> Result<()> {
         header.contains("LAST USED") && header.contains("SPEND"),
         "printer columns: {header}"
     );
+
+    // Chargeback survives revocation: the event and a metric keep the total.
+    let spend = Picodollars(expected.alice.spend).to_decimal_string();
+    ns.delete_token("alice").await?;
+    let note = eventually("the Revoked event names the final usage", FRESH, || async {
+        let out = ns
+            .kubectl(&[
+                "get",
+                "events",
+                "--field-selector",
+                "reason=Revoked,involvedObject.name=alice",
+                "-o",
+                "jsonpath={.items[*].message}{.items[*].note}",
+            ])
+            .await?;
+        ensure!(!out.is_empty(), "no Revoked event yet");
+        Ok(out)
+    })
+    .await?;
+    ensure!(
+        note.contains(&format!("{} requests", expected.alice.requests))
+            && note.contains(&format!("${spend}")),
+        "Revoked event: {note}"
+    );
+    let metrics = stack
+        .http
+        .get(&format!("{}/metrics", stack.env.operator_admin_url))
+        .await?;
+    let series = format!(
+        "strake_operator_token_final_spend_usd{{namespace=\"{}\",name=\"alice\",identity=\"alice@example.com\"}} ",
+        ns.name
+    );
+    let value: f64 = metrics
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no {series} in the operator's metrics"))?;
+    ensure!(
+        (value - Picodollars(expected.alice.spend).as_usd_f64()).abs() < 1e-9,
+        "final spend {value}, want {spend}"
+    );
     Ok(())
 }
 

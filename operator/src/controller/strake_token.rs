@@ -371,16 +371,20 @@ async fn revoke(obj: &StrakeToken, ctx: &Context) -> Result<Action> {
     let proxy_secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &settings.proxy_namespace);
     let proxy_name = contract::token_secret_name(&namespace, &name);
     if delete_secret(&proxy_secrets, &settings.proxy_namespace, &proxy_name).await? {
-        info!(%namespace, %name, identity = %obj.spec.identity, "revoked");
+        let lifetime = token::final_usage(obj);
+        info!(%namespace, %name, identity = %obj.spec.identity, usage = %lifetime.note, "revoked");
         let notice = Notice {
             warning: false,
             reason: event::REVOKED,
             note: format!(
-                "the proxy rejects the token from now on; Secret {} is deleted with the StrakeToken",
-                obj.secret_name()
+                "the proxy rejects the token from now on; Secret {} is deleted with the StrakeToken; {}",
+                obj.secret_name(),
+                lifetime.note
             ),
         };
         ctx.notify(&reference(obj), "Cleanup", &notice).await;
+        ctx.metrics
+            .set_final_usage(&gauge_key(obj), &obj.spec.identity, &lifetime.usage);
     }
     ctx.metrics.set_token_phase(gauge_key(obj), None);
     ctx.recount_upstreams(&namespace);

@@ -6,6 +6,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use strake_crds::contract::{self, SourceRef, TokenRecord};
+use strake_crds::pricing::Picodollars;
 use strake_crds::token::{Token, TokenHash};
 use strake_crds::{Phase, StrakeToken, StrakeTokenStatus};
 
@@ -385,6 +386,50 @@ pub fn owned(status: &StrakeTokenStatus) -> StrakeTokenStatus {
 /// writes keeps the controller from triggering itself.
 pub fn status_changed(current: Option<&StrakeTokenStatus>, desired: &StrakeTokenStatus) -> bool {
     current.map(owned).as_ref() != Some(desired)
+}
+
+/// A deleted token's lifetime usage: for the revoke event and the
+/// chargeback metric.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FinalUsage {
+    pub note: String,
+    pub usage: crate::metrics::FinalUsage,
+}
+
+/// The lifetime usage in a token's status when it is deleted. Use in the
+/// last collection interval before the deletion is not in it.
+pub fn final_usage(token: &StrakeToken) -> FinalUsage {
+    let lifetime = token
+        .status
+        .as_ref()
+        .and_then(|s| s.usage.as_ref())
+        .and_then(|u| u.lifetime.clone())
+        .unwrap_or_default();
+    let spend: Picodollars = lifetime.spend_usd.parse().unwrap_or(Picodollars::ZERO);
+    let mut note = format!(
+        "lifetime usage: {} requests, {} input tokens ({} cached, {} cache-write), {} output tokens, ${} spent",
+        lifetime.requests,
+        lifetime.input_tokens,
+        lifetime.cached_input_tokens,
+        lifetime.cache_write_tokens,
+        lifetime.output_tokens,
+        spend.to_decimal_string(),
+    );
+    if lifetime.unpriced_requests > 0 {
+        note.push_str(&format!(
+            " (plus {} unpriced requests)",
+            lifetime.unpriced_requests
+        ));
+    }
+    FinalUsage {
+        note,
+        usage: crate::metrics::FinalUsage {
+            spend_usd: spend.as_usd_f64(),
+            requests: lifetime.requests,
+            input_tokens: lifetime.input_tokens,
+            output_tokens: lifetime.output_tokens,
+        },
+    }
 }
 
 /// A notable change, to be published as an event.
@@ -807,6 +852,34 @@ mod tests {
             ts(NOW),
         );
         assert!(status_changed(t.status.as_ref(), &newer));
+    }
+
+    #[test]
+    fn the_final_usage_is_the_lifetime_in_status() {
+        let mut t = alice();
+        let none = final_usage(&t);
+        assert_eq!(none.usage.requests, 0);
+        assert!(none.note.contains("0 requests"), "{}", none.note);
+        t.status = Some(StrakeTokenStatus {
+            usage: Some(strake_crds::TokenUsage {
+                lifetime: Some(strake_crds::UsageTotals {
+                    requests: 7,
+                    input_tokens: 700,
+                    output_tokens: 70,
+                    cached_input_tokens: 100,
+                    spend_usd: "1.25".into(),
+                    unpriced_requests: 2,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let f = final_usage(&t);
+        assert_eq!(f.usage.requests, 7);
+        assert_eq!(f.usage.spend_usd, 1.25);
+        assert!(f.note.contains("7 requests") && f.note.contains("$1.25"));
+        assert!(f.note.contains("2 unpriced"), "{}", f.note);
     }
 
     #[test]
