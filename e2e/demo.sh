@@ -129,7 +129,22 @@ else
 	exit 1
 fi
 
-step "5. Alice leaves: revoke her token, nothing else changes"
+step "5. Usage per identity, summed over both proxy replicas, in the StrakeToken status"
+# One more of alice's requests through the second replica: status.usage sums both.
+alice_url="$(secret_value alice-strake OPENAI_BASE_URL)"
+curl -sS --max-time 5 -o /dev/null "${alice_url/$STRAKE_PROXY_URL/$STRAKE_PROXY2_URL}/chat/completions" \
+	-H "Authorization: Bearer $alice" -H 'Content-Type: application/json' \
+	-d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello (strake demo)"}]}' || true
+used() { kubectl get straketoken "$1" -n "$ns" -o jsonpath='{.status.usage.lifetime.requests}' 2>/dev/null; }
+t0=$(now_ms)
+until [[ "$(used alice)" == 3 && "$(used ci-runner)" -ge 1 ]]; do
+	(($(now_ms) - t0 < 30000)) || { echo "demo.sh: usage did not reach the status within 30 s" >&2; exit 1; }
+	sleep 0.2
+done
+show kubectl get straketokens -n "$ns"
+echo "alice's lifetime usage: $(kubectl get straketoken alice -n "$ns" -o jsonpath='{.status.usage.lifetime}')"
+
+step "6. Alice leaves: revoke her token, nothing else changes"
 t0=$(now_ms)
 show kubectl delete straketoken alice -n "$ns" --wait=false
 until [[ "$(chat "$alice")" == 401 ]]; do
@@ -140,6 +155,10 @@ revoked_ms=$(($(now_ms) - t0))
 printf '%-9s %-30s -> 401  %s\n' alice "POST /v1/chat/completions" "$(jq -c . "$tmp/body")"
 printf '%-9s %-30s -> %s  ' ci-runner "POST /v1/chat/completions" "$(chat "$ci")"
 answer '.choices[0].message.content'
+
+kubectl wait --for=delete straketoken/alice -n "$ns" --timeout=60s >/dev/null 2>&1 || true
+echo "Revoked: $(kubectl get events -n "$ns" --field-selector reason=Revoked,involvedObject.name=alice \
+	-o jsonpath='{.items[-1:].note}{.items[-1:].message}')"
 
 echo
 echo "${bold}Revocation took ${revoked_ms} ms${off} from kubectl delete to the first 401 at the proxy."
