@@ -1,14 +1,12 @@
 //! Usage, from the proxy replicas to the status: the collection report each
-//! replica serves on its admin port, the counters in it, and the
-//! picodollar arithmetic both ends share.
+//! replica serves on its admin port and the counters in it. Amounts are
+//! [`crate::pricing::Picodollars`].
 //!
 //! A replica's counters are cumulative since its process started and carry
 //! the process's random instance id, so a collector that remembers the last
 //! value it folded per (instance, series) can take differences: a restart
 //! shows up as a new instance, a token whose counters started over (it left
 //! the replica's index and came back) as a new series.
-
-use std::fmt;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -89,6 +87,13 @@ impl Counters {
             .saturating_add(other.unpriced_requests);
     }
 
+    /// The larger of the two, field by field.
+    pub fn max_each(&self, other: &Counters) -> Counters {
+        let mut m = *other;
+        m.add(&self.since(other));
+        m
+    }
+
     pub fn is_zero(&self) -> bool {
         *self == Counters::default()
     }
@@ -128,75 +133,9 @@ pub struct Entry {
     pub counters: Counters,
 }
 
-/// An amount in USD × 10¹² (picodollars): exact, and wide enough for
-/// 18 million USD in a u64.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Picodollars(pub u64);
-
-const PICO: u64 = 1_000_000_000_000;
-
-impl fmt::Display for Picodollars {
-    /// Dollars with as many decimals as needed and no more: `0`, `1.23`,
-    /// `0.000002`. Lossless: [`Picodollars::parse`] reads it back exactly.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (whole, frac) = (self.0 / PICO, self.0 % PICO);
-        if frac == 0 {
-            return write!(f, "{whole}");
-        }
-        let digits = format!("{frac:012}");
-        write!(f, "{whole}.{}", digits.trim_end_matches('0'))
-    }
-}
-
-impl Picodollars {
-    /// Reads a decimal USD string with at most 12 decimals (what `Display`
-    /// writes); `None` for anything else.
-    pub fn parse(s: &str) -> Option<Picodollars> {
-        let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
-        if whole.is_empty()
-            || frac.len() > 12
-            || !whole
-                .bytes()
-                .chain(frac.bytes())
-                .all(|b| b.is_ascii_digit())
-            || (s.contains('.') && frac.is_empty())
-        {
-            return None;
-        }
-        let whole: u64 = whole.parse().ok()?;
-        let frac: u64 = if frac.is_empty() {
-            0
-        } else {
-            format!("{frac:0<12}").parse().ok()?
-        };
-        whole.checked_mul(PICO)?.checked_add(frac).map(Picodollars)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dollars_format_and_parse_back_exactly() {
-        for (pico, text) in [
-            (0, "0"),
-            (1_230_000_000_000, "1.23"),
-            (2_000_000, "0.000002"),
-            (1, "0.000000000001"),
-            (42 * PICO, "42"),
-        ] {
-            assert_eq!(Picodollars(pico).to_string(), text);
-            assert_eq!(Picodollars::parse(text), Some(Picodollars(pico)));
-        }
-        for n in [7, 999_999_999_999, 123_456_789_012_345, u64::MAX] {
-            let p = Picodollars(n);
-            assert_eq!(Picodollars::parse(&p.to_string()), Some(p));
-        }
-        for bad in ["", ".5", "1.", "-1", "1.0000000000001", "1e3", "x", "1.2.3"] {
-            assert_eq!(Picodollars::parse(bad), None, "{bad}");
-        }
-    }
 
     #[test]
     fn counters_subtract_without_going_negative() {
@@ -217,6 +156,11 @@ mod tests {
         sum.add(&d);
         assert_eq!(sum.requests, 5);
         assert!(Counters::default().is_zero() && !sum.is_zero());
+        let m = a.max_each(&b);
+        assert_eq!(
+            (m.requests, m.input_tokens, m.spend_picodollars),
+            (5, 150, 9)
+        );
     }
 
     #[test]

@@ -361,23 +361,17 @@ async fn usage_sums_both_replicas_through_restarts() -> Result<()> {
     converges(&ns, &expected).await?;
 
     // A quiet period writes nothing: the status stays at its resourceVersion.
-    let before = ns
-        .kubectl(&[
+    let version = || {
+        ns.kubectl(&[
             "get",
             "straketoken/alice",
             "-o",
             "jsonpath={.metadata.resourceVersion}",
         ])
-        .await?;
+    };
+    let before = version().await?;
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let after = ns
-        .kubectl(&[
-            "get",
-            "straketoken/alice",
-            "-o",
-            "jsonpath={.metadata.resourceVersion}",
-        ])
-        .await?;
+    let after = version().await?;
     ensure!(
         before == after,
         "status rewritten without use: {before} -> {after}"

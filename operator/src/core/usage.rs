@@ -15,7 +15,8 @@ use std::time::Duration;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use strake_crds::usage::{Counters, Entry, Picodollars};
+use strake_crds::pricing::Picodollars;
+use strake_crds::usage::{Counters, Entry};
 use strake_crds::{TokenUsage, UsageCursor, UsageTotals};
 
 /// One replica's entry for the resource being folded.
@@ -125,25 +126,14 @@ fn retention_secs(retention: Duration) -> i64 {
 /// to, keeping the larger value keeps it from being counted twice).
 fn max_each(reading: Counters, previous: Option<&UsageCursor>, entry: &Entry) -> Counters {
     match previous.filter(|c| c.series == entry.series) {
-        Some(c) => {
-            let p = c.counters;
-            Counters {
-                requests: reading.requests.max(p.requests),
-                input_tokens: reading.input_tokens.max(p.input_tokens),
-                output_tokens: reading.output_tokens.max(p.output_tokens),
-                cached_input_tokens: reading.cached_input_tokens.max(p.cached_input_tokens),
-                cache_write_tokens: reading.cache_write_tokens.max(p.cache_write_tokens),
-                spend_picodollars: reading.spend_picodollars.max(p.spend_picodollars),
-                unpriced_requests: reading.unpriced_requests.max(p.unpriced_requests),
-            }
-        }
+        Some(c) => reading.max_each(&c.counters),
         None => reading,
     }
 }
 
 fn zero() -> UsageTotals {
     UsageTotals {
-        spend_usd: Picodollars(0).to_string(),
+        spend_usd: Picodollars::ZERO.to_decimal_string(),
         ..UsageTotals::default()
     }
 }
@@ -151,22 +141,26 @@ fn zero() -> UsageTotals {
 /// `totals + delta`. A spend that does not parse (edited by hand) restarts
 /// from zero rather than blocking every later fold.
 pub fn plus(totals: UsageTotals, delta: &Counters) -> UsageTotals {
-    let spend = Picodollars::parse(&totals.spend_usd).unwrap_or_default();
+    let spend: Picodollars = totals.spend_usd.parse().unwrap_or(Picodollars::ZERO);
+    let mut sum = Counters {
+        requests: totals.requests,
+        input_tokens: totals.input_tokens,
+        output_tokens: totals.output_tokens,
+        cached_input_tokens: totals.cached_input_tokens,
+        cache_write_tokens: totals.cache_write_tokens,
+        spend_picodollars: spend.0,
+        unpriced_requests: totals.unpriced_requests,
+    };
+    sum.add(delta);
     UsageTotals {
         period: totals.period,
-        requests: totals.requests.saturating_add(delta.requests),
-        input_tokens: totals.input_tokens.saturating_add(delta.input_tokens),
-        output_tokens: totals.output_tokens.saturating_add(delta.output_tokens),
-        cached_input_tokens: totals
-            .cached_input_tokens
-            .saturating_add(delta.cached_input_tokens),
-        cache_write_tokens: totals
-            .cache_write_tokens
-            .saturating_add(delta.cache_write_tokens),
-        spend_usd: Picodollars(spend.0.saturating_add(delta.spend_picodollars)).to_string(),
-        unpriced_requests: totals
-            .unpriced_requests
-            .saturating_add(delta.unpriced_requests),
+        requests: sum.requests,
+        input_tokens: sum.input_tokens,
+        output_tokens: sum.output_tokens,
+        cached_input_tokens: sum.cached_input_tokens,
+        cache_write_tokens: sum.cache_write_tokens,
+        spend_usd: Picodollars(sum.spend_picodollars).to_decimal_string(),
+        unpriced_requests: sum.unpriced_requests,
     }
 }
 
@@ -321,50 +315,29 @@ mod tests {
         assert_eq!(again, None);
     }
 
+    /// Folds one live instance's entry into what `previous` produced.
+    fn fold_one(previous: Option<&Folded>, entry: &Entry, now: &str) -> Option<Folded> {
+        fold(
+            previous.map(|f| &f.usage),
+            previous.and_then(|f| f.last_used_at.as_ref()),
+            &[Seen {
+                instance: "a",
+                entry,
+            }],
+            &live(&["a"]),
+            ts(now),
+            HOUR,
+        )
+    }
+
     #[test]
     fn growth_adds_the_difference_and_a_new_series_adds_everything() {
-        let a1 = entry(1, 3, 30, 0, 100);
-        let first = fold(
-            None,
-            None,
-            &[Seen {
-                instance: "a",
-                entry: &a1,
-            }],
-            &live(&["a"]),
-            ts(NOW),
-            HOUR,
-        )
-        .unwrap();
-        let a2 = entry(1, 5, 70, 0, 110);
-        let grown = fold(
-            Some(&first.usage),
-            first.last_used_at.as_ref(),
-            &[Seen {
-                instance: "a",
-                entry: &a2,
-            }],
-            &live(&["a"]),
-            ts(NOW),
-            HOUR,
-        )
-        .unwrap();
+        let first = fold_one(None, &entry(1, 3, 30, 0, 100), NOW).unwrap();
+        let grown = fold_one(Some(&first), &entry(1, 5, 70, 0, 110), NOW).unwrap();
         assert_eq!((grown.added.requests, grown.added.input_tokens), (2, 40));
         assert_eq!(lifetime(&grown).requests, 5);
         // The token left the replica's index and came back: counters from 1.
-        let restarted = entry(2, 1, 10, 0, 120);
-        let f = fold(
-            Some(&grown.usage),
-            grown.last_used_at.as_ref(),
-            &[Seen {
-                instance: "a",
-                entry: &restarted,
-            }],
-            &live(&["a"]),
-            ts(NOW),
-            HOUR,
-        )
-        .unwrap();
+        let f = fold_one(Some(&grown), &entry(2, 1, 10, 0, 120), NOW).unwrap();
         assert_eq!(lifetime(&f).requests, 6);
         assert_eq!(lifetime(&f).input_tokens, 80);
         assert_eq!(f.usage.collected["a"].series, 2);
@@ -373,32 +346,8 @@ mod tests {
     #[test]
     fn a_reading_taken_mid_request_is_completed_by_the_next() {
         // The reading saw the request counted but not yet its tokens.
-        let mid = entry(1, 4, 30, 0, 100);
-        let f = fold(
-            None,
-            None,
-            &[Seen {
-                instance: "a",
-                entry: &mid,
-            }],
-            &live(&["a"]),
-            ts(NOW),
-            HOUR,
-        )
-        .unwrap();
-        let done = entry(1, 4, 45, 0, 100);
-        let f = fold(
-            Some(&f.usage),
-            f.last_used_at.as_ref(),
-            &[Seen {
-                instance: "a",
-                entry: &done,
-            }],
-            &live(&["a"]),
-            ts(NOW),
-            HOUR,
-        )
-        .unwrap();
+        let f = fold_one(None, &entry(1, 4, 30, 0, 100), NOW).unwrap();
+        let f = fold_one(Some(&f), &entry(1, 4, 45, 0, 100), NOW).unwrap();
         assert_eq!((lifetime(&f).requests, lifetime(&f).input_tokens), (4, 45));
     }
 
@@ -466,30 +415,15 @@ mod tests {
 
     #[test]
     fn the_month_starts_over_at_the_boundary_the_lifetime_does_not() {
-        let a1 = entry(1, 3, 30, 2_000_000, 100);
-        let june = fold(
+        let june = fold_one(
             None,
-            None,
-            &[Seen {
-                instance: "a",
-                entry: &a1,
-            }],
-            &live(&["a"]),
-            ts("2026-06-30T23:59:55Z"),
-            HOUR,
-        )
-        .unwrap();
-        let a2 = entry(1, 4, 40, 3_000_000, 100);
-        let july = fold(
-            Some(&june.usage),
-            june.last_used_at.as_ref(),
-            &[Seen {
-                instance: "a",
-                entry: &a2,
-            }],
-            &live(&["a"]),
-            ts("2026-07-01T00:00:05Z"),
-            HOUR,
+            &entry(1, 3, 30, 2_000_000, 100),
+            "2026-06-30T23:59:55Z",
+        );
+        let july = fold_one(
+            june.as_ref(),
+            &entry(1, 4, 40, 3_000_000, 100),
+            "2026-07-01T00:00:05Z",
         )
         .unwrap();
         let m = july.usage.month.as_ref().unwrap();
