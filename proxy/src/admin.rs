@@ -137,6 +137,7 @@ pub fn usage_report(snapshot: &Snapshot, instance: &Instance, since: u64, now: i
     };
     let mut tokens: Vec<Entry> = snapshot
         .tokens()
+        .chain(snapshot.departed().map(|d| &d.policy))
         .filter_map(|p| entry(p.source.as_ref(), &p.name, &p.state.usage))
         .collect();
     let mut upstreams: Vec<Entry> = snapshot
@@ -188,7 +189,7 @@ mod tests {
     }
 
     #[test]
-    fn the_report_names_the_resource_and_keeps_counting_across_a_rotation() {
+    fn the_report_keeps_counting_across_a_rotation_and_after_a_revocation() {
         let mut idx = TokenIndex::new();
         let (a, b, rotated) = (Token::mint(), Token::mint(), Token::mint());
         idx.apply("sa", record("alice", a.hash())).unwrap();
@@ -234,12 +235,45 @@ mod tests {
                 .tokens
                 .is_empty()
         );
-        // Gone and back: counters start over, under a new series.
+        // Revoked: no longer in the index, but its counters stay in the
+        // report (a request in flight still adds to them) until collected.
         idx.delete("sa");
+        assert!(idx.view().token(&rotated.hash()).is_none());
+        alice.usage.record(&used, 140);
+        let report = usage_report(idx.view(), &instance, 130, 150);
+        assert_eq!(report.tokens.len(), 1, "{report:?}");
+        assert_eq!(report.tokens[0].series, alice.usage.series);
+        assert_eq!(report.tokens[0].counters.requests, 3);
+        assert_eq!(report.tokens[0].name, "alice");
+        // Forgotten once the retention has passed.
+        let mut later = TokenIndex::new();
+        later.apply("sa", record("alice", a.hash())).unwrap();
+        later
+            .view()
+            .token(&a.hash())
+            .unwrap()
+            .state
+            .usage
+            .record(&used, 1);
+        later.delete("sa");
+        assert_eq!(usage_report(later.view(), &instance, 0, 1).tokens.len(), 1);
+        later.prune_departed(unix_now() as u64 + crate::index::DEPARTED_RETENTION_SECS + 1);
+        assert!(
+            usage_report(later.view(), &instance, 0, 1)
+                .tokens
+                .is_empty()
+        );
+
+        // Gone and back: counters start over, under a new series, and only
+        // the new series is reported.
         idx.apply("sa", record("alice", rotated.hash())).unwrap();
         let fresh = idx.view().token(&rotated.hash()).unwrap();
         assert_ne!(fresh.state.usage.series, alice.usage.series);
         assert_eq!(fresh.state.usage.counters().requests, 0);
+        fresh.state.usage.record(&used, 160);
+        let report = usage_report(idx.view(), &instance, 0, 170);
+        assert_eq!(report.tokens.len(), 1, "{report:?}");
+        assert_eq!(report.tokens[0].series, fresh.state.usage.series);
     }
 
     #[test]

@@ -449,6 +449,13 @@ pub fn parse_base_url(url: &str) -> Result<(Scheme, Authority, String), String> 
     Ok((scheme, authority, path.to_owned()))
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
 /// A SHA-256 is already uniformly distributed: hash it by taking bytes
 /// instead of running SipHash over 32 bytes on every request. Only the
 /// proxy's own records are stored, so there is nothing to flood.
@@ -484,6 +491,24 @@ pub struct Snapshot {
     shards: Vec<Arc<Shard>>,
     upstreams: Arc<HashMap<Arc<str>, Arc<Upstream>>>,
     tokens: usize,
+    /// Tokens that left the index with usage, by source: no request
+    /// authenticates with them, but their counters (which requests still in
+    /// flight may add to) stay in the usage report for
+    /// [`DEPARTED_RETENTION_SECS`], so the collector folds their last use.
+    departed: Arc<HashMap<Box<str>, Departed>>,
+}
+
+/// How long a revoked token's counters stay in the usage report after it
+/// left the index: far beyond the operator's final collection (two
+/// collection rounds and a scrape, at most 65 s), so a deleted token's last
+/// use is collected even when the collector runs a round late.
+pub const DEPARTED_RETENTION_SECS: u64 = 600;
+
+#[derive(Clone, Debug)]
+pub struct Departed {
+    pub policy: Arc<TokenPolicy>,
+    /// Unix seconds when it left.
+    pub at: u64,
 }
 
 impl Default for Snapshot {
@@ -492,6 +517,7 @@ impl Default for Snapshot {
             shards: (0..SHARDS).map(|_| Arc::new(Shard::default())).collect(),
             upstreams: Arc::default(),
             tokens: 0,
+            departed: Arc::default(),
         }
     }
 }
@@ -528,6 +554,11 @@ impl Snapshot {
 
     pub fn upstreams(&self) -> impl Iterator<Item = &Arc<Upstream>> {
         self.upstreams.values()
+    }
+
+    /// Tokens that left with usage, still reported (see [`Departed`]).
+    pub fn departed(&self) -> impl Iterator<Item = &Departed> {
+        self.departed.values()
     }
 }
 
@@ -618,6 +649,11 @@ impl TokenIndex {
         }
         self.sources
             .insert(source.into(), Contribution::Token(hash));
+        // Back (an extended expiry, a re-created resource): its new counters
+        // are reported from here on, under a new series.
+        if self.view.departed.contains_key(source) {
+            Arc::make_mut(&mut self.view.departed).remove(source);
+        }
         Ok(removed)
     }
 
@@ -662,10 +698,40 @@ impl TokenIndex {
 
     /// Removes what `source` contributed, if anything.
     pub fn delete(&mut self, source: &str) -> Removed {
-        match self.sources.remove(source) {
+        let removed = match self.sources.remove(source) {
             Some(c) => self.remove(&c),
             None => Vec::new(),
+        };
+        let now = unix_now();
+        self.depart(removed.iter().map(|p| (source.into(), p.clone())), now);
+        removed
+    }
+
+    /// Keeps the counters of tokens that leave with usage in the report,
+    /// and forgets those that left long enough ago.
+    fn depart(&mut self, gone: impl IntoIterator<Item = (Box<str>, Arc<TokenPolicy>)>, now: u64) {
+        let mut gone = gone
+            .into_iter()
+            .filter(|(_, p)| p.state.usage.counters().requests > 0)
+            .peekable();
+        let stale = self
+            .view
+            .departed
+            .values()
+            .any(|d| d.at.saturating_add(DEPARTED_RETENTION_SECS) < now);
+        if gone.peek().is_none() && !stale {
+            return;
         }
+        let departed = Arc::make_mut(&mut self.view.departed);
+        departed.retain(|_, d| d.at.saturating_add(DEPARTED_RETENTION_SECS) >= now);
+        for (source, policy) in gone {
+            departed.insert(source, Departed { policy, at: now });
+        }
+    }
+
+    /// Forgets departed tokens as if `now` (unix seconds) had come.
+    pub fn prune_departed(&mut self, now: u64) {
+        self.depart(std::iter::empty(), now);
     }
 
     fn remove(&mut self, c: &Contribution) -> Removed {
@@ -734,14 +800,27 @@ impl TokenIndex {
     }
 
     /// Becomes `next`; returns the tokens that `next` no longer has.
-    fn replace(&mut self, next: TokenIndex) -> Removed {
+    fn replace(&mut self, mut next: TokenIndex) -> Removed {
         let kept: std::collections::HashSet<&str> = next.view.tokens().map(|p| &*p.name).collect();
-        let removed = self
+        let removed: Removed = self
             .view
             .tokens()
             .filter(|p| !kept.contains(&*p.name))
             .cloned()
             .collect();
+        let mut departed = (*self.view.departed).clone();
+        departed.retain(|source, _| !next.sources.contains_key(source));
+        next.view.departed = Arc::new(departed);
+        let gone: Vec<(Box<str>, Arc<TokenPolicy>)> = self
+            .sources
+            .iter()
+            .filter(|(source, _)| !next.sources.contains_key(*source))
+            .filter_map(|(source, c)| match c {
+                Contribution::Token(h) => self.view.token(h).map(|p| (source.clone(), p.clone())),
+                Contribution::Upstream(_) => None,
+            })
+            .collect();
+        next.depart(gone, unix_now());
         *self = next;
         removed
     }

@@ -306,8 +306,9 @@ async fn config_prices_extend_the_table_reload_and_a_bad_row_keeps_the_last_good
         )
     };
     let h = &h;
-    let spent =
-        |picodollars: u64| async move { usage_of(h, "dan").await["spendPicodollars"] == picodollars };
+    let spent = |picodollars: u64| async move {
+        usage_of(h, "dan").await["spendPicodollars"] == picodollars
+    };
     let (i, o) = send().await;
     let mut total = i * PICO / 5 + o * 3 * PICO / 5;
     assert!(spent(total).await);

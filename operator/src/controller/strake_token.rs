@@ -3,27 +3,23 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use strake_crds::contract::{self, TokenRecord};
+use strake_crds::contract;
 use strake_crds::token::Token;
-use strake_crds::{Phase, StrakeToken, UpstreamKey};
+use strake_crds::{StrakeToken, UpstreamKey};
 use tracing::{info, warn};
 
 use super::{
     Context, apply_secret, apply_status, delete_secret, gauge_key, object_key, reference,
     requeue_after_failure, settle_finalizer,
 };
-use crate::core::env::{self, EnvUpstream};
-use crate::core::objects::{self, FINALIZER, ISSUED_AT_ANNOTATION, ROTATION_ANNOTATION, TOKEN_KEY};
-use crate::core::token::{
-    self, Facts, Held, Issued, Notice, Publish, TokenChoice, UpstreamState, Verdict, event, reason,
-};
-use crate::core::upstream;
+use crate::core::objects::FINALIZER;
+use crate::core::token::{self, Notice, event};
+use crate::core::token_plan::{self, Observed, Report, Revocation};
 use crate::error::{Error, Result};
 use crate::metrics::STRAKE_TOKEN;
 
@@ -33,6 +29,15 @@ pub async fn reconcile(obj: Arc<StrakeToken>, ctx: Arc<Context>) -> Result<Actio
     let name = obj.name_any();
     let key = object_key(obj.as_ref());
     let api: Api<StrakeToken> = Api::namespaced(ctx.client.clone(), &namespace);
+    if obj.metadata.deletion_timestamp.is_some()
+        && obj.finalizers().iter().any(|f| f == FINALIZER)
+        && let Revocation::Hold(after) =
+            token_plan::revocation(&obj, Timestamp::now(), final_collection(&ctx))
+    {
+        withdraw(&obj, &ctx).await?;
+        ctx.succeeded(&key);
+        return Ok(Action::requeue(after));
+    }
     let action = finalizer(&api, FINALIZER, obj, |event| async {
         match event {
             Finalizer::Apply(t) => apply(&t, &ctx).await,
@@ -55,19 +60,14 @@ pub fn error_policy(obj: Arc<StrakeToken>, error: &Error, ctx: Arc<Context>) -> 
 }
 
 /// Brings the holder's Secret, the published record and the status in line
-/// with the spec.
+/// with the spec: observe, [`token_plan::plan`], then do what it says.
 async fn apply(obj: &StrakeToken, ctx: &Context) -> Result<Action> {
-    let now = Timestamp::now();
     let settings = &ctx.settings;
     let namespace = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
-    let previous = obj.status.as_ref();
-    if previous.and_then(|s| s.observed_generation) != obj.metadata.generation {
-        // Its upstream list may have changed: the keys' token counts with it.
-        ctx.recount_upstreams(&namespace);
-    }
 
-    // Fresh reads, not the cache: a key that just became Ready must count.
+    // Observe. Fresh reads, not the cache: a key that just became Ready
+    // must count.
     let upstream_api: Api<UpstreamKey> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut found = Vec::with_capacity(obj.spec.upstreams.len());
     for upstream in &obj.spec.upstreams {
@@ -82,200 +82,85 @@ async fn apply(obj: &StrakeToken, ctx: &Context) -> Result<Action> {
                 })?;
         found.push((upstream.0.as_str(), key));
     }
-    let states: Vec<(&str, UpstreamState)> = found
-        .iter()
-        .map(|(n, uk)| {
-            let state = match uk {
-                None => UpstreamState::Missing,
-                Some(uk) if uk.metadata.deletion_timestamp.is_some() => UpstreamState::Missing,
-                Some(uk) if upstream::is_ready(uk) => UpstreamState::Ready,
-                Some(_) => UpstreamState::NotReady,
-            };
-            (*n, state)
-        })
-        .collect();
-    let env_upstreams: Vec<EnvUpstream<'_>> = found
-        .iter()
-        .filter_map(|(n, uk)| {
-            uk.as_ref().map(|uk| EnvUpstream {
-                name: n,
-                provider: uk.spec.provider,
-            })
-        })
-        .collect();
-
+    let upstreams: Vec<(&str, Option<&UpstreamKey>)> =
+        found.iter().map(|(n, uk)| (*n, uk.as_ref())).collect();
     let proxy_secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &settings.proxy_namespace);
     let proxy_name = contract::token_secret_name(&namespace, &name);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let secret_name = obj.secret_name();
-    let mut facts = Facts {
-        expires_at: obj.spec.expires_at.as_ref().map(|t| t.0),
-        now,
-        suspended: obj.spec.suspended,
-        secret_conflict: None,
-        upstreams: &states,
-    };
-
-    // Expired: the proxy forgets the token; the holder's Secret is left as
-    // is, so extending expiresAt brings the same token back.
-    let verdict = token::decide(&facts);
-    if verdict.publish == Publish::Withdraw {
-        delete_secret(&proxy_secrets, &settings.proxy_namespace, &proxy_name).await?;
-        let issued = previous.and_then(|s| {
-            s.token_prefix.clone().map(|prefix| Issued {
-                prefix,
-                at: s.issued_at.clone(),
-            })
-        });
-        let endpoint = previous.and_then(|s| s.endpoint.clone());
-        report(obj, ctx, &verdict, endpoint, issued, now, Vec::new()).await?;
-        return Ok(Action::requeue(settings.resync));
-    }
-
-    let held_secret = secrets
-        .get_opt(&secret_name)
-        .await
-        .map_err(|source| Error::GetSecret {
-            namespace: namespace.clone(),
-            name: secret_name.clone(),
-            source: Box::new(source),
-        })?;
-    let uid = obj.metadata.uid.as_deref().unwrap_or_default();
-    if held_secret
+    let held = get_secret(&secrets, &namespace, &obj.secret_name()).await?;
+    let published = get_secret(&proxy_secrets, &settings.proxy_namespace, &proxy_name).await?;
+    let old_secret = match obj
+        .status
         .as_ref()
-        .is_some_and(|s| !objects::controlled_by(&s.metadata, uid))
+        .and_then(|s| s.secret_name.as_deref())
+        .filter(|old| *old != obj.secret_name())
     {
-        // Never overwrite (or garbage-collect) a Secret that is not ours.
-        facts.secret_conflict = Some(&secret_name);
-        let verdict = token::decide(&facts);
-        delete_secret(&proxy_secrets, &settings.proxy_namespace, &proxy_name).await?;
-        report(obj, ctx, &verdict, None, None, now, Vec::new()).await?;
-        return Ok(Action::requeue(settings.resync));
-    }
-
-    let published =
-        proxy_secrets
-            .get_opt(&proxy_name)
+        Some(old) => secrets
+            .get_metadata_opt(old)
             .await
             .map_err(|source| Error::GetSecret {
-                namespace: settings.proxy_namespace.clone(),
-                name: proxy_name.clone(),
+                namespace: namespace.clone(),
+                name: old.to_string(),
                 source: Box::new(source),
-            })?;
-    let published_hash = published
-        .as_ref()
-        .and_then(objects::read_record::<TokenRecord>)
-        .map(|r| r.sha256);
-    let held = held_secret.as_ref().map(|s| Held {
-        token: s
-            .data
-            .as_ref()
-            .and_then(|d| d.get(TOKEN_KEY))
-            .map(|b| b.0.as_slice()),
-        rotation: s.annotations().get(ROTATION_ANNOTATION).map(String::as_str),
+            })?
+            .map(|m| m.metadata),
+        None => None,
+    };
+    let now = Timestamp::now();
+    let plan = token_plan::plan(Observed {
+        token: obj,
+        now,
+        endpoint: &settings.endpoint,
+        proxy_namespace: &settings.proxy_namespace,
+        resync: settings.resync,
+        upstreams: &upstreams,
+        held: held.as_ref(),
+        published: published.as_ref(),
+        old_secret: old_secret.as_ref(),
+        fresh: Token::mint(),
     });
-    let issued_before = previous.is_some_and(|s| s.token_prefix.is_some());
-    let (token, issued_at, minted) = match token::choose_token(
-        held,
-        obj.spec.rotation,
-        published_hash.as_ref(),
-        issued_before,
-    ) {
-        TokenChoice::Keep(token) => {
-            let issued_at = held_secret
-                .as_ref()
-                .and_then(|s| s.annotations().get(ISSUED_AT_ANNOTATION))
-                .and_then(|a| a.parse::<Timestamp>().ok())
-                .map(Time)
-                .or_else(|| previous.and_then(|s| s.issued_at.clone()))
-                .unwrap_or(Time(now));
-            (token, issued_at, None)
-        }
-        TokenChoice::Mint(why) => (Token::mint(), Time(token::whole_seconds(now)), Some(why)),
-    };
+    drop(held);
 
-    // 1. The holder's Secret first: a token is announced only once it is kept.
-    let env = env::render(&settings.endpoint, &env_upstreams, token.expose());
-    let desired = objects::plaintext_secret(obj, &token, &issued_at, env);
-    let unchanged = held_secret
-        .as_ref()
-        .is_some_and(|s| objects::already_applied(s, &desired));
-    if !unchanged {
-        publish_or_fail(obj, ctx, now, apply_secret(&secrets, &desired)).await?;
+    // Act, in the plan's order.
+    if plan.recount_upstreams {
+        ctx.recount_upstreams(&namespace);
     }
-    drop(held_secret);
-    // A renamed spec.secretName leaves the old Secret behind, holding a
-    // token that no longer works: remove it.
-    if let Some(old) = previous
-        .and_then(|s| s.secret_name.as_deref())
-        .filter(|old| *old != secret_name)
-    {
-        remove_old_secret(&secrets, &namespace, old, uid).await?;
+    if plan.withdraw {
+        delete_secret(&proxy_secrets, &settings.proxy_namespace, &proxy_name).await?;
     }
+    if let Some(desired) = &plan.holder_secret {
+        publish_or_fail(obj, ctx, now, apply_secret(&secrets, desired)).await?;
+    }
+    if let Some(old) = &plan.delete_old_secret {
+        delete_secret(&secrets, &namespace, old).await?;
+        info!(%namespace, secret = %old, "deleted the Secret of a previous spec.secretName");
+    }
+    if let Some(desired) = &plan.record_secret {
+        publish_or_fail(obj, ctx, now, apply_secret(&proxy_secrets, desired)).await?;
+    }
+    if let Some((why, prefix)) = &plan.minted {
+        info!(%namespace, %name, %prefix, ?why, "minted a token");
+    }
+    report(obj, ctx, &plan.report).await?;
+    Ok(Action::requeue(plan.requeue))
+}
 
-    // 2. The hashed record for the proxy.
-    let record = token::record(obj, token.hash());
-    let desired = objects::token_secret(&settings.proxy_namespace, &token::source(obj), &record);
-    if !published
-        .as_ref()
-        .is_some_and(|s| objects::already_applied(s, &desired))
-    {
-        publish_or_fail(obj, ctx, now, apply_secret(&proxy_secrets, &desired)).await?;
-    }
-
-    // 3. Status and events.
-    let mut notices = Vec::new();
-    if let Some(why) = minted {
-        let (reason, note) = why.event(&secret_name, token.display_prefix(), obj.spec.rotation);
-        info!(%namespace, %name, prefix = token.display_prefix(), ?why, "minted a token");
-        notices.push(Notice {
-            warning: false,
-            reason,
-            note,
-        });
-    }
-    let endpoint = env::base_urls(&settings.endpoint, &env_upstreams)
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| settings.endpoint.clone());
-    let issued = Issued {
-        prefix: token.display_prefix().to_string(),
-        at: Some(issued_at),
-    };
-    report(
-        obj,
-        ctx,
-        &verdict,
-        Some(endpoint),
-        Some(issued),
-        now,
-        notices,
-    )
-    .await?;
-    Ok(Action::requeue(token::requeue_after(
-        obj.spec.expires_at.as_ref(),
-        now,
-        settings.resync,
-    )))
+async fn get_secret(api: &Api<Secret>, namespace: &str, name: &str) -> Result<Option<Secret>> {
+    api.get_opt(name).await.map_err(|source| Error::GetSecret {
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        source: Box::new(source),
+    })
 }
 
 /// Writes the status (when it changed), publishes the events, updates the gauge.
-async fn report(
-    obj: &StrakeToken,
-    ctx: &Context,
-    verdict: &Verdict,
-    endpoint: Option<String>,
-    issued: Option<Issued>,
-    now: Timestamp,
-    mut notices: Vec<Notice>,
-) -> Result<()> {
-    let status = token::status(obj, verdict, endpoint, issued, now);
-    notices.extend(token::phase_notices(obj.status.as_ref(), verdict));
-    if token::status_changed(obj.status.as_ref(), &status) {
+async fn report(obj: &StrakeToken, ctx: &Context, report: &Report) -> Result<()> {
+    let verdict = &report.verdict;
+    if let Some(status) = &report.status {
         let api: Api<StrakeToken> =
             Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
-        apply_status(&api, obj, &status).await?;
-        if obj.status.as_ref().and_then(|s| s.phase) != Some(verdict.phase) {
+        apply_status(&api, obj, status).await?;
+        if report.phase_changed {
             info!(
                 namespace = obj.namespace().as_deref(),
                 name = %obj.name_any(),
@@ -287,7 +172,7 @@ async fn report(
         }
     }
     let regarding = reference(obj);
-    for notice in &notices {
+    for notice in &report.notices {
         ctx.notify(&regarding, "Reconcile", notice).await;
     }
     ctx.metrics
@@ -306,71 +191,60 @@ async fn publish_or_fail(
     let Err(error) = write.await else {
         return Ok(());
     };
-    let refusal = match &error {
-        Error::ApplySecret {
-            source,
-            namespace,
-            name,
-        } => match source.as_ref() {
-            kube::Error::Api(status) => Some(format!(
-                "could not write Secret {namespace}/{name}: {}",
-                status.message
-            )),
-            _ => None,
-        },
-        _ => None,
-    };
-    if let Some(message) = refusal {
-        let verdict = Verdict {
-            phase: Phase::Failed,
-            reason: reason::PUBLISH_FAILED,
-            message,
-            publish: Publish::Record,
-        };
-        let issued = obj.status.as_ref().and_then(|s| {
-            s.token_prefix.clone().map(|prefix| Issued {
-                prefix,
-                at: s.issued_at.clone(),
-            })
-        });
-        let endpoint = obj.status.as_ref().and_then(|s| s.endpoint.clone());
-        if let Err(e) = report(obj, ctx, &verdict, endpoint, issued, now, Vec::new()).await {
+    if let Error::ApplySecret {
+        source,
+        namespace,
+        name,
+    } = &error
+        && let kube::Error::Api(status) = source.as_ref()
+    {
+        let message = format!(
+            "could not write Secret {namespace}/{name}: {}",
+            status.message
+        );
+        if let Err(e) = report(obj, ctx, &token_plan::refused(obj, message, now)).await {
             warn!(error = %e, "could not report the failure in status");
         }
     }
     Err(error)
 }
 
-async fn remove_old_secret(
-    secrets: &Api<Secret>,
-    namespace: &str,
-    name: &str,
-    uid: &str,
-) -> Result<()> {
-    let old = secrets
-        .get_metadata_opt(name)
-        .await
-        .map_err(|source| Error::GetSecret {
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            source: Box::new(source),
-        })?;
-    if old.is_some_and(|s| objects::controlled_by(&s.metadata, uid)) {
-        delete_secret(secrets, namespace, name).await?;
-        info!(%namespace, secret = name, "deleted the Secret of a previous spec.secretName");
+/// How long a deleted token's finalizer waits for the replicas' last
+/// counters: none when usage is not collected.
+fn final_collection(ctx: &Context) -> std::time::Duration {
+    let usage = &ctx.settings.usage;
+    if usage.enabled() {
+        usage.final_collection()
+    } else {
+        std::time::Duration::ZERO
     }
-    Ok(())
 }
 
-/// Deletion: the proxy forgets the token before the StrakeToken goes away.
-/// Kubernetes garbage-collects the holder's Secret through its owner reference.
-async fn revoke(obj: &StrakeToken, ctx: &Context) -> Result<Action> {
+/// Deletes the token's record in the proxy namespace: the proxy refuses the
+/// token once its watch sees it. Returns whether there was one.
+async fn withdraw(obj: &StrakeToken, ctx: &Context) -> Result<bool> {
     let settings = &ctx.settings;
     let namespace = obj.namespace().unwrap_or_default();
-    let name = obj.name_any();
     let proxy_secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &settings.proxy_namespace);
-    let proxy_name = contract::token_secret_name(&namespace, &name);
-    if delete_secret(&proxy_secrets, &settings.proxy_namespace, &proxy_name).await? {
+    let proxy_name = contract::token_secret_name(&namespace, &obj.name_any());
+    let deleted = delete_secret(&proxy_secrets, &settings.proxy_namespace, &proxy_name).await?;
+    if deleted {
+        info!(%namespace, name = %obj.name_any(), identity = %obj.spec.identity, "revoked; collecting its last usage");
+    }
+    Ok(deleted)
+}
+
+/// Deletion, once the last usage is in status: the proxy has forgotten the
+/// token, the final lifetime usage goes into the Revoked event and the
+/// chargeback metric, and the finalizer is removed. Kubernetes
+/// garbage-collects the holder's Secret through its owner reference.
+async fn revoke(obj: &StrakeToken, ctx: &Context) -> Result<Action> {
+    let namespace = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let deleted = withdraw(obj, ctx).await?;
+    // Held for the final collection: the record went then, not now.
+    let held = final_collection(ctx) > std::time::Duration::ZERO;
+    if deleted || held {
         let lifetime = token::final_usage(obj);
         info!(%namespace, %name, identity = %obj.spec.identity, usage = %lifetime.note, "revoked");
         let notice = Notice {

@@ -57,6 +57,10 @@ struct Harness {
 }
 
 fn harness() -> Harness {
+    harness_with(Default::default())
+}
+
+fn harness_with(usage: crate::cli::UsageSettings) -> Harness {
     let fake = FakeApi::new();
     let client = fake.client();
     let settings = Arc::new(Settings {
@@ -66,7 +70,7 @@ fn harness() -> Harness {
         resync: RESYNC,
         allowed_upstream_hosts: AllowedHosts::defaults(),
         prices: strake_crds::pricing::PriceTable::builtin(),
-        usage: Default::default(),
+        usage,
     });
     let (tokens, mut token_writer) = reflector::store::<StrakeToken>();
     let (upstreams, mut upstream_writer) = reflector::store::<UpstreamKey>();
@@ -415,8 +419,14 @@ async fn expire_withdraws_the_record_and_requeues_at_the_instant() {
     );
     let t = h.token("alice");
     assert_eq!(phase(&t), (Some(Phase::Expired), "Expired".into()));
-    // The holder's Secret is untouched, and the status still recognises the token.
-    assert!(h.fake.calls().iter().all(|c| !c.contains("alice-strake")));
+    // The holder's Secret is untouched (read, never written), and the
+    // status still recognises the token.
+    assert!(
+        h.fake
+            .calls()
+            .iter()
+            .all(|c| !c.contains("alice-strake") || c.starts_with("GET "))
+    );
     assert_eq!(t.status.unwrap().token_prefix, prefix);
     assert_eq!(event_reasons(&h.fake), ["Expired"]);
 
@@ -642,6 +652,73 @@ async fn revoke_deletes_the_record_and_tolerates_it_being_gone() {
         .unwrap();
     assert_eq!(action, Action::await_change());
     assert!(h.fake.events().is_empty(), "no second Revoked event");
+}
+
+#[tokio::test]
+async fn with_usage_collected_a_deleted_token_is_refused_at_once_and_released_after_the_last_collection()
+ {
+    let h = harness_with(crate::cli::UsageSettings {
+        admin_urls: vec!["http://127.0.0.1:1".into()],
+        interval: Duration::from_secs(10),
+        writes_per_second: 100,
+        cursor_retention: Duration::from_secs(3600),
+        ..Default::default()
+    });
+    h.create_ready_upstream("openai", Provider::OpenAi);
+    h.create_token("alice", token_spec(&["openai"]));
+    h.reconcile_token("alice").await;
+
+    // Just deleted: the record goes now, the finalizer waits for the
+    // collector to fold the replicas' last counters into status.
+    let mut t = h.token("alice");
+    t.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+    h.fake.put(&token_path("alice"), &t);
+    h.fake.clear_requests();
+    let action = h.reconcile_token("alice").await;
+    assert!(
+        !h.fake.exists(&proxy_token_path("alice")),
+        "refused at once"
+    );
+    assert!(
+        action != Action::await_change(),
+        "looked at again: {action:?}"
+    );
+    assert!(
+        h.fake.events().is_empty(),
+        "no Revoked event before the last collection"
+    );
+    assert_eq!(
+        h.token("alice").metadata.finalizers.unwrap_or_default(),
+        [FINALIZER]
+    );
+
+    // The collector wrote the last usage; the hold is over.
+    let mut t = h.token("alice");
+    t.metadata.deletion_timestamp = Some(Time(Timestamp::now() - SignedDuration::from_secs(60)));
+    let status = t.status.get_or_insert_with(Default::default);
+    status.usage = Some(strake_crds::TokenUsage {
+        lifetime: Some(strake_crds::UsageTotals {
+            requests: 7,
+            spend_usd: "1.25".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    h.fake.put(&token_path("alice"), &t);
+    h.reconcile_token("alice").await;
+    assert_eq!(event_reasons(&h.fake), ["Revoked"]);
+    let note = h.fake.events()[0].1.clone();
+    assert!(
+        note.contains("7 requests") && note.contains("$1.25"),
+        "{note}"
+    );
+    assert!(
+        h.token("alice")
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .is_empty()
+    );
 }
 
 /// The Secret `openai-upstream` holding `REAL_KEY`, opted in for UpstreamKeys.

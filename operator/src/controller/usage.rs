@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::cli::Settings;
-use crate::core::usage::{self, Folded, Pacer, Seen};
+use crate::core::usage::{self, Candidate, Folded, Pacer, Seen};
 use crate::metrics::Metrics;
 
 /// The field manager of usage writes, apart from the reconcilers' own.
@@ -64,6 +64,8 @@ struct Current {
     usage: Option<TokenUsage>,
     last_used_at: Option<Time>,
     resource_version: String,
+    /// Deleted, its finalizer waiting for this last usage.
+    terminating: bool,
 }
 
 /// The caches of every watched scope.
@@ -83,6 +85,7 @@ impl Caches {
                     usage: t.status.as_ref().and_then(|s| s.usage.clone()),
                     last_used_at: t.status.as_ref().and_then(|s| s.last_used_at.clone()),
                     resource_version: t.meta().resource_version.clone()?,
+                    terminating: t.meta().deletion_timestamp.is_some(),
                 })
             }
             Kind::UpstreamKey => {
@@ -92,6 +95,7 @@ impl Caches {
                     usage: u.status.as_ref().and_then(|s| s.usage.clone()),
                     last_used_at: u.status.as_ref().and_then(|s| s.last_used_at.clone()),
                     resource_version: u.meta().resource_version.clone()?,
+                    terminating: u.meta().deletion_timestamp.is_some(),
                 })
             }
         }
@@ -231,12 +235,17 @@ impl Collector {
         }
 
         let elapsed = self.epoch.elapsed();
-        let budget = self.pacer.allow(elapsed, folds.len());
+        let urgent = folds.values().filter(|(_, c)| c.terminating).count();
+        let paced = self.pacer.allow(elapsed, folds.len() - urgent);
         let candidates = folds
-            .keys()
-            .map(|k| (k.clone(), self.written.get(k).copied()))
+            .iter()
+            .map(|(k, (_, c))| Candidate {
+                key: k.clone(),
+                terminating: c.terminating,
+                written: self.written.get(k).copied(),
+            })
             .collect();
-        let picked = usage::pick(candidates, budget);
+        let picked = usage::pick(candidates, paced);
         let picked: Vec<(Key, Folded, Current)> = picked
             .into_iter()
             .filter_map(|key| folds.remove(&key).map(|(f, c)| (key, f, c)))

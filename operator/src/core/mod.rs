@@ -9,6 +9,7 @@ pub mod lease;
 pub mod objects;
 pub mod retry;
 pub mod token;
+pub mod token_plan;
 pub mod upstream;
 pub mod upstream_hosts;
 pub mod usage;

@@ -229,12 +229,31 @@ impl Pacer {
     }
 }
 
-/// Which resources to write this round: the `n` written longest ago first
-/// (never written counts as oldest), so under a backlog every one of them
-/// is refreshed in turn. `candidates` are (key, last write).
-pub fn pick<K: Clone + Ord>(mut candidates: Vec<(K, Option<Duration>)>, n: usize) -> Vec<K> {
-    candidates.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
-    candidates.into_iter().take(n).map(|(k, _)| k).collect()
+/// One resource with usage to write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidate<K> {
+    pub key: K,
+    /// Being deleted: its finalizer waits for this write, so it goes first
+    /// and outside the pace (deletions are themselves API writes, so they
+    /// bound how many of these there are).
+    pub terminating: bool,
+    /// When its usage was last written by this collector.
+    pub written: Option<Duration>,
+}
+
+/// Which resources to write this round: every terminating one, then the
+/// `paced` written longest ago (never written counts as oldest), so under a
+/// backlog every one of them is refreshed in turn.
+pub fn pick<K: Clone + Ord>(mut candidates: Vec<Candidate<K>>, paced: usize) -> Vec<K> {
+    candidates.sort_by(|a, b| {
+        (!a.terminating, a.written, &a.key).cmp(&(!b.terminating, b.written, &b.key))
+    });
+    let urgent = candidates.iter().filter(|c| c.terminating).count();
+    candidates
+        .into_iter()
+        .take(urgent + paced)
+        .map(|c| c.key)
+        .collect()
 }
 
 #[cfg(test)]
@@ -484,15 +503,30 @@ mod tests {
     #[test]
     fn the_longest_unwritten_go_first() {
         let ms = Duration::from_millis;
+        let c = |key, written, terminating| Candidate {
+            key,
+            terminating,
+            written,
+        };
         let picked = pick(
             vec![
-                ("c", Some(ms(30))),
-                ("a", Some(ms(10))),
-                ("b", None),
-                ("d", Some(ms(20))),
+                c("c", Some(ms(30)), false),
+                c("a", Some(ms(10)), false),
+                c("b", None, false),
+                c("d", Some(ms(20)), false),
             ],
             3,
         );
         assert_eq!(picked, ["b", "a", "d"]);
+        // A deleted token's last usage is written first, beyond the pace.
+        let picked = pick(
+            vec![
+                c("a", None, false),
+                c("z", Some(ms(50)), true),
+                c("b", Some(ms(5)), false),
+            ],
+            1,
+        );
+        assert_eq!(picked, ["z", "a"]);
     }
 }

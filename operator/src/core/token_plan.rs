@@ -1,0 +1,555 @@
+//! The StrakeToken reconcile as a pure step: what was observed goes in,
+//! the writes, the status, the events and the next look come out. The
+//! controller (`controller::strake_token`) only reads and then does what
+//! the plan says, so every decision here is tested without an API server.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+use strake_crds::contract::TokenRecord;
+use strake_crds::token::Token;
+use strake_crds::{Phase, StrakeToken, StrakeTokenStatus, UpstreamKey};
+
+use crate::core::env::{self, EnvUpstream};
+use crate::core::objects::{self, ISSUED_AT_ANNOTATION, ROTATION_ANNOTATION, TOKEN_KEY};
+use crate::core::token::{
+    self, Facts, FinalUsage, Held, Issued, MintReason, Notice, Publish, TokenChoice, UpstreamState,
+    Verdict, reason,
+};
+use crate::core::upstream;
+
+/// Everything one reconcile of a live StrakeToken reads.
+pub struct Observed<'a> {
+    pub token: &'a StrakeToken,
+    pub now: Timestamp,
+    /// The proxy's public base URL (`--endpoint`).
+    pub endpoint: &'a str,
+    pub proxy_namespace: &'a str,
+    pub resync: Duration,
+    /// `spec.upstreams` in order, each with the UpstreamKey found, if any.
+    pub upstreams: &'a [(&'a str, Option<&'a UpstreamKey>)],
+    /// The Secret named by `spec.secretName` (or its default), if it exists.
+    pub held: Option<&'a Secret>,
+    /// The token's record Secret in the proxy namespace, if it exists.
+    pub published: Option<&'a Secret>,
+    /// The metadata of the Secret a previous `spec.secretName` named, when
+    /// the name changed and that Secret still exists.
+    pub old_secret: Option<&'a ObjectMeta>,
+    /// The token to issue if one must be minted (randomness comes from the
+    /// shell, so the plan stays a function of its input).
+    pub fresh: Token,
+}
+
+/// What the status write, the events and the phase gauge should say.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    pub verdict: Verdict,
+    /// `None` when the status already says this: nothing is written.
+    pub status: Option<StrakeTokenStatus>,
+    /// The phase differs from the stored one (worth a log line).
+    pub phase_changed: bool,
+    pub notices: Vec<Notice>,
+}
+
+/// The writes of one reconcile, in the order they must happen: the
+/// holder's Secret before the proxy's record (a token is announced only
+/// once it is kept), the status last.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// The upstream list may have changed: recount the keys' tokens.
+    pub recount_upstreams: bool,
+    /// Delete the proxy's record (expired, or the Secret name is taken).
+    pub withdraw: bool,
+    /// Apply the holder's Secret.
+    pub holder_secret: Option<Secret>,
+    /// Delete this Secret of an earlier `spec.secretName`.
+    pub delete_old_secret: Option<String>,
+    /// Apply the proxy's record Secret.
+    pub record_secret: Option<Secret>,
+    /// A token was minted: why, and its display prefix.
+    pub minted: Option<(MintReason, String)>,
+    pub report: Report,
+    pub requeue: Duration,
+}
+
+/// The status, events and gauge for `verdict`.
+pub fn report(
+    obj: &StrakeToken,
+    verdict: Verdict,
+    endpoint: Option<String>,
+    issued: Option<Issued>,
+    now: Timestamp,
+    mut notices: Vec<Notice>,
+) -> Report {
+    let previous = obj.status.as_ref();
+    let status = token::status(obj, &verdict, endpoint, issued, now);
+    notices.extend(token::phase_notices(previous, &verdict));
+    Report {
+        phase_changed: previous.and_then(|s| s.phase) != Some(verdict.phase),
+        status: token::status_changed(previous, &status).then_some(status),
+        verdict,
+        notices,
+    }
+}
+
+/// What the stored status says was issued, for reports that issue nothing.
+fn issued_before(obj: &StrakeToken) -> Option<Issued> {
+    obj.status.as_ref().and_then(|s| {
+        s.token_prefix.clone().map(|prefix| Issued {
+            prefix,
+            at: s.issued_at.clone(),
+        })
+    })
+}
+
+/// The report when the API server refused a write: Failed, naming the
+/// refusal, keeping what was issued before.
+pub fn refused(obj: &StrakeToken, message: String, now: Timestamp) -> Report {
+    let verdict = Verdict {
+        phase: Phase::Failed,
+        reason: reason::PUBLISH_FAILED,
+        message,
+        publish: Publish::Record,
+    };
+    let endpoint = obj.status.as_ref().and_then(|s| s.endpoint.clone());
+    report(obj, verdict, endpoint, issued_before(obj), now, Vec::new())
+}
+
+pub fn plan(o: Observed<'_>) -> Plan {
+    let obj = o.token;
+    let previous = obj.status.as_ref();
+    let recount_upstreams = previous.and_then(|s| s.observed_generation) != obj.metadata.generation;
+    let states: Vec<(&str, UpstreamState)> = o
+        .upstreams
+        .iter()
+        .map(|(n, uk)| {
+            let state = match uk {
+                None => UpstreamState::Missing,
+                Some(uk) if uk.metadata.deletion_timestamp.is_some() => UpstreamState::Missing,
+                Some(uk) if upstream::is_ready(uk) => UpstreamState::Ready,
+                Some(_) => UpstreamState::NotReady,
+            };
+            (*n, state)
+        })
+        .collect();
+    let env_upstreams: Vec<EnvUpstream<'_>> = o
+        .upstreams
+        .iter()
+        .filter_map(|(n, uk)| {
+            uk.map(|uk| EnvUpstream {
+                name: n,
+                provider: uk.spec.provider,
+            })
+        })
+        .collect();
+    let secret_name = obj.secret_name();
+    let uid = obj.metadata.uid.as_deref().unwrap_or_default();
+    let conflict = o
+        .held
+        .is_some_and(|s| !objects::controlled_by(&s.metadata, uid));
+    let verdict = token::decide(&Facts {
+        expires_at: obj.spec.expires_at.as_ref().map(|t| t.0),
+        now: o.now,
+        suspended: obj.spec.suspended,
+        // Never overwrite (or garbage-collect) a Secret that is not ours.
+        secret_conflict: conflict.then_some(secret_name.as_str()),
+        upstreams: &states,
+    });
+    let withdrawn = |report| Plan {
+        recount_upstreams,
+        withdraw: true,
+        holder_secret: None,
+        delete_old_secret: None,
+        record_secret: None,
+        minted: None,
+        report,
+        requeue: o.resync,
+    };
+    if verdict.publish == Publish::Withdraw {
+        let report = if conflict {
+            report(obj, verdict, None, None, o.now, Vec::new())
+        } else {
+            // Expired: the holder's Secret is left as is, so extending
+            // expiresAt brings the same token back.
+            let endpoint = previous.and_then(|s| s.endpoint.clone());
+            report(
+                obj,
+                verdict,
+                endpoint,
+                issued_before(obj),
+                o.now,
+                Vec::new(),
+            )
+        };
+        return withdrawn(report);
+    }
+
+    let published_hash = o
+        .published
+        .and_then(objects::read_record::<TokenRecord>)
+        .map(|r| r.sha256);
+    let held = o.held.map(|s| Held {
+        token: s
+            .data
+            .as_ref()
+            .and_then(|d| d.get(TOKEN_KEY))
+            .map(|b| b.0.as_slice()),
+        rotation: s.annotations().get(ROTATION_ANNOTATION).map(String::as_str),
+    });
+    let choice = token::choose_token(
+        held,
+        obj.spec.rotation,
+        published_hash.as_ref(),
+        previous.is_some_and(|s| s.token_prefix.is_some()),
+    );
+    let (token, issued_at, minted) = match choice {
+        TokenChoice::Keep(token) => {
+            let issued_at = o
+                .held
+                .and_then(|s| s.annotations().get(ISSUED_AT_ANNOTATION))
+                .and_then(|a| a.parse::<Timestamp>().ok())
+                .map(Time)
+                .or_else(|| previous.and_then(|s| s.issued_at.clone()))
+                .unwrap_or(Time(o.now));
+            (token, issued_at, None)
+        }
+        TokenChoice::Mint(why) => (o.fresh, Time(token::whole_seconds(o.now)), Some(why)),
+    };
+
+    let env = env::render(o.endpoint, &env_upstreams, token.expose());
+    let desired_held = objects::plaintext_secret(obj, &token, &issued_at, env);
+    let holder_secret = (!o
+        .held
+        .is_some_and(|s| objects::already_applied(s, &desired_held)))
+    .then_some(desired_held);
+    // A renamed spec.secretName leaves the old Secret behind, holding a
+    // token that no longer works: remove it if it is ours.
+    let delete_old_secret = previous
+        .and_then(|s| s.secret_name.as_deref())
+        .filter(|old| *old != secret_name)
+        .filter(|_| o.old_secret.is_some_and(|m| objects::controlled_by(m, uid)))
+        .map(str::to_string);
+    let record = token::record(obj, token.hash());
+    let desired_record = objects::token_secret(o.proxy_namespace, &token::source(obj), &record);
+    let record_secret = (!o
+        .published
+        .is_some_and(|s| objects::already_applied(s, &desired_record)))
+    .then_some(desired_record);
+
+    let mut notices = Vec::new();
+    if let Some(why) = minted {
+        let (reason, note) = why.event(&secret_name, token.display_prefix(), obj.spec.rotation);
+        notices.push(Notice {
+            warning: false,
+            reason,
+            note,
+        });
+    }
+    let endpoint = env::base_urls(o.endpoint, &env_upstreams)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| o.endpoint.to_string());
+    let issued = Issued {
+        prefix: token.display_prefix().to_string(),
+        at: Some(issued_at),
+    };
+    Plan {
+        recount_upstreams,
+        withdraw: false,
+        holder_secret,
+        delete_old_secret,
+        record_secret,
+        minted: minted.map(|why| (why, token.display_prefix().to_string())),
+        report: report(obj, verdict, Some(endpoint), Some(issued), o.now, notices),
+        requeue: token::requeue_after(obj.spec.expires_at.as_ref(), o.now, o.resync),
+    }
+}
+
+/// A deleted StrakeToken: wait for the last usage, or let it go.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Revocation {
+    /// The proxy's record is deleted (the token is refused from now on),
+    /// but the finalizer stays until the replicas' last counters for it
+    /// have been collected into status: look again after this long.
+    Hold(Duration),
+    /// Delete the record (again; idempotent), record the final usage in
+    /// the Revoked event and the metric, and remove the finalizer.
+    Release(FinalUsage),
+}
+
+/// `final_collection`: how long after the deletion the collector needs to
+/// have read every replica at least once more (zero when usage is not
+/// collected).
+pub fn revocation(obj: &StrakeToken, now: Timestamp, final_collection: Duration) -> Revocation {
+    let deleted_at = obj
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .map_or(now, |t| t.0);
+    let held_nanos = now.as_nanosecond() - deleted_at.as_nanosecond();
+    let wait = i128::try_from(final_collection.as_nanos()).unwrap_or(i128::MAX) - held_nanos;
+    if wait > 0 {
+        // Millisecond scheduler: round up so the next look is not early.
+        let millis = u64::try_from((wait + 999_999) / 1_000_000).unwrap_or(u64::MAX);
+        Revocation::Hold(Duration::from_millis(millis))
+    } else {
+        Revocation::Release(token::final_usage(obj))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::objects::FINALIZER;
+    use k8s_openapi::ByteString;
+    use strake_crds::provider::Provider;
+    use strake_crds::resources::{SecretKeyRef, UpstreamName};
+    use strake_crds::{StrakeTokenSpec, UpstreamKeySpec, UpstreamKeyStatus};
+
+    const NOW: &str = "2026-06-15T12:00:00Z";
+    const RESYNC: Duration = Duration::from_secs(300);
+    const ENDPOINT: &str = "https://llm.example.com";
+    const PROXY_NS: &str = "strake-system";
+
+    fn now() -> Timestamp {
+        NOW.parse().unwrap()
+    }
+
+    fn token(spec: impl FnOnce(&mut StrakeTokenSpec)) -> StrakeToken {
+        let mut s = StrakeTokenSpec {
+            identity: "alice@example.com".into(),
+            upstreams: vec![UpstreamName("openai".into())],
+            expires_at: None,
+            suspended: false,
+            allowed_models: vec![],
+            limits: None,
+            endpoints: vec![],
+            secret_name: None,
+            rotation: 0,
+        };
+        spec(&mut s);
+        let mut t = StrakeToken::new("alice", s);
+        t.metadata.namespace = Some("team-a".into());
+        t.metadata.uid = Some("uid-alice".into());
+        t.metadata.generation = Some(1);
+        t.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        t
+    }
+
+    fn ready_key() -> UpstreamKey {
+        let mut uk = UpstreamKey::new(
+            "openai",
+            UpstreamKeySpec {
+                provider: Provider::OpenAi,
+                base_url: None,
+                secret_ref: SecretKeyRef {
+                    name: "openai-upstream".into(),
+                    key: "api-key".into(),
+                },
+                headers: Default::default(),
+                endpoints: vec![],
+            },
+        );
+        uk.metadata.namespace = Some("team-a".into());
+        uk.metadata.generation = Some(1);
+        uk.status = Some(UpstreamKeyStatus {
+            conditions: vec![crate::core::condition::ready(
+                true,
+                "Published",
+                "ok".into(),
+                Some(1),
+                &[],
+                now(),
+            )],
+            observed_generation: Some(1),
+            ..UpstreamKeyStatus::default()
+        });
+        uk
+    }
+
+    fn observe<'a>(
+        t: &'a StrakeToken,
+        upstreams: &'a [(&'a str, Option<&'a UpstreamKey>)],
+        held: Option<&'a Secret>,
+        published: Option<&'a Secret>,
+        fresh: Token,
+    ) -> Observed<'a> {
+        Observed {
+            token: t,
+            now: now(),
+            endpoint: ENDPOINT,
+            proxy_namespace: PROXY_NS,
+            resync: RESYNC,
+            upstreams,
+            held,
+            published,
+            old_secret: None,
+            fresh,
+        }
+    }
+
+    /// The world after a plan's writes, as the next reconcile observes it.
+    fn applied(t: &StrakeToken, p: &Plan) -> StrakeToken {
+        let mut next = t.clone();
+        if let Some(s) = &p.report.status {
+            next.status = Some(s.clone());
+        }
+        next
+    }
+
+    #[test]
+    fn a_new_token_is_minted_kept_then_published_and_a_second_look_writes_nothing() {
+        let t = token(|_| {});
+        let key = ready_key();
+        let ups = [("openai", Some(&key))];
+        let fresh = Token::mint();
+        let p = plan(observe(&t, &ups, None, None, fresh.clone()));
+        assert!(p.recount_upstreams, "first generation seen");
+        assert!(!p.withdraw);
+        let held = p.holder_secret.clone().expect("the holder's Secret");
+        let data = held.data.as_ref().unwrap();
+        assert_eq!(
+            data[TOKEN_KEY],
+            ByteString(fresh.expose().as_bytes().to_vec())
+        );
+        let record = p.record_secret.clone().expect("the proxy's record");
+        let r: TokenRecord = objects::read_record(&record).unwrap();
+        assert_eq!(r.sha256, fresh.hash());
+        assert_eq!(p.minted.as_ref().map(|m| m.0), Some(MintReason::First));
+        assert_eq!(p.report.verdict.phase, Phase::Active);
+        assert!(p.report.phase_changed);
+        let reasons: Vec<_> = p.report.notices.iter().map(|n| n.reason).collect();
+        assert_eq!(reasons, ["Issued"]);
+        let status = p.report.status.clone().unwrap();
+        assert_eq!(status.token_prefix.as_deref(), Some(fresh.display_prefix()));
+        assert_eq!(
+            status.endpoint.as_deref(),
+            Some("https://llm.example.com/v1")
+        );
+        assert_eq!(p.requeue, RESYNC);
+
+        // The next reconcile sees what was written: the same token, no writes.
+        let t2 = applied(&t, &p);
+        let again = plan(observe(
+            &t2,
+            &ups,
+            Some(&held),
+            Some(&record),
+            Token::mint(),
+        ));
+        assert!(!again.recount_upstreams);
+        assert_eq!(again.holder_secret, None);
+        assert_eq!(again.record_secret, None);
+        assert_eq!(again.minted, None);
+        assert_eq!(again.report.status, None, "nothing changed");
+        assert!(again.report.notices.is_empty());
+    }
+
+    #[test]
+    fn expiry_withdraws_keeps_the_holders_secret_and_requeues_at_the_instant() {
+        let soon = Time("2026-06-15T12:00:30Z".parse().unwrap());
+        let t = token(|s| s.expires_at = Some(soon.clone()));
+        let key = ready_key();
+        let ups = [("openai", Some(&key))];
+        let p = plan(observe(&t, &ups, None, None, Token::mint()));
+        assert_eq!(p.requeue, Duration::from_secs(30));
+        assert!(!p.withdraw);
+
+        let past = token(|s| s.expires_at = Some(Time("2026-06-15T11:00:00Z".parse().unwrap())));
+        let p = plan(observe(&past, &ups, None, None, Token::mint()));
+        assert!(p.withdraw);
+        assert_eq!((p.holder_secret, p.record_secret), (None, None));
+        assert_eq!(p.report.verdict.phase, Phase::Expired);
+        assert_eq!(p.requeue, RESYNC);
+        let reasons: Vec<_> = p.report.notices.iter().map(|n| n.reason).collect();
+        assert_eq!(reasons, ["Expired"]);
+    }
+
+    #[test]
+    fn a_secret_that_is_not_ours_is_never_written_and_the_record_withdrawn() {
+        let t = token(|_| {});
+        let key = ready_key();
+        let ups = [("openai", Some(&key))];
+        let foreign = Secret {
+            metadata: ObjectMeta {
+                name: Some("alice-strake".into()),
+                ..ObjectMeta::default()
+            },
+            ..Secret::default()
+        };
+        let p = plan(observe(&t, &ups, Some(&foreign), None, Token::mint()));
+        assert!(p.withdraw);
+        assert_eq!(p.holder_secret, None);
+        assert_eq!(p.report.verdict.reason, reason::SECRET_CONFLICT);
+        assert_eq!(p.report.verdict.phase, Phase::Failed);
+    }
+
+    #[test]
+    fn a_missing_upstream_is_pending_but_still_published() {
+        let t = token(|s| s.upstreams.push(UpstreamName("anthropic".into())));
+        let key = ready_key();
+        let ups = [("openai", Some(&key)), ("anthropic", None)];
+        let p = plan(observe(&t, &ups, None, None, Token::mint()));
+        assert_eq!(p.report.verdict.phase, Phase::Pending);
+        assert_eq!(p.report.verdict.reason, reason::UPSTREAM_NOT_FOUND);
+        assert!(p.record_secret.is_some() && p.holder_secret.is_some());
+    }
+
+    #[test]
+    fn a_renamed_secret_removes_only_our_old_one() {
+        let t = token(|_| {});
+        let key = ready_key();
+        let ups = [("openai", Some(&key))];
+        let first = plan(observe(&t, &ups, None, None, Token::mint()));
+        let mut renamed = applied(&t, &first);
+        renamed.spec.secret_name = Some("alice-new".into());
+        let ours = ObjectMeta {
+            owner_references: Some(vec![objects::owner_reference(&t)]),
+            ..ObjectMeta::default()
+        };
+        let mut o = observe(&renamed, &ups, None, None, Token::mint());
+        o.old_secret = Some(&ours);
+        assert_eq!(plan(o).delete_old_secret.as_deref(), Some("alice-strake"));
+        let theirs = ObjectMeta::default();
+        let mut o = observe(&renamed, &ups, None, None, Token::mint());
+        o.old_secret = Some(&theirs);
+        assert_eq!(plan(o).delete_old_secret, None);
+    }
+
+    #[test]
+    fn a_refused_write_reports_failed_and_keeps_what_was_issued() {
+        let t = token(|_| {});
+        let key = ready_key();
+        let ups = [("openai", Some(&key))];
+        let p = plan(observe(&t, &ups, None, None, Token::mint()));
+        let issued = applied(&t, &p);
+        let r = refused(&issued, "could not write Secret x: quota".into(), now());
+        assert_eq!(r.verdict.phase, Phase::Failed);
+        let status = r.status.unwrap();
+        assert_eq!(status.token_prefix, p.report.status.unwrap().token_prefix);
+        assert!(r.notices.iter().any(|n| n.warning));
+    }
+
+    #[test]
+    fn a_deleted_token_is_held_until_the_last_collection_then_released() {
+        let mut t = token(|_| {});
+        t.metadata.deletion_timestamp = Some(Time("2026-06-15T11:59:50Z".parse().unwrap()));
+        let hold = Duration::from_secs(25);
+        assert_eq!(
+            revocation(&t, now(), hold),
+            Revocation::Hold(Duration::from_secs(15))
+        );
+        assert!(matches!(
+            revocation(&t, now(), Duration::from_secs(10)),
+            Revocation::Release(_)
+        ));
+        // Usage not collected: nothing to wait for.
+        assert!(matches!(
+            revocation(&t, now(), Duration::ZERO),
+            Revocation::Release(_)
+        ));
+    }
+}
