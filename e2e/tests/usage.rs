@@ -489,3 +489,60 @@ async fn a_crashed_replica_loses_at_most_what_it_served_since_the_last_collectio
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_token_deleted_right_after_use_reports_its_whole_lifetime_usage() -> Result<()> {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let stack = Stack::connect().await?;
+    whole_stack(&stack).await?;
+    let ns = stack.namespace("usage-final").await?;
+    let (alice, _ci) = setup(&ns).await?;
+    let mut expected = Expected::default();
+    // Used on both replicas and deleted at once, before any collection
+    // round can have read the last requests.
+    for url in [&stack.env.proxy_url, &stack.env.proxy2_url] {
+        expected.record("alice", &traffic(&stack, &alice, url, true).await?);
+    }
+    ns.delete_token("alice").await?;
+    let note = eventually("the Revoked event names the final usage", FRESH, || async {
+        let out = ns
+            .kubectl(&[
+                "get",
+                "events",
+                "--field-selector",
+                "reason=Revoked,involvedObject.name=alice",
+                "-o",
+                "jsonpath={.items[*].message}{.items[*].note}",
+            ])
+            .await?;
+        ensure!(!out.is_empty(), "no Revoked event yet");
+        Ok(out)
+    })
+    .await?;
+    let spend = Picodollars(expected.alice.spend).to_decimal_string();
+    ensure!(
+        note.contains(&format!("{} requests", expected.alice.requests))
+            && note.contains(&format!("{} input tokens", expected.alice.input))
+            && note.contains(&format!("${spend}")),
+        "Revoked event {note:?}, sent {:?}",
+        expected.alice
+    );
+    eventually("the revoked token is refused", FRESH, || async {
+        let r = stack
+            .http
+            .send(
+                Method::POST,
+                &format!("{}/chat/completions", alice.env("OPENAI_BASE_URL")?),
+                &[(
+                    "authorization",
+                    &format!("Bearer {}", alice.env("OPENAI_API_KEY")?),
+                )],
+                Some(&json!({"model": OPENAI_MODEL, "messages": []})),
+            )
+            .await?;
+        ensure!(r.status == 401, "{r:?}");
+        Ok(())
+    })
+    .await?;
+    Ok(())
+}
