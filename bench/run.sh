@@ -8,10 +8,12 @@
 #   scale        strake-proxy with 10 / 10,000 / 100,000 tokens: startup, RSS, latency
 #   revocation   on the local control plane (make dev-up): delete -> 401
 #   operator     1,000 StrakeTokens to Ready on the local control plane
+#   usage        the operator's usage status writes per second with 10,000
+#                active tokens (a simulated proxy replica reports them all)
 #
 # Writes docs/benchmarks.md (full) or target/bench/benchmarks-short.md
 # (--short: CI-sized, a few minutes). Everything it starts listens on
-# 127.0.0.1 ports 19101-19110 and 19116 (bench/profile.sh: 19111-19115) and is stopped
+# 127.0.0.1 ports 19101-19110 and 19116-19118 (bench/profile.sh: 19111-19115) and is stopped
 # on exit. See bench/README.md.
 set -euo pipefail
 
@@ -54,6 +56,7 @@ if [[ $mode == full ]]; then
 	scale_rate=2000
 	revocation_trials=30 revocation_timeout=30
 	operator_tokens=1000
+	usage_tokens=10000 usage_window=60
 	aa=1 # direct measured twice per rate: the run-to-run noise floor
 else
 	warmup=1 duration=3
@@ -64,6 +67,7 @@ else
 	scale_rate=2000
 	revocation_trials=5 revocation_timeout=15
 	operator_tokens=100
+	usage_tokens=300 usage_window=10
 	aa=0
 fi
 connections=32
@@ -72,6 +76,7 @@ connections=32
 MOCK_PORT=19101 NGINX_PORT=19102 STRAKE_PORT=19103 STRAKE_ADMIN_PORT=19104
 LITELLM_PORT=19105 SCALE_PORT=19106 SCALE_ADMIN_PORT=19107
 NOLOG_PORT=19108 NOLOG_ADMIN_PORT=19109 NOPRICING_PORT=19110 NOPRICING_ADMIN_PORT=19116
+USAGE_REPORT_PORT=19117 USAGE_OPERATOR_ADMIN_PORT=19118
 
 # Pinning: the server under test gets core 0 to itself; the load generator
 # and the mock upstream share core 1. Every proxy runs one worker (nginx
@@ -203,7 +208,7 @@ declare -A SERVER=([direct]=mock [direct-repeat]=mock [nginx]=nginx [strake]=str
 # --- build ----------------------------------------------------------------------
 
 log "building (release): strake-bench, strake-mock-upstream, strake-proxy"
-timeout 1800 cargo build --release -q -p strake-bench -p strake-mock-upstream -p strake-proxy >&2 ||
+timeout 1800 cargo build --release -q -p strake-bench -p strake-mock-upstream -p strake-proxy -p strake-operator >&2 ||
 	die "cargo build failed"
 # The hyper floor the profile compares with (proxy/examples/floor.rs).
 timeout 600 cargo build --release -q -p strake-proxy --example floor >&2 ||
@@ -534,6 +539,29 @@ if ((dev_ok)); then
 		--mock-url "$MOCK_UPSTREAM_URL" --mock-key "$MOCK_OPENAI_KEY" \
 		--count "$operator_tokens" --operator-pid-file "$dev/run/operator.pid" --timeout 300 ||
 		log "operator scale failed"
+
+	# A dedicated operator whose only proxy replica is the bench's simulated
+	# one; the dev stack's operator is stopped meanwhile, so one operator
+	# writes these tokens' status.
+	log "usage writes: $usage_tokens active tokens"
+	e2e/dev/service.sh "$dev" stop operator >/dev/null 2>&1 || true
+	if start usage-operator usage-operator "http://127.0.0.1:$USAGE_OPERATOR_ADMIN_PORT/readyz" \
+		"$bin/strake-operator" --proxy-namespace "$STRAKE_NAMESPACE" --endpoint "$STRAKE_PROXY_URL" \
+		--admin-addr "127.0.0.1:$USAGE_OPERATOR_ADMIN_PORT" --watch-namespaces strake-bench-usage \
+		--allowed-upstream-hosts "$MOCK_UPSTREAM_URL" \
+		--proxy-admin-urls "http://127.0.0.1:$USAGE_REPORT_PORT" --usage-interval 2s \
+		--usage-writes-per-second 100; then
+		timeout 1200 "$bin/strake-bench" usage-writes --target strake --experiment usage-writes \
+			--out "$results/usage-writes.json" --namespace strake-bench-usage \
+			--count "$usage_tokens" --listen "127.0.0.1:$USAGE_REPORT_PORT" \
+			--duration "$usage_window" --bound 100 ||
+			log "usage writes failed"
+	else
+		log "usage writes: the operator did not start"
+	fi
+	stop usage-operator
+	kubectl delete namespace strake-bench-usage --wait=false >/dev/null 2>&1 || true
+	e2e/dev/service.sh "$dev" start operator >/dev/null 2>&1 || log "could not restart the dev operator"
 fi
 
 # --- the report -----------------------------------------------------------------

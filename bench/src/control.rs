@@ -92,17 +92,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 async fn ensure_upstream(client: &Client, args: &UpstreamArgs) -> anyhow::Result<()> {
     let ns = &args.namespace;
     let pp = PatchParams::apply(MANAGER).force();
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .patch(
-            ns,
-            &pp,
-            &Patch::Apply(
-                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-            ),
-        )
-        .await
-        .context("applying the bench namespace")?;
+    ensure_namespace(client, ns).await?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     secrets
         .patch(
@@ -154,6 +144,22 @@ async fn ensure_upstream(client: &Client, args: &UpstreamArgs) -> anyhow::Result
     }
 }
 
+/// Server-side applies the namespace `ns`.
+pub async fn ensure_namespace(client: &Client, ns: &str) -> anyhow::Result<()> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .patch(
+            ns,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            ),
+        )
+        .await
+        .context("applying the bench namespace")?;
+    Ok(())
+}
+
 fn is_ready(c: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition) -> bool {
     c.type_ == "Ready" && c.status == "True"
 }
@@ -164,7 +170,7 @@ fn token_is_ready(t: &StrakeToken) -> bool {
         .is_some_and(|s| s.conditions.iter().any(is_ready))
 }
 
-fn strake_token(name: &str) -> anyhow::Result<StrakeToken> {
+pub fn strake_token(name: &str) -> anyhow::Result<StrakeToken> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "strake.sh/v1alpha1", "kind": "StrakeToken",
         "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "strake-bench"}},

@@ -18,6 +18,7 @@ mod report;
 mod results;
 mod stream;
 mod tokens;
+mod usage_writes;
 
 use std::path::PathBuf;
 
@@ -45,6 +46,8 @@ enum Command {
     Revocation(control::RevocationArgs),
     /// Time for the operator to bring N StrakeTokens to Ready.
     OperatorScale(control::OperatorScaleArgs),
+    /// The operator's usage status writes per second with N active tokens.
+    UsageWrites(usage_writes::Args),
     /// Instructions per request and top functions from a callgrind dump.
     Callgrind(callgrind::Args),
     /// Writes the markdown report from a directory of JSON results.
@@ -59,6 +62,7 @@ fn main() -> anyhow::Result<()> {
         Command::Startup(args) => proc::startup(args),
         Command::Revocation(args) => control::revocation(args),
         Command::OperatorScale(args) => control::operator_scale(args),
+        Command::UsageWrites(args) => usage_writes::run(args),
         Command::Callgrind(args) => callgrind::run(args),
         Command::Report(args) => report::run(args),
     }

@@ -11,7 +11,7 @@ use anyhow::Context;
 use crate::histogram::nearest_rank;
 use crate::results::{
     LoadResult, Machine, OperatorScaleResult, ProfileResult, Record, RevocationResult, Skipped,
-    StartupResult, StreamResult,
+    StartupResult, StreamResult, UsageWritesResult,
 };
 
 #[derive(clap::Args, Debug)]
@@ -67,6 +67,7 @@ struct Results {
     startups: Vec<StartupResult>,
     revocations: Vec<RevocationResult>,
     operators: Vec<OperatorScaleResult>,
+    usage_writes: Vec<UsageWritesResult>,
     profiles: Vec<ProfileResult>,
     skipped: Vec<Skipped>,
 }
@@ -116,6 +117,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Record::Startup(s) => r.startups.push(s),
             Record::Revocation(v) => r.revocations.push(v),
             Record::OperatorScale(o) => r.operators.push(o),
+            Record::UsageWrites(u) => r.usage_writes.push(u),
             Record::Skipped(s) => r.skipped.push(s),
             Record::Profile(p) => r.profiles.push(p),
             Record::Machine(Machine { items }) => r.machine.extend(items),
@@ -600,6 +602,22 @@ fn targets(w: &mut String, r: &Results) {
             }
         );
     }
+    for u in &r.usage_writes {
+        let _ = writeln!(
+            w,
+            "| operator: usage status writes, {} active tokens | ≤ {:.0}/s (`--usage-writes-per-second`) | {:.1}/s ({} writes in {:.0} s; each token refreshed every {:.0} s) | {} |",
+            thousands(u.tokens as u64),
+            u.bound_per_s,
+            u.writes_per_s,
+            u.writes,
+            u.duration_s,
+            u.tokens as f64 / u.writes_per_s,
+            // A write or two of timing slack at the window's edges.
+            verdict(Some(
+                u.writes_per_s.is_finite() && u.writes_per_s <= u.bound_per_s * 1.02 + 1.0
+            ))
+        );
+    }
     let _ = writeln!(w);
 }
 
@@ -1006,6 +1024,29 @@ fn scale(w: &mut String, r: &Results) {
                 row.load
                     .and_then(|l| l.server.as_ref())
                     .map_or("—".into(), |s| us(s.cpu_us_per_request)),
+            );
+        }
+        let _ = writeln!(w);
+    }
+    if !r.usage_writes.is_empty() {
+        let _ = writeln!(
+            w,
+            "Usage status writes on the local control plane: N StrakeTokens, a simulated proxy \
+             replica reporting new usage for every one of them at every collection round, the \
+             operator's pacer at its default; writes counted through a watch (updates that \
+             changed `status.usage`) after a warm-up past the first round's burst.\n\n\
+             | active tokens | writes counted | window | writes/s | bound | tokens refreshed |\n| ---: | ---: | ---: | ---: | ---: | ---: |"
+        );
+        for u in &r.usage_writes {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {:.0} s | {:.1} | {:.0} | {} |",
+                thousands(u.tokens as u64),
+                u.writes,
+                u.duration_s,
+                u.writes_per_s,
+                u.bound_per_s,
+                thousands(u.tokens_refreshed as u64),
             );
         }
         let _ = writeln!(w);

@@ -15,6 +15,8 @@ pub enum Record {
     Startup(StartupResult),
     Revocation(RevocationResult),
     OperatorScale(OperatorScaleResult),
+    /// The operator's usage status writes with many active tokens.
+    UsageWrites(UsageWritesResult),
     /// Instructions per request under callgrind.
     Profile(ProfileResult),
     /// Something that could not be measured, and why (shown in the report).
@@ -101,6 +103,23 @@ pub struct RevocationResult {
     pub issue_ms: Vec<f64>,
     pub poll_interval_ms: f64,
     pub failures: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UsageWritesResult {
+    #[serde(flatten)]
+    pub meta: Meta,
+    /// Active StrakeTokens, every one with new usage at every collection.
+    pub tokens: usize,
+    /// The counted window.
+    pub duration_s: f64,
+    /// Status updates that changed `status.usage`, seen through a watch.
+    pub writes: u64,
+    pub writes_per_s: f64,
+    /// The operator's `--usage-writes-per-second`.
+    pub bound_per_s: f64,
+    /// Distinct tokens written in the window.
+    pub tokens_refreshed: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
