@@ -156,9 +156,14 @@ printf '%-9s %-30s -> 401  %s\n' alice "POST /v1/chat/completions" "$(jq -c . "$
 printf '%-9s %-30s -> %s  ' ci-runner "POST /v1/chat/completions" "$(chat "$ci")"
 answer '.choices[0].message.content'
 
+
+step "7. Chargeback: usage and spend per identity, alice's kept past her revocation"
+# The finalizer holds alice until every replica's last counters for her are
+# in status, then the Revoked event records her lifetime usage.
 kubectl wait --for=delete straketoken/alice -n "$ns" --timeout=60s >/dev/null 2>&1 || true
-echo "Revoked: $(kubectl get events -n "$ns" --field-selector reason=Revoked,involvedObject.name=alice \
-	-o jsonpath='{.items[-1:].note}{.items[-1:].message}')"
+show kubectl get straketokens -n "$ns"
+echo "alice (revoked): $(kubectl get events -n "$ns" --field-selector reason=Revoked,involvedObject.name=alice \
+	-o jsonpath='{.items[-1:].note}{.items[-1:].message}' | sed 's/.*lifetime usage: /lifetime usage: /')"
 
 echo
 echo "${bold}Revocation took ${revoked_ms} ms${off} from kubectl delete to the first 401 at the proxy."

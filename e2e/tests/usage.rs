@@ -272,6 +272,42 @@ async fn converges(ns: &TestNs<'_>, expected: &Expected) -> Result<()> {
     .await
 }
 
+/// The note of `name`'s Revoked event, once there is one.
+async fn revoked_note(ns: &TestNs<'_>, name: &str) -> Result<String> {
+    let selector = format!("reason=Revoked,involvedObject.name={name}");
+    eventually("the Revoked event names the final usage", FRESH, || async {
+        let out = ns
+            .kubectl(&[
+                "get",
+                "events",
+                "--field-selector",
+                &selector,
+                "-o",
+                "jsonpath={.items[*].message}{.items[*].note}",
+            ])
+            .await?;
+        ensure!(!out.is_empty(), "no Revoked event yet");
+        Ok(out)
+    })
+    .await
+}
+
+/// A chat request with `issued`'s token through the first replica.
+async fn chat(stack: &Stack, issued: &Issued) -> Result<strake_e2e::Reply> {
+    stack
+        .http
+        .send(
+            Method::POST,
+            &format!("{}/chat/completions", issued.env("OPENAI_BASE_URL")?),
+            &[(
+                "authorization",
+                &format!("Bearer {}", issued.env("OPENAI_API_KEY")?),
+            )],
+            Some(&json!({"model": OPENAI_MODEL, "messages": []})),
+        )
+        .await
+}
+
 async fn whole_stack(stack: &Stack) -> Result<()> {
     stack.apiserver("start").await?;
     for name in ["mock", "proxy", "proxy2", "operator"] {
@@ -388,21 +424,7 @@ async fn usage_sums_both_replicas_through_restarts() -> Result<()> {
     // Chargeback survives revocation: the event and a metric keep the total.
     let spend = Picodollars(expected.alice.spend).to_decimal_string();
     ns.delete_token("alice").await?;
-    let note = eventually("the Revoked event names the final usage", FRESH, || async {
-        let out = ns
-            .kubectl(&[
-                "get",
-                "events",
-                "--field-selector",
-                "reason=Revoked,involvedObject.name=alice",
-                "-o",
-                "jsonpath={.items[*].message}{.items[*].note}",
-            ])
-            .await?;
-        ensure!(!out.is_empty(), "no Revoked event yet");
-        Ok(out)
-    })
-    .await?;
+    let note = revoked_note(&ns, "alice").await?;
     ensure!(
         note.contains(&format!("{} requests", expected.alice.requests))
             && note.contains(&format!("${spend}")),
@@ -504,21 +526,7 @@ async fn a_token_deleted_right_after_use_reports_its_whole_lifetime_usage() -> R
         expected.record("alice", &traffic(&stack, &alice, url, true).await?);
     }
     ns.delete_token("alice").await?;
-    let note = eventually("the Revoked event names the final usage", FRESH, || async {
-        let out = ns
-            .kubectl(&[
-                "get",
-                "events",
-                "--field-selector",
-                "reason=Revoked,involvedObject.name=alice",
-                "-o",
-                "jsonpath={.items[*].message}{.items[*].note}",
-            ])
-            .await?;
-        ensure!(!out.is_empty(), "no Revoked event yet");
-        Ok(out)
-    })
-    .await?;
+    let note = revoked_note(&ns, "alice").await?;
     let spend = Picodollars(expected.alice.spend).to_decimal_string();
     ensure!(
         note.contains(&format!("{} requests", expected.alice.requests))
@@ -528,18 +536,7 @@ async fn a_token_deleted_right_after_use_reports_its_whole_lifetime_usage() -> R
         expected.alice
     );
     eventually("the revoked token is refused", FRESH, || async {
-        let r = stack
-            .http
-            .send(
-                Method::POST,
-                &format!("{}/chat/completions", alice.env("OPENAI_BASE_URL")?),
-                &[(
-                    "authorization",
-                    &format!("Bearer {}", alice.env("OPENAI_API_KEY")?),
-                )],
-                Some(&json!({"model": OPENAI_MODEL, "messages": []})),
-            )
-            .await?;
+        let r = chat(&stack, &alice).await?;
         ensure!(r.status == 401, "{r:?}");
         Ok(())
     })

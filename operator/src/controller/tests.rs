@@ -15,7 +15,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, store::Writer};
 use kube::runtime::watcher;
 use strake_crds::contract::{self, TokenRecord, UpstreamRecord};
-use strake_crds::resources::{SecretKeyRef, UpstreamName};
+use strake_crds::resources::SecretKeyRef;
 use strake_crds::token::{self as tok, Token};
 use strake_crds::{Phase, Provider, StrakeToken, StrakeTokenSpec, UpstreamKey, UpstreamKeySpec};
 
@@ -104,20 +104,7 @@ fn harness_with(usage: crate::cli::UsageSettings) -> Harness {
 }
 
 fn token_spec(upstreams: &[&str]) -> StrakeTokenSpec {
-    StrakeTokenSpec {
-        identity: "alice@example.com".into(),
-        upstreams: upstreams
-            .iter()
-            .map(|u| UpstreamName(u.to_string()))
-            .collect(),
-        expires_at: None,
-        suspended: false,
-        allowed_models: vec![],
-        limits: None,
-        endpoints: vec![],
-        secret_name: None,
-        rotation: 0,
-    }
+    crate::core::fixtures::token_spec(upstreams)
 }
 
 impl Harness {

@@ -5,6 +5,8 @@
 
 pub mod condition;
 pub mod env;
+#[cfg(test)]
+pub mod fixtures;
 pub mod lease;
 pub mod objects;
 pub mod retry;

@@ -215,24 +215,11 @@ pub fn labelled_source(meta: &ObjectMeta) -> Option<(Role, SourceRef)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strake_crds::StrakeTokenSpec;
-    use strake_crds::resources::UpstreamName;
 
     fn alice() -> StrakeToken {
-        let mut t = StrakeToken::new(
-            "alice",
-            StrakeTokenSpec {
-                identity: "alice@example.com".into(),
-                upstreams: vec![UpstreamName("openai".into())],
-                expires_at: None,
-                suspended: false,
-                allowed_models: vec![],
-                limits: None,
-                endpoints: vec![],
-                secret_name: None,
-                rotation: 2,
-            },
-        );
+        let mut spec = crate::core::fixtures::token_spec(&["openai"]);
+        spec.rotation = 2;
+        let mut t = StrakeToken::new("alice", spec);
         t.metadata.namespace = Some("team-a".into());
         t.metadata.uid = Some("uid-1".into());
         t

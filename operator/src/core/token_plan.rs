@@ -303,11 +303,12 @@ pub fn revocation(obj: &StrakeToken, now: Timestamp, final_collection: Duration)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::fixtures;
     use crate::core::objects::FINALIZER;
     use k8s_openapi::ByteString;
     use strake_crds::provider::Provider;
-    use strake_crds::resources::{SecretKeyRef, UpstreamName};
-    use strake_crds::{StrakeTokenSpec, UpstreamKeySpec, UpstreamKeyStatus};
+    use strake_crds::resources::UpstreamName;
+    use strake_crds::{StrakeTokenSpec, UpstreamKeyStatus};
 
     const NOW: &str = "2026-06-15T12:00:00Z";
     const RESYNC: Duration = Duration::from_secs(300);
@@ -319,17 +320,7 @@ mod tests {
     }
 
     fn token(spec: impl FnOnce(&mut StrakeTokenSpec)) -> StrakeToken {
-        let mut s = StrakeTokenSpec {
-            identity: "alice@example.com".into(),
-            upstreams: vec![UpstreamName("openai".into())],
-            expires_at: None,
-            suspended: false,
-            allowed_models: vec![],
-            limits: None,
-            endpoints: vec![],
-            secret_name: None,
-            rotation: 0,
-        };
+        let mut s = fixtures::token_spec(&["openai"]);
         spec(&mut s);
         let mut t = StrakeToken::new("alice", s);
         t.metadata.namespace = Some("team-a".into());
@@ -340,21 +331,7 @@ mod tests {
     }
 
     fn ready_key() -> UpstreamKey {
-        let mut uk = UpstreamKey::new(
-            "openai",
-            UpstreamKeySpec {
-                provider: Provider::OpenAi,
-                base_url: None,
-                secret_ref: SecretKeyRef {
-                    name: "openai-upstream".into(),
-                    key: "api-key".into(),
-                },
-                headers: Default::default(),
-                endpoints: vec![],
-            },
-        );
-        uk.metadata.namespace = Some("team-a".into());
-        uk.metadata.generation = Some(1);
+        let mut uk = fixtures::upstream_key("openai", Provider::OpenAi, None);
         uk.status = Some(UpstreamKeyStatus {
             conditions: vec![crate::core::condition::ready(
                 true,

@@ -270,28 +270,12 @@ mod tests {
     use super::*;
     use k8s_openapi::ByteString;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-    use strake_crds::resources::SecretKeyRef;
-    use strake_crds::{Provider, UpstreamKeySpec};
+    use strake_crds::Provider;
 
     const KEY: &str = "sk-proj-REALKEY-never-shown";
 
     fn uk(provider: Provider, base_url: Option<&str>) -> UpstreamKey {
-        let mut uk = UpstreamKey::new(
-            "openai",
-            UpstreamKeySpec {
-                provider,
-                base_url: base_url.map(String::from),
-                secret_ref: SecretKeyRef {
-                    name: "openai-upstream".into(),
-                    key: "api-key".into(),
-                },
-                headers: BTreeMap::new(),
-                endpoints: vec![],
-            },
-        );
-        uk.metadata.namespace = Some("team-a".into());
-        uk.metadata.generation = Some(1);
-        uk
+        crate::core::fixtures::upstream_key("openai", provider, base_url)
     }
 
     /// A Secret labelled for UpstreamKeys.
