@@ -5,7 +5,9 @@
 //! (`openai.AuthenticationError`, `anthropic.RateLimitError`, …). Messages
 //! say what happened and what to do; they never repeat the credential.
 //! Every proxy-made error also carries `x-strake-error: <reason>`, which
-//! tells it apart from an upstream's error.
+//! tells it apart from an upstream's error, and `x-should-retry` (see
+//! [`Retry`]), which the Stainless SDKs (openai, anthropic) and Claude Code
+//! read before their own retry rules.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -19,6 +21,33 @@ use crate::target::UnsafeTarget;
 
 /// The header naming the reason of a proxy-made error.
 pub const REASON_HEADER: &str = "x-strake-error";
+
+/// The header the providers send to tell their SDKs whether to retry.
+pub const SHOULD_RETRY_HEADER: &str = "x-should-retry";
+
+/// Whether the same request can succeed later: what a refusal tells the
+/// client's retry loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// Nothing the client can do by waiting: the token, the request or the
+    /// platform's key must change first (`x-should-retry: false`, so
+    /// Claude Code stops after one request instead of ten over minutes).
+    Never,
+    /// A limit that refills: `Retry-After` seconds, then it may pass.
+    After(u64),
+    /// A passing failure (the upstream, the network): retry with backoff.
+    Transient,
+}
+
+impl Retry {
+    /// The `x-should-retry` value.
+    pub fn should_retry(self) -> &'static str {
+        match self {
+            Retry::Never => "false",
+            Retry::After(_) | Retry::Transient => "true",
+        }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Reject {
@@ -129,6 +158,37 @@ impl Reject {
             Reject::UpstreamFailed => "upstream_failed",
             Reject::UpstreamKeyRejected { .. } => "upstream_key_rejected",
             Reject::UpstreamSwitchedProtocols => "upstream_switched_protocols",
+        }
+    }
+
+    /// Whether a retry can fix this refusal.
+    pub fn retry(&self) -> Retry {
+        match self {
+            Reject::RateLimited(r) => Retry::After(r.retry_after_secs),
+            // The body or the connection broke on the way; the next attempt
+            // may arrive whole.
+            Reject::BodyTimeout
+            | Reject::BodyAborted
+            | Reject::Route(RouteError::NotConfigured { .. })
+            | Reject::UpstreamConnect
+            | Reject::UpstreamTimeout { .. }
+            | Reject::UpstreamFailed => Retry::Transient,
+            Reject::MissingCredential
+            | Reject::MalformedToken(_)
+            | Reject::UnknownToken
+            | Reject::Expired { .. }
+            | Reject::Suspended
+            | Reject::ModelNotAllowed { .. }
+            | Reject::ModelUnreadable
+            | Reject::EndpointNotAllowed { .. }
+            | Reject::UnsafeTarget(_)
+            | Reject::BodyTooLarge { .. }
+            | Reject::BodyUnreadable
+            | Reject::Route(RouteError::NoneForStyle { .. } | RouteError::Ambiguous { .. })
+            // The platform team must replace the key; retrying only adds
+            // load on a key the provider already refuses.
+            | Reject::UpstreamKeyRejected { .. }
+            | Reject::UpstreamSwitchedProtocols => Retry::Never,
         }
     }
 
@@ -278,7 +338,8 @@ impl Reject {
         }
     }
 
-    /// The whole response: status, JSON body in `style`, `Retry-After` for 429s.
+    /// The whole response: status, JSON body in `style`, `x-should-retry`,
+    /// and `Retry-After` where waiting helps (every 429).
     pub fn response(&self, style: ApiStyle) -> Response<Bytes> {
         let body = serde_json::to_vec(&self.body(style)).expect("JSON values serialize");
         let mut resp = Response::new(Bytes::from(body));
@@ -289,8 +350,13 @@ impl Reject {
             HeaderValue::from_static("application/json"),
         );
         h.insert(REASON_HEADER, HeaderValue::from_static(self.reason()));
-        if let Reject::RateLimited(r) = self {
-            h.insert(header::RETRY_AFTER, HeaderValue::from(r.retry_after_secs));
+        let retry = self.retry();
+        h.insert(
+            SHOULD_RETRY_HEADER,
+            HeaderValue::from_static(retry.should_retry()),
+        );
+        if let Retry::After(secs) = retry {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }
@@ -439,6 +505,60 @@ mod tests {
                     "{rej:?} {style:?}"
                 );
             }
+        }
+    }
+
+    #[test]
+    fn refusals_a_retry_cannot_fix_say_so_and_every_429_says_when() {
+        for rej in all() {
+            let r = rej.response(ApiStyle::Anthropic);
+            let should = r.headers()[SHOULD_RETRY_HEADER].to_str().unwrap();
+            let status = r.status().as_u16();
+            match rej.retry() {
+                Retry::Never => {
+                    assert_eq!(should, "false", "{rej:?}");
+                    assert!(!r.headers().contains_key("retry-after"), "{rej:?}");
+                }
+                Retry::After(secs) => {
+                    assert_eq!(should, "true", "{rej:?}");
+                    assert_eq!(r.headers()["retry-after"], secs.to_string().as_str());
+                }
+                Retry::Transient => assert_eq!(should, "true", "{rej:?}"),
+            }
+            if status == 429 {
+                assert!(matches!(rej.retry(), Retry::After(s) if s >= 1), "{rej:?}");
+            }
+            // Rate limits and failures on the way can pass; the rest cannot.
+            let transient = status == 429
+                || status == 408
+                || (status >= 500
+                    && !matches!(
+                        rej,
+                        Reject::UpstreamKeyRejected { .. } | Reject::UpstreamSwitchedProtocols
+                    ));
+            assert_eq!(
+                should == "true",
+                transient || matches!(rej, Reject::BodyAborted),
+                "{rej:?}"
+            );
+        }
+        let never = [
+            Reject::UnknownToken,
+            Reject::Expired { at: "x".into() },
+            Reject::Suspended,
+            Reject::MalformedToken(TokenError::Checksum),
+            Reject::ModelNotAllowed {
+                model: "m".into(),
+                allowed: vec![],
+            },
+            Reject::EndpointNotAllowed {
+                method: "GET".into(),
+                path: "/".into(),
+                admin: false,
+            },
+        ];
+        for rej in never {
+            assert_eq!(rej.retry(), Retry::Never, "{rej:?}");
         }
     }
 

@@ -61,6 +61,14 @@
 //! Knobs apply to authenticated requests only; credential errors are
 //! immediate.
 //!
+//! # Headers
+//!
+//! As the real APIs do, OpenAI-style answers carry `x-request-id` and
+//! `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, Anthropic's
+//! `request-id` and `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{limit,remaining,reset}`
+//! (a generous, fixed account); their errors add `x-should-retry` (`true`
+//! for 408, 409, 429 and 5xx), and 429/529 `retry-after`.
+//!
 //! # Recording
 //!
 //! Every provider request is recorded verbatim (method, path and query,
@@ -97,6 +105,7 @@ mod body;
 mod config;
 mod embeddings;
 mod gemini;
+mod headers;
 mod knobs;
 mod openai;
 mod record;

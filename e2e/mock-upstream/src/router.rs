@@ -10,7 +10,7 @@ use serde::Deserialize;
 use crate::config::{Behavior, Keys};
 use crate::knobs;
 use crate::reply::{Resp, new_id};
-use crate::{anthropic, embeddings, gemini, openai, responses};
+use crate::{anthropic, embeddings, gemini, headers, openai, responses};
 
 /// The API style of an endpoint: it decides the credential header and the
 /// error JSON shape.
@@ -131,6 +131,8 @@ pub(crate) async fn route(ctx: &Ctx<'_>, keys: &Keys) -> Resp {
     {
         resp.headers_mut().insert(name, value);
     }
+    let status = resp.status();
+    headers::add(provider, status, resp.headers_mut());
     resp
 }
 

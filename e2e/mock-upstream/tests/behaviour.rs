@@ -90,6 +90,79 @@ async fn delay_holds_the_response_head() {
 }
 
 #[tokio::test]
+async fn answers_carry_the_rate_limit_and_retry_headers_the_real_apis_send() {
+    let mock = mock().await;
+    let r = post(
+        &mock,
+        "/v1/chat/completions",
+        &chat_body("gpt-4o", "hi", json!({})),
+    )
+    .bearer(KEY)
+    .send()
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    for name in [
+        "x-request-id",
+        "x-ratelimit-limit-requests",
+        "x-ratelimit-remaining-requests",
+        "x-ratelimit-reset-requests",
+        "x-ratelimit-limit-tokens",
+        "x-ratelimit-remaining-tokens",
+        "x-ratelimit-reset-tokens",
+    ] {
+        assert!(r.headers.contains_key(name), "{name}");
+    }
+    assert!(!r.headers.contains_key("x-should-retry"));
+
+    let body = json!({"model": "claude-x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let r = post(&mock, "/v1/messages", &body)
+        .anthropic(KEY)
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.headers.contains_key("request-id"));
+    for kind in ["requests", "tokens", "input-tokens", "output-tokens"] {
+        let limit: u64 = r.headers[format!("anthropic-ratelimit-{kind}-limit").as_str()]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let remaining: u64 = r.headers[format!("anthropic-ratelimit-{kind}-remaining").as_str()]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(remaining < limit, "{kind}");
+        let reset = r.headers[format!("anthropic-ratelimit-{kind}-reset").as_str()]
+            .to_str()
+            .unwrap();
+        assert!(reset.parse::<jiff::Timestamp>().is_ok(), "{reset}");
+    }
+
+    // Errors say whether a retry can help, as the providers' do.
+    for (status, retry) in [
+        ("400", "false"),
+        ("404", "false"),
+        ("429", "true"),
+        ("500", "true"),
+        ("529", "true"),
+    ] {
+        let r = post(&mock, "/v1/messages", &body)
+            .anthropic(KEY)
+            .header("x-mock-status", status)
+            .send()
+            .await;
+        assert_eq!(r.headers["x-should-retry"], retry, "{status}");
+    }
+    let r = post(&mock, "/v1/messages", &body)
+        .anthropic("sk-wrong")
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers["x-should-retry"], "false");
+}
+
+#[tokio::test]
 async fn status_knob_gives_provider_shaped_errors() {
     let mock = mock().await;
     let r = post(
