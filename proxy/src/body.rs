@@ -146,7 +146,8 @@ impl UpstreamBody {
                     return Poll::Ready(None);
                 }
                 Some(Err(e)) => {
-                    self.finish(false);
+                    let complete = ex.answered_in_full();
+                    self.finish(complete);
                     return Poll::Ready(Some(Err(e)));
                 }
             }
@@ -155,8 +156,14 @@ impl UpstreamBody {
 }
 
 impl Drop for UpstreamBody {
+    /// The client left, or the connection ended: complete if the body had
+    /// ended, or the stream's final event had reached the client.
     fn drop(&mut self) {
-        let complete = self.inner.is_end_stream();
+        let complete = self.inner.is_end_stream()
+            || self
+                .exchange
+                .as_ref()
+                .is_some_and(|ex| ex.answered_in_full());
         self.finish(complete);
     }
 }

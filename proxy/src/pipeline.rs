@@ -475,6 +475,13 @@ impl Exchange {
         self.hider.as_ref().is_some_and(|h| h.holds())
     }
 
+    /// Whether the client has had the whole answer although the upstream's
+    /// body has not ended: the stream's final event went by and nothing is
+    /// held back. Clients such as Codex hang up right after it.
+    pub(crate) fn answered_in_full(&self) -> bool {
+        self.parser.stream_ended() && !self.holds_bytes()
+    }
+
     /// Stage 10, for a forwarded request: the body ended (`complete`) or was
     /// cut off.
     pub(crate) fn finish(mut self, complete: bool) {

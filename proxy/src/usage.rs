@@ -148,20 +148,43 @@ impl UsageParser {
             UsageParser::None => Usage::default(),
         }
     }
+
+    /// Whether an event stream's final event has gone by ([`SseUsage::ended`]).
+    pub fn stream_ended(&self) -> bool {
+        matches!(self, UsageParser::Sse(p) if p.ended())
+    }
 }
 
 /// Where usage sits in a JSON document or SSE event, from its root
-/// object: see the table above.
+/// object: see the table above; and the event's `type`, which names the
+/// last event of an Anthropic or Responses stream.
 const USAGE_PATHS: &[&[&str]] = &[
     &["usage"],
     &["usageMetadata"],
     &["message", "usage"],
     &["response", "usage"],
+    &["type"],
 ];
 const TOP: usize = 0;
 const GEMINI: usize = 1;
 const MESSAGE: usize = 2;
 const RESPONSE: usize = 3;
+const TYPE: usize = 4;
+
+/// The `type`s of the events that end a stream as its protocol says:
+/// Anthropic's `message_stop`, and the Responses API's terminal events
+/// (`response.completed`, or the request's own end as `incomplete` or
+/// `failed`). OpenAI chat streams end with `data: [DONE]` instead
+/// ([`DONE`]). Gemini streams have no closing event.
+const FINAL_EVENT_TYPES: [&[u8]; 4] = [
+    b"\"message_stop\"",
+    b"\"response.completed\"",
+    b"\"response.incomplete\"",
+    b"\"response.failed\"",
+];
+
+/// The data of an OpenAI-style stream's last event.
+const DONE: &[u8] = b"[DONE]";
 
 /// The usage members of one root object, as they are found.
 #[derive(Debug, Default)]
@@ -170,6 +193,8 @@ struct RootCounts {
     gemini: Option<GeminiCounts>,
     message: Option<Counts>,
     response: Option<Counts>,
+    /// The object is a stream's final event.
+    final_event: bool,
 }
 
 impl RootCounts {
@@ -181,6 +206,7 @@ impl RootCounts {
             GEMINI => self.gemini = value.and_then(GeminiCounts::read),
             MESSAGE => self.message = value.and_then(Counts::read),
             RESPONSE => self.response = value.and_then(Counts::read),
+            TYPE => self.final_event = value.is_some_and(|v| FINAL_EVENT_TYPES.contains(&v)),
             _ => {}
         }
     }
@@ -212,6 +238,8 @@ pub struct JsonUsage {
     scanner: json::Scanner,
     root: RootCounts,
     usage: Reported,
+    /// A root object that closed was a stream's final event.
+    final_event: bool,
 }
 
 impl Default for JsonUsage {
@@ -220,17 +248,22 @@ impl Default for JsonUsage {
             scanner: json::Scanner::new(USAGE_PATHS),
             root: RootCounts::default(),
             usage: Reported::default(),
+            final_event: false,
         }
     }
 }
 
 impl JsonUsage {
     pub fn feed(&mut self, chunk: &[u8]) {
-        let (root, usage) = (&mut self.root, &mut self.usage);
+        let (root, usage, final_event) = (&mut self.root, &mut self.usage, &mut self.final_event);
         self.scanner.feed(chunk, &mut |found| match found {
             json::Found::Root => *root = RootCounts::default(),
             json::Found::Value { path, value } => root.found(path, value),
-            json::Found::RootEnd => usage.merge(std::mem::take(root).reported()),
+            json::Found::RootEnd => {
+                let closed = std::mem::take(root);
+                *final_event |= closed.final_event;
+                usage.merge(closed.reported());
+            }
         });
     }
 
@@ -254,6 +287,7 @@ impl JsonUsage {
         self.scanner.reset();
         self.root = RootCounts::default();
         self.usage = Reported::default();
+        self.final_event = false;
     }
 }
 
@@ -283,6 +317,12 @@ pub struct SseUsage {
     /// The previous chunk ended in CR: an LF starting the next one belongs to it.
     after_cr: bool,
     usage: Reported,
+    /// The current event's data, while it may still be [`DONE`].
+    data_head: [u8; DONE.len()],
+    /// Bytes of data in the current event (counted up to past [`DONE`]'s length).
+    data_len: usize,
+    /// The stream's final event went by ([`SseUsage::ended`]).
+    ended: bool,
 }
 
 const DATA_FIELD: &[u8; 5] = b"data:";
@@ -332,6 +372,14 @@ impl SseUsage {
         self.usage.usage()
     }
 
+    /// Whether the event that ends the stream as its protocol says has
+    /// gone by whole (`[DONE]`, `message_stop`, `response.completed`, …):
+    /// nothing the client needs comes after it, so a client that leaves
+    /// now has had a complete answer.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
     fn push_line_part(&mut self, mut part: &[u8]) {
         if part.is_empty() {
             return;
@@ -353,6 +401,15 @@ impl SseUsage {
                 part = part.strip_prefix(b" ").unwrap_or(part);
                 self.line = Line::Data { space: false };
             }
+            if self.data_len <= DONE.len() {
+                let take = part.len().min(DONE.len() + 1 - self.data_len);
+                for (i, b) in part[..take].iter().enumerate() {
+                    if let Some(slot) = self.data_head.get_mut(self.data_len + i) {
+                        *slot = *b;
+                    }
+                }
+                self.data_len += take;
+            }
             self.event.feed(part);
         }
     }
@@ -362,6 +419,8 @@ impl SseUsage {
     fn start_data_line(&mut self) {
         if self.has_data {
             self.event.feed(b"\n");
+            // A second data line: the data is no longer `[DONE]`.
+            self.data_len = DONE.len() + 1;
         }
         self.has_data = true;
     }
@@ -383,8 +442,11 @@ impl SseUsage {
         if std::mem::take(&mut self.has_data) {
             let seen = self.event.reported();
             self.usage.merge(seen);
+            let done = self.data_len == DONE.len() && self.data_head == *DONE;
+            self.ended |= self.event.final_event || done;
             self.event.reset();
         }
+        self.data_len = 0;
     }
 }
 
@@ -582,6 +644,62 @@ mod tests {
         // Byte by byte: every boundary at once.
         let all: Vec<usize> = (1..b.len()).collect();
         assert_eq!(sse(b, &all), expected, "byte by byte");
+    }
+
+    /// Whether `stream`, fed in two parts split at `cut`, had ended.
+    fn ended_after(stream: &[u8], cut: usize) -> bool {
+        let mut p = SseUsage::default();
+        p.feed(&stream[..cut]);
+        p.feed(&stream[cut..]);
+        p.ended()
+    }
+
+    #[test]
+    fn the_final_event_of_each_protocol_ends_the_stream_at_every_split_point() {
+        for stream in [OPENAI_STREAM, ANTHROPIC_STREAM, RESPONSES_STREAM] {
+            let b = stream.as_bytes();
+            // The last event's closing blank line is what completes it.
+            let last_start = b[..b.len() - 2]
+                .windows(2)
+                .rposition(|w| w == b"\n\n")
+                .unwrap()
+                + 2;
+            for cut in 0..=b.len() {
+                assert!(ended_after(b, cut), "{stream} split at {cut}");
+                let mut p = SseUsage::default();
+                p.feed(&b[..cut]);
+                assert_eq!(p.ended(), cut == b.len(), "{stream} cut at {cut}");
+                if cut < last_start {
+                    assert!(!p.ended());
+                }
+            }
+        }
+        // Gemini has no closing event.
+        assert!(!ended_after(GEMINI_STREAM.as_bytes(), 10));
+    }
+
+    #[test]
+    fn only_a_whole_final_event_ends_the_stream() {
+        for stream in [
+            "data: [DONE]x\n\n",
+            "data: [DON\n\n",
+            "data: [DONE]\ndata: more\n\n",
+            "data: {\"type\":\"message_delta\"}\n\n",
+            "data: {\"type\":\"response.output_text.done\"}\n\n",
+            "data: {\"delta\":{\"type\":\"message_stop\"}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"ping\"}\n\n",
+            ": [DONE]\n\n",
+        ] {
+            assert!(!ended_after(stream.as_bytes(), 3), "{stream}");
+        }
+        for stream in [
+            "data:[DONE]\r\n\r\n",
+            "data: {\"index\":0,\"type\":\"message_stop\"}\n\n",
+            "data: {\"type\":\"response.failed\",\"response\":{}}\n\n",
+            "data: {\"type\":\"response.incomplete\"}\n\n",
+        ] {
+            assert!(ended_after(stream.as_bytes(), 4), "{stream}");
+        }
     }
 
     #[test]

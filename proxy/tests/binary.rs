@@ -731,3 +731,92 @@ async fn cached_and_cache_write_tokens_of_every_provider_are_logged() {
     }
     mock.shutdown().await;
 }
+
+/// The access line of the request to `path`, once it is written.
+async fn access_line(p: &Proc, path: &str) -> serde_json::Value {
+    for _ in 0..250 {
+        if let Some(line) = p.logs().lines().find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            (v["path"] == path).then_some(v)
+        }) {
+            return line;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no access line for {path}: {}", p.logs());
+}
+
+/// Reads a streamed answer until an event naming `last` has arrived
+/// whole, then hangs up.
+async fn read_until_then_leave(req: http::Request<Full<Bytes>>, last: &str) {
+    let resp = client().request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut seen = Vec::new();
+    while !(String::from_utf8_lossy(&seen).contains(last) && seen.ends_with(b"\n\n")) {
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("the final event arrives before the body ends")
+            .unwrap()
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            seen.extend_from_slice(&data);
+        }
+    }
+    drop(body);
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_after_the_final_event_is_logged_complete() {
+    let mock = mock().await;
+    let t = TestToken::new("alice", &["openai", "anthropic"], "");
+    let p = Proc::start(&config_yaml(&mock.url(), &[&t]), &[]);
+    let bearer = t.bearer();
+    // The upstream keeps each stream open for a while after its last event,
+    // so the client leaves before the body ends, as Codex does.
+    let linger = ("x-mock-linger-ms", "3000");
+    let user = serde_json::json!([{"role": "user", "content": "hi"}]);
+    let cases = [
+        (
+            "/openai/v1/chat/completions",
+            serde_json::json!({"model": "gpt-4o", "stream": true, "messages": user}),
+            "data: [DONE]",
+        ),
+        (
+            "/anthropic/v1/messages",
+            serde_json::json!({"model": "claude-sonnet-4-6", "max_tokens": 50, "stream": true, "messages": user}),
+            "event: message_stop",
+        ),
+        (
+            "/openai/v1/responses",
+            serde_json::json!({"model": "gpt-5", "stream": true, "input": "hi"}),
+            "event: response.completed\n",
+        ),
+    ];
+    for (path, body, last) in cases {
+        let mut headers = vec![("authorization", bearer.as_str()), linger];
+        if path.starts_with("/anthropic") {
+            headers.push(("anthropic-version", "2023-06-01"));
+        }
+        read_until_then_leave(post(p.listen, path, &headers, body), last).await;
+        let line = access_line(&p, path).await;
+        assert_eq!(line["status"], 200, "{line}");
+        assert_eq!(line["complete"], true, "{path}: {line}");
+        assert!(line["output_tokens"].as_u64().unwrap() > 0, "{line}");
+    }
+    // A client that leaves before the final event is not.
+    let headers = [
+        ("authorization", bearer.as_str()),
+        ("x-mock-interval-ms", "200"),
+        linger,
+    ];
+    let body = serde_json::json!({"model": "gpt-4o", "stream": true, "messages": user});
+    read_until_then_leave(
+        post(p.listen, "/v1/chat/completions", &headers, body),
+        "\"content\"",
+    )
+    .await;
+    let line = access_line(&p, "/v1/chat/completions").await;
+    assert_eq!(line["complete"], false, "{line}");
+    mock.shutdown().await;
+}

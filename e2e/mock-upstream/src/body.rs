@@ -59,10 +59,17 @@ impl MockBody {
         })
     }
 
-    pub(crate) fn stream(events: Events, interval: Duration, drop_after: Option<usize>) -> Self {
+    pub(crate) fn stream(
+        events: Events,
+        interval: Duration,
+        linger: Duration,
+        drop_after: Option<usize>,
+    ) -> Self {
         Self(Inner::Stream(Box::new(Paced {
             events,
             interval,
+            linger,
+            lingering: None,
             sleep: None,
             held: None,
             content_sent: 0,
@@ -77,6 +84,9 @@ impl MockBody {
 struct Paced {
     events: Events,
     interval: Duration,
+    /// The pause between the last event and the end of the body.
+    linger: Duration,
+    lingering: Option<Pin<Box<Sleep>>>,
     /// Allocated on first use and re-armed afterwards.
     sleep: Option<Pin<Box<Sleep>>>,
     /// A content event waiting for its pacing delay.
@@ -101,6 +111,14 @@ impl Paced {
             return Poll::Ready(Some(Ok(Frame::data(event))));
         }
         let Some((kind, event)) = self.events.next() else {
+            if self.lingering.is_none() && !self.linger.is_zero() {
+                self.lingering = Some(Box::pin(tokio::time::sleep(self.linger)));
+            }
+            if let Some(linger) = &mut self.lingering
+                && linger.as_mut().poll(cx).is_pending()
+            {
+                return Poll::Pending;
+            }
             self.finished = true;
             return Poll::Ready(None);
         };

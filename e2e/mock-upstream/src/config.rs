@@ -78,6 +78,10 @@ pub struct Behavior {
     pub stream_chunks: usize,
     /// Pause between two content chunks (`x-mock-interval-ms`).
     pub stream_interval: Duration,
+    /// How long a stream stays open after its last event before the body
+    /// ends (`x-mock-linger-ms`), as a server whose end of stream travels
+    /// apart from the last event.
+    pub stream_linger: Duration,
     /// Words (= output tokens) in the reply (`x-mock-words`). `None` means one
     /// word per stream chunk, so streamed and plain replies match.
     pub words: Option<usize>,
@@ -99,6 +103,7 @@ impl Default for Behavior {
         Self {
             stream_chunks: 8,
             stream_interval: Duration::ZERO,
+            stream_linger: Duration::ZERO,
             words: None,
             delay: Duration::ZERO,
             status: None,

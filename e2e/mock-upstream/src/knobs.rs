@@ -51,6 +51,7 @@ fn set(behavior: &mut Behavior, name: &str, value: &str) -> Result<(), String> {
     match name {
         "chunks" => behavior.stream_chunks = to_usize(number()?),
         "interval-ms" => behavior.stream_interval = Duration::from_millis(number()?),
+        "linger-ms" => behavior.stream_linger = Duration::from_millis(number()?),
         "words" => behavior.words = Some(to_usize(number()?)),
         "delay-ms" => behavior.delay = Duration::from_millis(number()?),
         "status" => {
@@ -70,7 +71,8 @@ fn set(behavior: &mut Behavior, name: &str, value: &str) -> Result<(), String> {
         }
         _ => {
             return Err(
-                "unknown knob (chunks, interval-ms, words, delay-ms, status, drop, cache)".into(),
+                "unknown knob (chunks, interval-ms, linger-ms, words, delay-ms, status, drop, cache)"
+                    .into(),
             );
         }
     }

@@ -52,6 +52,7 @@
 //! | --- | --- |
 //! | `chunks` | content chunks in a streamed reply [`--stream-chunks`, 8] |
 //! | `interval-ms` | pause between content chunks; the first goes out at once [`--stream-interval-ms`, 0] |
+//! | `linger-ms` | keep a stream open this long after its last event before ending the body [`--stream-linger-ms`, 0] |
 //! | `words` | reply length in words = output tokens; large values give huge bodies [`--words`, = chunks] |
 //! | `delay-ms` | pause before the response head [`--delay-ms`, 0] |
 //! | `status` | answer with this 4xx/5xx in the provider's error shape (429/529 add `retry-after: 1`) [`--status`] |

@@ -70,6 +70,9 @@ struct Args {
     /// Milliseconds between streamed content chunks (header `x-mock-interval-ms`).
     #[arg(long, default_value_t = 0)]
     stream_interval_ms: u64,
+    /// Milliseconds a stream stays open after its last event (header `x-mock-linger-ms`).
+    #[arg(long, default_value_t = 0)]
+    stream_linger_ms: u64,
     /// Words (= output tokens) per reply; default one per stream chunk (header `x-mock-words`).
     #[arg(long)]
     words: Option<usize>,
@@ -128,6 +131,7 @@ impl Args {
             defaults: Behavior {
                 stream_chunks: self.stream_chunks,
                 stream_interval: Duration::from_millis(self.stream_interval_ms),
+                stream_linger: Duration::from_millis(self.stream_linger_ms),
                 words: self.words,
                 delay: Duration::from_millis(self.delay_ms),
                 status: self.status,

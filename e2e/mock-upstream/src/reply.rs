@@ -56,7 +56,12 @@ pub(crate) fn stream(
     events: Events,
     content_type: Option<HeaderValue>,
 ) -> Resp {
-    let body = MockBody::stream(events, behavior.stream_interval, behavior.drop_after);
+    let body = MockBody::stream(
+        events,
+        behavior.stream_interval,
+        behavior.stream_linger,
+        behavior.drop_after,
+    );
     let mut resp = Response::new(body);
     let headers = resp.headers_mut();
     headers.insert(CONTENT_TYPE, content_type.unwrap_or(EVENT_STREAM));
