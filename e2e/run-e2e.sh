@@ -25,6 +25,8 @@ install -m 600 /dev/null "$out/secrets"
 kubectl delete namespace -l strake.sh/e2e --wait=false >/dev/null
 
 cargo build -q -p strake-e2e --tests
+# The kubectl plugin the plugin suite drives.
+cargo build -q -p kubectl-strake
 began=$SECONDS
 failed=()
 
@@ -43,6 +45,7 @@ cargo test -q -p strake-e2e --lib 2>&1 | tail -n 2
 suite tokens --test-threads=6
 suite upstream_keys
 suite kubectl
+suite plugin
 suite helm
 suite sdks
 suite disruption --test-threads=1

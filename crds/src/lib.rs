@@ -12,10 +12,12 @@
 //! - [`watch`]: how both binaries retry a failed Kubernetes watch.
 //! - [`usage`]: the usage report each proxy replica serves and the operator
 //!   folds into status.
+//! - [`duration`]: the duration syntax of flags and arguments (`30s`, `1h30m`, `7d`).
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
 pub mod contract;
+pub mod duration;
 pub mod headers;
 pub mod pricing;
 pub mod provider;

@@ -401,6 +401,9 @@ pub struct UsageCursor {
     pub counters: Counters,
 }
 
+/// The plaintext token's key in the holder's Secret (beside the env keys).
+pub const HOLDER_TOKEN_KEY: &str = "token";
+
 impl StrakeToken {
     /// The Secret that receives the plaintext token.
     pub fn secret_name(&self) -> String {

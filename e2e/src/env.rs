@@ -90,6 +90,42 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Strake's cache: `$STRAKE_CACHE`, else `$XDG_CACHE_HOME/strake` or
+/// `~/.cache/strake`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("STRAKE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+                });
+            home.join("strake")
+        })
+}
+
+/// The Python of the venv with the official SDKs (e2e/deps.sh builds it).
+pub fn python() -> Result<PathBuf> {
+    let python = cache_dir().join("venv/bin/python");
+    anyhow::ensure!(
+        python.exists(),
+        "{} is missing: run e2e/deps.sh",
+        python.display()
+    );
+    Ok(python)
+}
+
+/// A binary of this workspace, built by `make build`.
+pub fn workspace_bin(name: &str) -> Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let bin = target.join("debug").join(name);
+    anyhow::ensure!(bin.exists(), "{} is missing: run make build", bin.display());
+    Ok(bin)
+}
+
 /// `export KEY=value` lines; lines that expand variables (PATH) are skipped.
 fn parse(text: &str) -> BTreeMap<String, String> {
     text.lines()

@@ -24,6 +24,8 @@ pub struct Http {
 #[derive(Clone, Debug)]
 pub struct Reply {
     pub status: u16,
+    /// Header names (lowercase) and values; a repeated header keeps its last value.
+    pub headers: std::collections::BTreeMap<String, String>,
     pub body: String,
 }
 
@@ -65,9 +67,20 @@ impl Http {
         let exchange = async {
             let resp = self.client.request(req).await?;
             let status = resp.status().as_u16();
+            let headers = resp
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
             let body = resp.into_body().collect().await?.to_bytes();
             anyhow::Ok(Reply {
                 status,
+                headers,
                 body: String::from_utf8_lossy(&body).into_owned(),
             })
         };

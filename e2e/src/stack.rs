@@ -331,6 +331,35 @@ pub struct Issued {
 }
 
 impl Issued {
+    /// A token as a holder got it printed (`kubectl strake env`): its env
+    /// keys. The token is the value of its API-key variable.
+    pub fn from_env(env: &DevEnv, name: &str, vars: BTreeMap<String, String>) -> Result<Issued> {
+        let token = ["OPENAI_API_KEY", "ANTHROPIC_AUTH_TOKEN"]
+            .iter()
+            .find_map(|k| vars.get(*k))
+            .cloned()
+            .with_context(|| format!("{name}'s env has no API key: {:?}", vars.keys()))?;
+        Issued::checked(env, name, token, vars)
+    }
+
+    /// Remembers the token for the leak scan (before anything can print
+    /// it), then checks its format.
+    fn checked(
+        env: &DevEnv,
+        name: &str,
+        token: String,
+        data: BTreeMap<String, String>,
+    ) -> Result<Issued> {
+        leaks::remember(env, "token", &token)?;
+        strake_crds::token::check(&token)
+            .map_err(|e| anyhow::anyhow!("{name}'s token is malformed: {e}"))?;
+        Ok(Issued {
+            name: name.to_string(),
+            token,
+            data,
+        })
+    }
+
     /// An env key of the Secret (OPENAI_BASE_URL, ANTHROPIC_AUTH_TOKEN, …).
     pub fn env(&self, key: &str) -> Result<&str> {
         self.data
@@ -502,15 +531,7 @@ impl TestNs<'_> {
             .get("token")
             .cloned()
             .with_context(|| format!("{name}'s Secret has no `token`"))?;
-        // Remembered before anything can print it, so the scan would find it.
-        leaks::remember(env, "token", &token)?;
-        strake_crds::token::check(&token)
-            .map_err(|e| anyhow::anyhow!("{name}'s Secret holds a malformed token: {e}"))?;
-        Ok(Issued {
-            name: name.to_string(),
-            token,
-            data,
-        })
+        Issued::checked(env, name, token, data)
     }
 
     /// Waits until the plaintext Secret holds a token other than `old`'s.

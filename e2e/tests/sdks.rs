@@ -3,12 +3,11 @@
 //! them): e2e/sdk/test_e2e_sdks.py, run by pytest from the venv that
 //! e2e/deps.sh builds.
 
-use std::path::PathBuf;
 use std::process::Stdio;
 
 use anyhow::{Context, Result, ensure};
 use strake_e2e::Stack;
-use strake_e2e::env::repo_root;
+use strake_e2e::env::{python, repo_root};
 
 #[tokio::test]
 async fn official_sdks_work_with_the_secrets_env() -> Result<()> {
@@ -23,22 +22,7 @@ async fn official_sdks_work_with_the_secrets_env() -> Result<()> {
         .await?;
     stack.chat_until(&sdk, &ns.marker("warm-up"), 200).await?;
 
-    let cache = std::env::var_os("STRAKE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
-                });
-            home.join("strake")
-        });
-    let python = cache.join("venv/bin/python");
-    ensure!(
-        python.exists(),
-        "{} is missing: run e2e/deps.sh",
-        python.display()
-    );
+    let python = python()?;
     let out = tokio::process::Command::new(&python)
         .args([
             "-m",

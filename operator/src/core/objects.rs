@@ -33,7 +33,7 @@ pub const ROTATION_ANNOTATION: &str = "strake.sh/rotation";
 /// rather than only in status so that it survives a status rewrite.
 pub const ISSUED_AT_ANNOTATION: &str = "strake.sh/issued-at";
 /// The plaintext token's key in the holder's Secret.
-pub const TOKEN_KEY: &str = "token";
+pub const TOKEN_KEY: &str = strake_crds::resources::HOLDER_TOKEN_KEY;
 /// The plaintext Secrets this operator writes (and watches for drift).
 pub const MANAGED_SELECTOR: &str = "app.kubernetes.io/managed-by=strake-operator";
 
