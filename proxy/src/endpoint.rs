@@ -62,6 +62,20 @@ impl Allowance {
         })
     }
 
+    /// The methods it allows, as the spec names them.
+    pub fn method_names(&self) -> Vec<&'static str> {
+        HttpMethod::ALL
+            .iter()
+            .filter(|m| self.methods & method_bit(**m) != 0)
+            .map(|m| m.as_str())
+            .collect()
+    }
+
+    /// The path glob.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
     fn allows(&self, method: HttpMethod, path: &str) -> bool {
         self.methods & method_bit(method) != 0 && path_matches(&self.path, path)
     }

@@ -42,7 +42,7 @@ use crate::reject::Reject;
 use crate::route::{self, BodyModel, Candidate};
 use crate::server::Shared;
 use crate::usage::{BodyKind, Usage, UsageParser};
-use crate::{endpoint, glob, rewrite, spend, target};
+use crate::{endpoint, glob, limit_headers, me, rewrite, spend, target};
 
 /// Bodies up to this size have their model read for the access log even
 /// when the token has no model restrictions.
@@ -97,10 +97,52 @@ pub async fn handle(
         hider: None,
         reject: None,
     };
+    if me::requested(&parts.method, parts.uri.path()) {
+        return Ok(match introspect(&mut ex, &parts) {
+            Ok(answer) => ex.answer(answer),
+            Err(reject) => ex.reject(reject),
+        });
+    }
     Ok(match proxy(&mut ex, parts, body).await {
         Ok(upstream_response) => respond(ex, upstream_response),
         Err(reject) => ex.reject(reject),
     })
+}
+
+/// `GET /strake/v1/me` ([`me`]): the presented token's own policy, decided
+/// on one snapshot like a request. An expired or suspended token is shown
+/// (its holder wants to know why it is refused); an unknown one is not.
+fn introspect(ex: &mut Exchange, parts: &Parts) -> Result<Response<Bytes>, Reject> {
+    check_target(&parts.method, &parts.uri, parts.version)?;
+    let snapshot = ex.shared.index.load();
+    let token = authenticate(&snapshot, &parts.headers, parts.uri.query())?;
+    ex.token = Some(token.clone());
+    let upstreams: Vec<me::SeenUpstream<'_>> = token
+        .upstreams
+        .iter()
+        .map(|u| {
+            let upstream = snapshot.upstream(&u.id);
+            me::SeenUpstream {
+                route: u.route(),
+                provider: upstream.map(|u| u.provider),
+                endpoints: upstream.map_or(&[], |u| &u.endpoints),
+            }
+        })
+        .collect();
+    let left = token.limits.as_ref().map_or_else(Default::default, |l| {
+        token.state.limiter().left(l, ex.shared.epoch.elapsed())
+    });
+    let body = me::render(&token, &upstreams, &left, unix_now().as_millis() as i64);
+    let mut response = Response::new(Bytes::from(body.to_string()));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
 }
 
 /// Stages 1–8: everything up to the upstream's response head.
@@ -417,6 +459,16 @@ fn respond(mut ex: Exchange, response: Response<Incoming>) -> Response<ProxyBody
     let (mut parts, body) = response.into_parts();
     ex.status = parts.status.as_u16();
     rewrite::response_headers(&mut parts.headers);
+    if let Some(token) = &ex.token
+        && let Some(limits) = &token.limits
+    {
+        let left = token
+            .state
+            .limiter()
+            .left(limits, ex.shared.epoch.elapsed());
+        let now_ms = unix_now().as_millis() as i64;
+        limit_headers::apply(ex.style, &left, now_ms, &mut parts.headers);
+    }
     parts.version = Version::default();
     let encoded = parts
         .headers
@@ -488,6 +540,13 @@ impl Exchange {
         let usage = self.parser.finish();
         self.account(usage, true);
         self.log(usage, complete);
+    }
+
+    /// A request the proxy answers itself, successfully (`/strake/v1/me`).
+    fn answer(mut self, answer: Response<Bytes>) -> Response<ProxyBody> {
+        self.status = answer.status().as_u16();
+        self.log(Usage::default(), true);
+        answer.map(ProxyBody::full)
     }
 
     /// A request the proxy answers itself.

@@ -40,6 +40,24 @@ pub struct RateLimited {
     pub retry_after_secs: u64,
 }
 
+/// One limit's state, as the providers' rate-limit headers describe theirs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Window {
+    /// Per minute.
+    pub limit: u32,
+    /// Whole units left now (never negative: a bucket in debt shows 0).
+    pub remaining: u64,
+    /// Until the bucket is full again.
+    pub reset: Duration,
+}
+
+/// What is left of a token's limits; `None` where it has none.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Left {
+    pub requests: Option<Window>,
+    pub tokens: Option<Window>,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Bucket {
     level: f64,
@@ -116,6 +134,26 @@ impl Limiter {
         Ok(())
     }
 
+    /// What is left of each limit now, without debiting anything.
+    pub fn left(&mut self, limits: &TokenLimits, now: Duration) -> Left {
+        let window = |bucket: &mut Option<Bucket>, cap: Option<u32>| {
+            let cap = cap.filter(|&c| c > 0)?;
+            let b = bucket.get_or_insert_with(|| Bucket::full(cap, now));
+            b.refill(cap, now);
+            let full = f64::from(cap);
+            Some(Window {
+                limit: cap,
+                remaining: b.level.clamp(0.0, full).floor() as u64,
+                // Continuous refill: full again after the missing part's share of a minute.
+                reset: Duration::from_secs_f64(((full - b.level) / full * 60.0).clamp(0.0, 3600.0)),
+            })
+        };
+        Left {
+            requests: window(&mut self.requests, limits.requests_per_minute),
+            tokens: window(&mut self.tokens, limits.tokens_per_minute),
+        }
+    }
+
     /// Charges a finished response's tokens (input plus output).
     pub fn debit_tokens(&mut self, limits: &TokenLimits, used: u64, now: Duration) {
         let Some(cap) = limits.tokens_per_minute.filter(|&c| c > 0) else {
@@ -151,6 +189,36 @@ mod tests {
                     .is_ok()
             );
         }
+    }
+
+    #[test]
+    fn left_shows_each_limit_without_debiting() {
+        let mut l = Limiter::default();
+        let lim = limits(Some(60), Some(1000));
+        let t0 = secs(10.0);
+        let full = l.left(&lim, t0);
+        assert_eq!(
+            full.requests,
+            Some(Window {
+                limit: 60,
+                remaining: 60,
+                reset: Duration::ZERO
+            })
+        );
+        assert_eq!(full.tokens.unwrap().remaining, 1000);
+        l.admit(&lim, t0).unwrap();
+        l.debit_tokens(&lim, 1500, t0);
+        let after = l.left(&lim, t0);
+        let r = after.requests.unwrap();
+        assert_eq!((r.remaining, r.reset), (59, secs(1.0)));
+        // In debt: nothing left, full again in 90 s (1500 of 1000/min).
+        let t = after.tokens.unwrap();
+        assert_eq!((t.remaining, t.reset), (0, secs(90.0)));
+        assert_eq!(l.left(&lim, t0), after, "reading debits nothing");
+        let later = l.left(&lim, t0 + secs(30.0));
+        assert_eq!(later.tokens.unwrap().remaining, 0);
+        assert_eq!(later.requests.unwrap().remaining, 60);
+        assert_eq!(l.left(&limits(None, None), t0), Left::default());
     }
 
     #[test]
