@@ -45,6 +45,7 @@ done
 # The PrometheusRule: off by default; when on, every metric its alerts use
 # is one the proxy registers (proxy/src/metrics.rs; counters gain _total).
 metrics_src="$chart/../../proxy/src/metrics.rs"
+operator_metrics_src="$chart/../../operator/src/metrics.rs"
 rule_metrics_exist() {
 	local out names name base
 	# Called as a check's condition, where set -e does not apply: every
@@ -58,8 +59,14 @@ rule_metrics_exist() {
 	[[ -n "$names" ]] || return 1
 	for name in $names; do
 		base="${name#strake_}"
-		if ! grep -q "\"$base\"\|\"${base%_total}\"" "$metrics_src"; then
-			echo "the alert rules use $name, which the proxy does not export"
+		src="$metrics_src"
+		if [[ "$base" == operator_* ]]; then
+			# The operator registers its metrics under the strake_operator prefix.
+			base="${base#operator_}"
+			src="$operator_metrics_src"
+		fi
+		if ! grep -q "\"$base\"\|\"${base%_total}\"" "$src"; then
+			echo "the alert rules use $name, which neither binary exports"
 			return 1
 		fi
 	done
@@ -108,6 +115,19 @@ usage_rules_render() {
 	grep -q 'reason="no_price"' <<<"$out"
 }
 check "strake-usage rules render with the spend bound" usage_rules_render
+
+# The expiry warning: one value for the operator's flag and the alert.
+expiry_warning_renders() {
+	local out
+	out="$("$helm" template strake "$chart" --namespace strake --set endpoint=https://llm.example.com \
+		--set prometheusRule.enabled=true --set operator.expiryWarningDays=3)" || return 1
+	grep -q -- '- --expiry-warning=3d$' <<<"$out" || return 1
+	grep -q 'alert: StrakeTokenExpiringSoon$' <<<"$out" || return 1
+	grep -q 'strake_operator_token_expiry_timestamp_seconds{namespace="strake"}) - time()) < 259200 > 0$' <<<"$out" || return 1
+	out="$("$helm" template strake "$chart" --namespace strake --set endpoint=https://llm.example.com)" || return 1
+	grep -q -- '- --expiry-warning=7d$' <<<"$out"
+}
+check "the expiry warning reaches the operator and the alert" expiry_warning_renders
 
 # What must not render.
 refuse() {

@@ -468,3 +468,107 @@ async fn endpoints_open_files_only_to_the_token_that_names_them() -> Result<()> 
     ensure!(ns.issued("frank").await?.token == frank.token);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_token_warns_days_before_it_expires() -> Result<()> {
+    let stack = Stack::connect().await?;
+    let ns = stack.namespace("expiry-warning").await?;
+    ns.default_upstreams().await?;
+    let in_days = |days: i64| {
+        jiff::Timestamp::from_second(jiff::Timestamp::now().as_second() + days * 86_400)
+            .map(|t| t.to_string())
+    };
+    // The stack's operator warns 7 days ahead (the default).
+    let soon = in_days(3)?;
+    let later = in_days(30)?;
+    let issued = ns
+        .issue(
+            "soon",
+            &format!("identity: soon@example.com\nupstreams: [openai]\nexpiresAt: \"{soon}\""),
+        )
+        .await?;
+    ns.issue(
+        "later",
+        &format!("identity: later@example.com\nupstreams: [openai]\nexpiresAt: \"{later}\""),
+    )
+    .await?;
+    ns.issue("never", "identity: never@example.com\nupstreams: [openai]")
+        .await?;
+    let condition = |name: &'static str| {
+        let ns = &ns;
+        async move {
+            let t = ns.tokens().get(name).await?;
+            anyhow::Ok(
+                t.status
+                    .unwrap_or_default()
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "ExpiringSoon"),
+            )
+        }
+    };
+    let c = condition("soon").await?.expect("an ExpiringSoon condition");
+    ensure!(c.status == "True" && c.reason == "ExpiresSoon", "{c:?}");
+    ensure!(
+        c.message.contains(&soon)
+            && (c.message.contains("in 2 days") || c.message.contains("in 3 days")),
+        "{}",
+        c.message
+    );
+    let c = condition("later")
+        .await?
+        .expect("an ExpiringSoon condition");
+    ensure!(c.status == "False" && c.reason == "ExpiresLater", "{c:?}");
+    ensure!(condition("never").await?.is_none());
+    // Still Ready and working: a warning, not a refusal.
+    stack.chat_until(&issued, &ns.marker("soon"), 200).await?;
+
+    // One warning Event on the token.
+    eventually("an ExpiringSoon event", RECONCILE, || async {
+        let events = ns
+            .kubectl(&[
+                "get",
+                "events",
+                "--field-selector",
+                "involvedObject.name=soon,reason=ExpiringSoon",
+                "-o",
+                "jsonpath={range .items[*]}{.type} {.message}{\"\\n\"}{end}",
+            ])
+            .await?;
+        ensure!(
+            events.lines().count() == 1 && events.starts_with("Warning ") && events.contains(&soon),
+            "{events:?}"
+        );
+        Ok(())
+    })
+    .await?;
+
+    // The expiry metric, for the chart's alert.
+    let metrics = stack
+        .http
+        .get(&format!("{}/metrics", stack.env.operator_admin_url))
+        .await?
+        .body;
+    let expires = soon.parse::<jiff::Timestamp>()?.as_second();
+    let series = format!(
+        "strake_operator_token_expiry_timestamp_seconds{{token=\"{}/soon\",identity=\"soon@example.com\"}} {expires}",
+        ns.name
+    );
+    ensure!(
+        metrics.contains(&series),
+        "{series} not in the operator's metrics"
+    );
+    ensure!(!metrics.contains(&format!("{}/never", ns.name)));
+    // Extending the expiry ends the warning.
+    ns.patch_token(
+        "soon",
+        &format!("{{\"spec\":{{\"expiresAt\":\"{later}\"}}}}"),
+    )
+    .await?;
+    eventually("the warning ends", RECONCILE, || async {
+        let c = condition("soon").await?.expect("an ExpiringSoon condition");
+        ensure!(c.status == "False", "{c:?}");
+        Ok(())
+    })
+    .await
+}

@@ -69,6 +69,11 @@ pub struct Cli {
     #[arg(long, env = "STRAKE_RESYNC", default_value = "5m", value_parser = parse_duration)]
     pub resync: Duration,
 
+    /// How long before spec.expiresAt a token's ExpiringSoon condition
+    /// turns True and a warning Event is recorded (e.g. 7d, 48h).
+    #[arg(long, env = "STRAKE_EXPIRY_WARNING", default_value = "7d", value_parser = strake_crds::duration::parse)]
+    pub expiry_warning: Duration,
+
     /// Price rows (a YAML list, the shape of crds/data/prices.yaml) added to
     /// or replacing the built-in price table, for spend in token status.
     #[arg(long, env = "STRAKE_PRICES", value_name = "FILE")]
@@ -131,6 +136,8 @@ pub struct Settings {
     pub endpoint: String,
     pub scopes: Vec<Scope>,
     pub resync: Duration,
+    /// How long before expiry a token warns ([`Cli::expiry_warning`]).
+    pub expiry_warning: Duration,
     /// Where UpstreamKeys may send their keys.
     pub allowed_upstream_hosts: AllowedHosts,
     /// The built-in price table with `--prices` applied.
@@ -250,6 +257,7 @@ impl Cli {
             endpoint: endpoint.to_string(),
             scopes,
             resync: self.resync,
+            expiry_warning: self.expiry_warning,
             allowed_upstream_hosts,
             prices,
             usage: UsageSettings {

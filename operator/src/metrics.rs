@@ -55,6 +55,14 @@ struct PhaseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    /// `namespace/name`, as the proxy's per-token series name it (a
+    /// `namespace` label would clash with the scrape target's).
+    token: String,
+    identity: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RoleLabels {
     role: &'static str,
 }
@@ -117,6 +125,9 @@ pub struct Metrics {
     /// When each final series was set, to drop it after the retention.
     finals: Mutex<HashMap<FinalLabels, Instant>>,
     token_phases: Mutex<HashMap<ObjectKey, Phase>>,
+    token_expiry: Family<TokenLabels, Gauge>,
+    /// The labels each token's expiry series carries, to remove it.
+    token_expiry_labels: Mutex<HashMap<ObjectKey, TokenLabels>>,
     upstream_ready: Mutex<HashMap<ObjectKey, bool>>,
 }
 
@@ -138,6 +149,12 @@ impl Metrics {
         let upstream_keys_ready = Gauge::default();
         let orphans_deleted = Family::<RoleLabels, Counter>::default();
         let leader = Gauge::default();
+        let token_expiry = Family::<TokenLabels, Gauge>::default();
+        registry.register(
+            "token_expiry_timestamp_seconds",
+            "When each StrakeToken with spec.expiresAt expires (Unix seconds); on the leader",
+            token_expiry.clone(),
+        );
         registry.register("reconciles", "Reconciliations run", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -239,6 +256,8 @@ impl Metrics {
             final_output,
             finals: Mutex::default(),
             token_phases: Mutex::default(),
+            token_expiry,
+            token_expiry_labels: Mutex::default(),
             upstream_ready: Mutex::default(),
         }
     }
@@ -286,6 +305,31 @@ impl Metrics {
                     phase: new.as_str(),
                 })
                 .inc();
+        }
+    }
+
+    /// Records when a token expires; `None` (no expiry, or deleted) drops
+    /// its series.
+    pub fn set_token_expiry(&self, key: ObjectKey, identity: &str, expires_at: Option<i64>) {
+        let mut all = self.token_expiry_labels.lock().expect("metrics lock");
+        let labels = TokenLabels {
+            token: format!("{}/{}", key.0, key.1),
+            identity: identity.to_string(),
+        };
+        if let Some(old) = all
+            .get(&key)
+            .filter(|old| expires_at.is_none() || **old != labels)
+        {
+            self.token_expiry.remove(old);
+        }
+        match expires_at {
+            Some(at) => {
+                self.token_expiry.get_or_create(&labels).set(at);
+                all.insert(key, labels);
+            }
+            None => {
+                all.remove(&key);
+            }
         }
     }
 
@@ -447,5 +491,53 @@ mod tests {
             m.encode()
                 .contains("strake_operator_tokens{phase=\"Active\"} 0")
         );
+    }
+
+    #[test]
+    fn each_tokens_expiry_is_a_series_until_it_has_none() {
+        let m = Metrics::new();
+        let key = ("team-a".to_string(), "alice".to_string());
+        m.set_token_expiry(key.clone(), "alice@example.com", Some(1_800_000_000));
+        m.set_token_expiry(("team-a".into(), "bob".into()), "bob@example.com", None);
+        let series = "strake_operator_token_expiry_timestamp_seconds{token=\"team-a/alice\",identity=\"alice@example.com\"} 1800000000";
+        assert!(m.encode().contains(series), "{}", m.encode());
+        assert!(!m.encode().contains("team-a/bob"));
+        // A new identity moves the series; no expiry drops it.
+        m.set_token_expiry(key.clone(), "alice@corp.example", Some(1_800_000_000));
+        assert!(!m.encode().contains("alice@example.com"));
+        assert!(
+            m.encode()
+                .contains("identity=\"alice@corp.example\"} 1800000000")
+        );
+        m.set_token_expiry(key, "alice@corp.example", None);
+        assert!(!m.encode().contains("team-a/alice"));
+    }
+
+    #[test]
+    fn the_charts_alert_rules_name_metrics_the_operator_exports() {
+        let rules = include_str!("../../charts/strake/templates/prometheusrule.yaml");
+        let m = Metrics::new();
+        m.set_token_expiry(("a".into(), "x".into()), "x@example.com", Some(1));
+        let text = m.encode();
+        let used: Vec<&str> = rules
+            .lines()
+            .filter(|l| l.trim_start().starts_with("expr:"))
+            .flat_map(|l| {
+                l.match_indices("strake_operator_")
+                    .map(move |(i, _)| &l[i..])
+            })
+            .map(|m| {
+                &m[..m
+                    .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                    .unwrap_or(m.len())]
+            })
+            .collect();
+        assert!(!used.is_empty());
+        for name in used {
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "the chart's alerts use {name}, which the operator does not export"
+            );
+        }
     }
 }

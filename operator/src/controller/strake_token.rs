@@ -113,6 +113,7 @@ async fn apply(obj: &StrakeToken, ctx: &Context) -> Result<Action> {
         endpoint: &settings.endpoint,
         proxy_namespace: &settings.proxy_namespace,
         resync: settings.resync,
+        expiry_warning: settings.expiry_warning,
         upstreams: &upstreams,
         held: held.as_ref(),
         published: published.as_ref(),
@@ -177,6 +178,11 @@ async fn report(obj: &StrakeToken, ctx: &Context, report: &Report) -> Result<()>
     }
     ctx.metrics
         .set_token_phase(gauge_key(obj), Some(verdict.phase));
+    ctx.metrics.set_token_expiry(
+        gauge_key(obj),
+        &obj.spec.identity,
+        obj.spec.expires_at.as_ref().map(|t| t.0.as_second()),
+    );
     Ok(())
 }
 
@@ -202,7 +208,13 @@ async fn publish_or_fail(
             "could not write Secret {namespace}/{name}: {}",
             status.message
         );
-        if let Err(e) = report(obj, ctx, &token_plan::refused(obj, message, now)).await {
+        if let Err(e) = report(
+            obj,
+            ctx,
+            &token_plan::refused(obj, message, now, ctx.settings.expiry_warning),
+        )
+        .await
+        {
             warn!(error = %e, "could not report the failure in status");
         }
     }
@@ -261,6 +273,8 @@ async fn revoke(obj: &StrakeToken, ctx: &Context) -> Result<Action> {
             .set_final_usage(&gauge_key(obj), &obj.spec.identity, &lifetime.usage);
     }
     ctx.metrics.set_token_phase(gauge_key(obj), None);
+    ctx.metrics
+        .set_token_expiry(gauge_key(obj), &obj.spec.identity, None);
     ctx.recount_upstreams(&namespace);
     Ok(Action::await_change())
 }

@@ -68,6 +68,7 @@ fn harness_with(usage: crate::cli::UsageSettings) -> Harness {
         endpoint: ENDPOINT.into(),
         scopes: vec![Scope::All],
         resync: RESYNC,
+        expiry_warning: std::time::Duration::from_secs(7 * 86_400),
         allowed_upstream_hosts: AllowedHosts::defaults(),
         prices: strake_crds::pricing::PriceTable::builtin(),
         usage,

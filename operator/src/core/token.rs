@@ -32,6 +32,8 @@ pub mod event {
     pub const REISSUED: &str = "Reissued";
     pub const ROTATED: &str = "Rotated";
     pub const RESUMED: &str = "Resumed";
+    /// The `ExpiringSoon` condition turned True.
+    pub const EXPIRING_SOON: &str = "ExpiringSoon";
     pub const REVOKED: &str = "Revoked";
 }
 
@@ -323,6 +325,88 @@ pub fn requeue_after(expires_at: Option<&Time>, now: Timestamp, resync: Duration
     // reconcile never lands just before the instant.
     let millis = u64::try_from((nanos + 999_999) / 1_000_000).unwrap_or(u64::MAX);
     Duration::from_millis(millis).min(resync)
+}
+
+/// The condition that warns before `expiresAt`.
+pub const EXPIRING_SOON: &str = "ExpiringSoon";
+
+/// The `ExpiringSoon` condition: True from `warning` before `expiresAt`
+/// until the token expires (then the phase says Expired), False before;
+/// absent for a token that never expires. `lastTransitionTime` moves only
+/// with the status.
+pub fn expiring_soon(
+    token: &StrakeToken,
+    now: Timestamp,
+    warning: Duration,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    let at = token.spec.expires_at.as_ref()?.0;
+    let warn_from = at.checked_sub(jiff_span(warning)).unwrap_or(Timestamp::MIN);
+    let soon = now >= warn_from && now < at;
+    let previous = token
+        .status
+        .as_ref()
+        .and_then(|s| condition::find(&s.conditions, EXPIRING_SOON));
+    let status = if soon { "True" } else { "False" };
+    let last_transition_time = match previous {
+        Some(p) if p.status == status => p.last_transition_time.clone(),
+        _ => Time(whole_seconds(now)),
+    };
+    let (reason, message) = if soon {
+        let days = (at.as_second() - now.as_second()) / 86_400;
+        (
+            "ExpiresSoon",
+            format!(
+                "expires at {at} (in {days} days): extend spec.expiresAt, or issue a new token for the holder"
+            ),
+        )
+    } else if now >= at {
+        ("Expired", format!("expired at {at}"))
+    } else {
+        ("ExpiresLater", format!("expires at {at}"))
+    };
+    Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        type_: EXPIRING_SOON.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message,
+        observed_generation: token.metadata.generation,
+        last_transition_time,
+    })
+}
+
+/// A std duration as jiff's, saturating.
+fn jiff_span(d: Duration) -> k8s_openapi::jiff::SignedDuration {
+    k8s_openapi::jiff::SignedDuration::try_from(d).unwrap_or(k8s_openapi::jiff::SignedDuration::MAX)
+}
+
+/// The warning event, when `ExpiringSoon` turns True.
+pub fn expiry_notice(
+    previous: Option<&StrakeTokenStatus>,
+    desired: &StrakeTokenStatus,
+) -> Option<Notice> {
+    let now = condition::find(&desired.conditions, EXPIRING_SOON).filter(|c| c.status == "True")?;
+    let before = previous
+        .and_then(|s| condition::find(&s.conditions, EXPIRING_SOON))
+        .is_some_and(|c| c.status == "True");
+    (!before).then(|| Notice {
+        warning: true,
+        reason: event::EXPIRING_SOON,
+        note: now.message.clone(),
+    })
+}
+
+/// When to reconcile again: at the warning instant or the expiry, whichever
+/// comes next, or at the resync.
+pub fn next_look(
+    expires_at: Option<&Time>,
+    warning: Duration,
+    now: Timestamp,
+    resync: Duration,
+) -> Duration {
+    let warn_at = expires_at
+        .and_then(|at| at.0.checked_sub(jiff_span(warning)).ok())
+        .map(Time);
+    requeue_after(expires_at, now, resync).min(requeue_after(warn_at.as_ref(), now, resync))
 }
 
 /// What the token currently holds, for status.
@@ -752,6 +836,83 @@ mod tests {
             };
             assert_eq!(reason, expected);
         }
+    }
+
+    #[test]
+    fn expiring_soon_turns_true_within_the_warning_and_warns_once() {
+        let week = Duration::from_secs(7 * 86_400);
+        let mut t = alice();
+        t.metadata.generation = Some(3);
+        // alice expires at 2027-03-01T00:00:00Z.
+        let early = expiring_soon(&t, ts("2027-02-20T00:00:00Z"), week).unwrap();
+        assert_eq!(
+            (
+                early.type_.as_str(),
+                early.status.as_str(),
+                early.reason.as_str()
+            ),
+            ("ExpiringSoon", "False", "ExpiresLater")
+        );
+        let soon = expiring_soon(&t, ts("2027-02-22T00:00:00Z"), week).unwrap();
+        assert_eq!(
+            (soon.status.as_str(), soon.reason.as_str()),
+            ("True", "ExpiresSoon")
+        );
+        assert!(
+            soon.message.contains("2027-03-01T00:00:00Z") && soon.message.contains("in 7 days"),
+            "{}",
+            soon.message
+        );
+        assert_eq!(soon.observed_generation, Some(3));
+        let gone = expiring_soon(&t, ts("2027-03-01T00:00:00Z"), week).unwrap();
+        assert_eq!(
+            (gone.status.as_str(), gone.reason.as_str()),
+            ("False", "Expired")
+        );
+        let mut never = alice();
+        never.spec.expires_at = None;
+        assert!(expiring_soon(&never, ts(NOW), week).is_none());
+
+        // The event comes with the transition to True, once.
+        let with = |c: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>| {
+            StrakeTokenStatus {
+                conditions: c.into_iter().collect(),
+                ..StrakeTokenStatus::default()
+            }
+        };
+        let notice =
+            expiry_notice(Some(&with(Some(early.clone()))), &with(Some(soon.clone()))).unwrap();
+        assert!(notice.warning);
+        assert_eq!(notice.reason, event::EXPIRING_SOON);
+        assert_eq!(notice.note, soon.message);
+        assert!(expiry_notice(None, &with(Some(soon.clone()))).is_some());
+        assert!(
+            expiry_notice(Some(&with(Some(soon.clone()))), &with(Some(soon.clone()))).is_none()
+        );
+        assert!(expiry_notice(Some(&with(None)), &with(Some(early))).is_none());
+
+        // lastTransitionTime holds while the status does.
+        t.status = Some(with(Some(soon.clone())));
+        let later = expiring_soon(&t, ts("2027-02-25T00:00:00Z"), week).unwrap();
+        assert_eq!(later.last_transition_time, soon.last_transition_time);
+    }
+
+    #[test]
+    fn the_next_look_is_the_warning_instant_then_the_expiry() {
+        let week = Duration::from_secs(7 * 86_400);
+        let resync = Duration::from_secs(300);
+        let at = Some(Time(ts("2026-06-08T12:01:00Z")));
+        // 60 s to the warning instant, a week and 60 s to the expiry.
+        assert_eq!(
+            next_look(at.as_ref(), week, ts(NOW), resync),
+            Duration::from_secs(60)
+        );
+        let inside = ts("2026-06-08T12:00:30Z");
+        assert_eq!(
+            next_look(at.as_ref(), week, inside, resync),
+            Duration::from_secs(30)
+        );
+        assert_eq!(next_look(None, week, ts(NOW), resync), resync);
     }
 
     fn alice() -> StrakeToken {

@@ -29,6 +29,8 @@ pub struct Observed<'a> {
     pub endpoint: &'a str,
     pub proxy_namespace: &'a str,
     pub resync: Duration,
+    /// How long before `expiresAt` the token warns (`--expiry-warning`).
+    pub expiry_warning: Duration,
     /// `spec.upstreams` in order, each with the UpstreamKey found, if any.
     pub upstreams: &'a [(&'a str, Option<&'a UpstreamKey>)],
     /// The Secret named by `spec.secretName` (or its default), if it exists.
@@ -75,18 +77,23 @@ pub struct Plan {
     pub requeue: Duration,
 }
 
-/// The status, events and gauge for `verdict`.
+/// The status, events and gauge for `verdict`, with the `ExpiringSoon`
+/// condition `warning` before `expiresAt` and its event.
 pub fn report(
     obj: &StrakeToken,
     verdict: Verdict,
     endpoint: Option<String>,
     issued: Option<Issued>,
-    now: Timestamp,
+    (now, warning): (Timestamp, Duration),
     mut notices: Vec<Notice>,
 ) -> Report {
     let previous = obj.status.as_ref();
-    let status = token::status(obj, &verdict, endpoint, issued, now);
+    let mut status = token::status(obj, &verdict, endpoint, issued, now);
+    status
+        .conditions
+        .extend(token::expiring_soon(obj, now, warning));
     notices.extend(token::phase_notices(previous, &verdict));
+    notices.extend(token::expiry_notice(previous, &status));
     Report {
         phase_changed: previous.and_then(|s| s.phase) != Some(verdict.phase),
         status: token::status_changed(previous, &status).then_some(status),
@@ -107,7 +114,7 @@ fn issued_before(obj: &StrakeToken) -> Option<Issued> {
 
 /// The report when the API server refused a write: Failed, naming the
 /// refusal, keeping what was issued before.
-pub fn refused(obj: &StrakeToken, message: String, now: Timestamp) -> Report {
+pub fn refused(obj: &StrakeToken, message: String, now: Timestamp, warning: Duration) -> Report {
     let verdict = Verdict {
         phase: Phase::Failed,
         reason: reason::PUBLISH_FAILED,
@@ -115,7 +122,14 @@ pub fn refused(obj: &StrakeToken, message: String, now: Timestamp) -> Report {
         publish: Publish::Record,
     };
     let endpoint = obj.status.as_ref().and_then(|s| s.endpoint.clone());
-    report(obj, verdict, endpoint, issued_before(obj), now, Vec::new())
+    report(
+        obj,
+        verdict,
+        endpoint,
+        issued_before(obj),
+        (now, warning),
+        Vec::new(),
+    )
 }
 
 pub fn plan(o: Observed<'_>) -> Plan {
@@ -170,7 +184,14 @@ pub fn plan(o: Observed<'_>) -> Plan {
     };
     if verdict.publish == Publish::Withdraw {
         let report = if conflict {
-            report(obj, verdict, None, None, o.now, Vec::new())
+            report(
+                obj,
+                verdict,
+                None,
+                None,
+                (o.now, o.expiry_warning),
+                Vec::new(),
+            )
         } else {
             // Expired: the holder's Secret is left as is, so extending
             // expiresAt brings the same token back.
@@ -180,7 +201,7 @@ pub fn plan(o: Observed<'_>) -> Plan {
                 verdict,
                 endpoint,
                 issued_before(obj),
-                o.now,
+                (o.now, o.expiry_warning),
                 Vec::new(),
             )
         };
@@ -263,8 +284,20 @@ pub fn plan(o: Observed<'_>) -> Plan {
         delete_old_secret,
         record_secret,
         minted: minted.map(|why| (why, token.display_prefix().to_string())),
-        report: report(obj, verdict, Some(endpoint), Some(issued), o.now, notices),
-        requeue: token::requeue_after(obj.spec.expires_at.as_ref(), o.now, o.resync),
+        report: report(
+            obj,
+            verdict,
+            Some(endpoint),
+            Some(issued),
+            (o.now, o.expiry_warning),
+            notices,
+        ),
+        requeue: token::next_look(
+            obj.spec.expires_at.as_ref(),
+            o.expiry_warning,
+            o.now,
+            o.resync,
+        ),
     }
 }
 
@@ -360,6 +393,7 @@ mod tests {
             endpoint: ENDPOINT,
             proxy_namespace: PROXY_NS,
             resync: RESYNC,
+            expiry_warning: Duration::from_secs(7 * 86_400),
             upstreams,
             held,
             published,
@@ -446,6 +480,51 @@ mod tests {
     }
 
     #[test]
+    fn a_token_inside_the_warning_says_so_once_and_looks_again_at_the_warning_instant() {
+        // now() is 2026-06-15T12:00:00Z; the warning is a week.
+        let later = Time("2026-06-22T12:01:00Z".parse().unwrap());
+        let t = token(|s| s.expires_at = Some(later.clone()));
+        let key = ready_key();
+        let ups = [("openai", Some(&key))];
+        let p = plan(observe(&t, &ups, None, None, Token::mint()));
+        let soon = |p: &Plan| {
+            p.report.status.as_ref().and_then(|s| {
+                s.conditions
+                    .iter()
+                    .find(|c| c.type_ == token::EXPIRING_SOON)
+                    .map(|c| c.status.clone())
+            })
+        };
+        assert_eq!(soon(&p).as_deref(), Some("False"));
+        assert_eq!(p.requeue, Duration::from_secs(60), "at the warning instant");
+
+        let close = token(|s| s.expires_at = Some(Time("2026-06-18T12:00:00Z".parse().unwrap())));
+        let p = plan(observe(&close, &ups, None, None, Token::mint()));
+        assert_eq!(soon(&p).as_deref(), Some("True"));
+        assert_eq!(
+            p.report.verdict.phase,
+            Phase::Active,
+            "a warning, not a refusal"
+        );
+        let reasons: Vec<_> = p.report.notices.iter().map(|n| n.reason).collect();
+        assert_eq!(reasons, ["Issued", "ExpiringSoon"]);
+        let again = plan(observe(
+            &applied(&close, &p),
+            &ups,
+            None,
+            None,
+            Token::mint(),
+        ));
+        assert!(
+            !again
+                .report
+                .notices
+                .iter()
+                .any(|n| n.reason == "ExpiringSoon")
+        );
+    }
+
+    #[test]
     fn a_secret_that_is_not_ours_is_never_written_and_the_record_withdrawn() {
         let t = token(|_| {});
         let key = ready_key();
@@ -503,7 +582,12 @@ mod tests {
         let ups = [("openai", Some(&key))];
         let p = plan(observe(&t, &ups, None, None, Token::mint()));
         let issued = applied(&t, &p);
-        let r = refused(&issued, "could not write Secret x: quota".into(), now());
+        let r = refused(
+            &issued,
+            "could not write Secret x: quota".into(),
+            now(),
+            Duration::ZERO,
+        );
         assert_eq!(r.verdict.phase, Phase::Failed);
         let status = r.status.unwrap();
         assert_eq!(status.token_prefix, p.report.status.unwrap().token_prefix);
