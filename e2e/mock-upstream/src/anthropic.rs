@@ -12,6 +12,7 @@ use crate::sse::{self, Events, MARKER, Newline, Template};
 use crate::text::{
     CachedPrompt, Chunks, MIN_CACHED_TOKENS, PromptBytes, capped_words, input_tokens, reply,
 };
+use crate::tools;
 
 const PROVIDER: Provider = Provider::Anthropic;
 
@@ -256,6 +257,22 @@ pub(crate) async fn messages(ctx: &Ctx<'_>) -> Result<Resp, Resp> {
     let (words, truncated) = capped_words(behavior.reply_words(), Some(max_tokens));
     let stop_reason = if truncated { "max_tokens" } else { "end_turn" };
     let input = Input::new(req.system.unwrap_or_default(), messages, behavior.cache_hit);
+    if let Some(call) = tools::decide(tools::Api::Messages, ctx.body) {
+        let counts = tools::Input {
+            total: input.uncached + input.cache_read + input.cache_write,
+            cached: input.cache_read,
+            cache_write: input.cache_write,
+        };
+        let asked = tools::Asked::stream(req.stream);
+        return Ok(tools::reply(
+            tools::Api::Messages,
+            &call,
+            model,
+            counts,
+            asked,
+            &behavior,
+        ));
+    }
     let id = new_id("msg_");
 
     if !req.stream.unwrap_or(false) {

@@ -62,6 +62,19 @@
 //! Knobs apply to authenticated requests only; credential errors are
 //! immediate.
 //!
+//! # Tools
+//!
+//! A chat, Responses or Anthropic messages request that offers function
+//! tools gets a call to one of them (the one `tool_choice` names, else the
+//! first; arguments filled from the schema's required properties), in the
+//! API's own shape, streamed or not: OpenAI `tool_calls` with
+//! `finish_reason: "tool_calls"`, a Responses `function_call` item, an
+//! Anthropic `tool_use` block with `stop_reason: "tool_use"`. Once the
+//! conversation ends in a tool result (`role: "tool"`,
+//! `function_call_output`, a `tool_result` block) the usual text answer
+//! follows, so a client completes a round trip. `tool_choice: "none"` asks
+//! for text.
+//!
 //! # Headers
 //!
 //! As the real APIs do, OpenAI-style answers carry `x-request-id` and
@@ -116,6 +129,7 @@ mod router;
 mod server;
 mod sse;
 mod text;
+mod tools;
 
 pub use config::{Behavior, Keys, MockConfig};
 pub use record::RecordedRequest;

@@ -13,6 +13,7 @@ use crate::reply::{self, EMPTY_LIST, EmptyList, Resp, new_id, unix_now};
 use crate::router::{Ctx, Provider};
 use crate::sse::{self, Events, MARKER, Newline, Template};
 use crate::text::{Chunks, PromptBytes, cached_tokens, capped_words, input_tokens, reply};
+use crate::tools;
 
 // ---------------------------------------------------------------- errors
 
@@ -330,6 +331,25 @@ pub(crate) async fn chat(
         words as u64,
         cached_tokens(prompt_tokens, behavior.cache_hit),
     );
+    if let Some(call) = tools::decide(tools::Api::Chat, ctx.body) {
+        let input = tools::Input {
+            total: prompt_tokens,
+            cached: cached_tokens(prompt_tokens, behavior.cache_hit),
+            cache_write: 0,
+        };
+        let asked = tools::Asked {
+            stream: req.stream.unwrap_or(false),
+            include_usage: include_usage(&req.stream_options),
+        };
+        return Ok(tools::reply(
+            tools::Api::Chat,
+            &call,
+            model,
+            input,
+            asked,
+            &behavior,
+        ));
+    }
     let id = new_id("chatcmpl-");
     let created = unix_now();
 

@@ -16,6 +16,7 @@ use crate::reply::{self, EMPTY_LIST, EmptyList, EmptyObject, Resp, new_id, unix_
 use crate::router::{Ctx, Provider};
 use crate::sse::{self, Events};
 use crate::text::{Chunks, PromptBytes, cached_tokens, capped_words, input_tokens, reply};
+use crate::tools;
 
 #[derive(Deserialize)]
 struct Request<'a> {
@@ -157,6 +158,22 @@ pub(crate) async fn create(ctx: &Ctx<'_>) -> Result<Resp, Resp> {
     let (words, truncated) = capped_words(behavior.reply_words(), req.max_output_tokens);
     let prompt_bytes = req.input.unwrap_or_default().0 + req.instructions.unwrap_or_default().0;
     let input = input_tokens(prompt_bytes);
+    if let Some(call) = tools::decide(tools::Api::Responses, ctx.body) {
+        let counts = tools::Input {
+            total: input,
+            cached: cached_tokens(input, behavior.cache_hit),
+            cache_write: 0,
+        };
+        let asked = tools::Asked::stream(req.stream);
+        return Ok(tools::reply(
+            tools::Api::Responses,
+            &call,
+            model,
+            counts,
+            asked,
+            &behavior,
+        ));
+    }
     let id = new_id("resp_");
     let item_id = new_id("msg_");
     let text = reply(words);

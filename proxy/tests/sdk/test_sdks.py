@@ -248,3 +248,87 @@ def test_usage_is_counted(stack):
     entry = next(t for t in usage["tokens"] if t["name"] == "sdk")
     assert entry["requests"] >= 4
     assert entry["inputTokens"] > 0 and entry["outputTokens"] > 0
+
+
+WEATHER = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "unit": {"enum": ["celsius", "fahrenheit"]}},
+    "required": ["city", "unit"],
+}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_openai_chat_tool_round_trip(stack, recorded, stream):
+    client = openai.OpenAI(base_url=f"{stack['proxy']}/v1", api_key=stack["token"])
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}}]
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    if stream:
+        # The SDK's stream helper assembles the tool call from its deltas.
+        with client.chat.completions.stream(model="gpt-4o", messages=messages, tools=tools) as s:
+            for _ in s:
+                pass
+            first = s.get_final_completion()
+    else:
+        first = client.chat.completions.create(model="gpt-4o", messages=messages, tools=tools)
+    choice = first.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    call = choice.message.tool_calls[0]
+    assert call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == {"city": "mock", "unit": "celsius"}
+    messages += [
+        choice.message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "21 C"},
+    ]
+    second = client.chat.completions.create(model="gpt-4o", messages=messages, tools=tools)
+    assert second.choices[0].finish_reason == "stop"
+    assert second.choices[0].message.content
+    _assert_only_the_real_key(recorded(), "authorization")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_responses_function_call_round_trip(stack, recorded, stream):
+    client = openai.OpenAI(base_url=f"{stack['proxy']}/v1", api_key=stack["token"])
+    tools = [{"type": "function", "name": "get_weather", "parameters": WEATHER, "strict": False}]
+    items = [{"role": "user", "content": "Weather in Paris?"}]
+    if stream:
+        with client.responses.stream(model="gpt-5", input=items, tools=tools) as s:
+            kinds = [e.type for e in s]
+            first = s.get_final_response()
+        assert "response.function_call_arguments.delta" in kinds and kinds[-1] == "response.completed"
+    else:
+        first = client.responses.create(model="gpt-5", input=items, tools=tools)
+    call = first.output[0]
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert json.loads(call.arguments)["unit"] == "celsius"
+    assert first.usage.output_tokens > 0
+    items += [call.model_dump(exclude_none=True), {"type": "function_call_output", "call_id": call.call_id, "output": "21 C"}]
+    second = client.responses.create(model="gpt-5", input=items, tools=tools)
+    assert second.output_text
+    _assert_only_the_real_key(recorded(), "authorization")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_anthropic_tool_use_round_trip(stack, recorded, stream):
+    client = anthropic.Anthropic(base_url=stack["proxy"], api_key=stack["token"])
+    tools = [{"name": "get_weather", "description": "Current weather", "input_schema": WEATHER}]
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    args = dict(model="claude-sonnet-4-6", max_tokens=256, messages=messages, tools=tools)
+    if stream:
+        with client.messages.stream(**args) as s:
+            for _ in s:
+                pass
+            first = s.get_final_message()
+    else:
+        first = client.messages.create(**args)
+    assert first.stop_reason == "tool_use"
+    block = first.content[0]
+    assert block.type == "tool_use" and block.name == "get_weather"
+    assert block.input == {"city": "mock", "unit": "celsius"}
+    messages += [
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": block.id, "content": "21 C"}]},
+    ]
+    second = client.messages.create(**args)
+    assert second.stop_reason == "end_turn"
+    assert second.content[0].text
+    _assert_only_the_real_key(recorded(), "x-api-key")
