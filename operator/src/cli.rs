@@ -66,7 +66,7 @@ pub struct Cli {
 
     /// How often every resource is reconciled even without a change, and
     /// orphaned proxy Secrets are swept (e.g. 30s, 5m, 1h).
-    #[arg(long, env = "STRAKE_RESYNC", default_value = "5m", value_parser = parse_duration)]
+    #[arg(long, env = "STRAKE_RESYNC", default_value = "5m", value_parser = strake_crds::duration::parse)]
     pub resync: Duration,
 
     /// How long before spec.expiresAt a token's ExpiringSoon condition
@@ -91,7 +91,7 @@ pub struct Cli {
 
     /// How often usage is collected from every proxy replica; also the most
     /// a crashed replica's unreported usage can span.
-    #[arg(long, env = "STRAKE_USAGE_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "STRAKE_USAGE_INTERVAL", default_value = "10s", value_parser = strake_crds::duration::parse)]
     pub usage_interval: Duration,
 
     /// Most usage status writes per second, StrakeTokens and UpstreamKeys
@@ -102,7 +102,7 @@ pub struct Cli {
 
     /// How long a cursor of a proxy instance that no longer answers is kept
     /// in status (a replica that comes back within it is not counted twice).
-    #[arg(long, env = "STRAKE_USAGE_CURSOR_RETENTION", default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, env = "STRAKE_USAGE_CURSOR_RETENTION", default_value = "1h", value_parser = strake_crds::duration::parse)]
     pub usage_cursor_retention: Duration,
 }
 
@@ -294,37 +294,6 @@ const MAX_USAGE_INTERVAL: Duration = Duration::from_secs(30);
 /// day is plenty for a safety net.
 const MAX_RESYNC: Duration = Duration::from_secs(24 * 3600);
 
-/// `300`, `300s`, `5m`, `1h`, `1h30m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let mut total = 0u64;
-    let mut digits = String::new();
-    for c in s.chars() {
-        if c.is_ascii_digit() {
-            digits.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            _ => return Err(format!("invalid duration {s:?}: use e.g. 30s, 5m or 1h")),
-        };
-        let n: u64 = digits
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}: a number must precede each unit"))?;
-        total = total.saturating_add(n.saturating_mul(unit));
-        digits.clear();
-    }
-    if !digits.is_empty() || s.is_empty() {
-        return Err(format!("invalid duration {s:?}: use e.g. 30s, 5m or 1h"));
-    }
-    Ok(Duration::from_secs(total))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -477,16 +446,5 @@ mod tests {
             "--usage-interval=60s",
         ]);
         assert!(c.settings().is_err());
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("300").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_duration("45s").unwrap(), Duration::from_secs(45));
-        for bad in ["", "m", "5x", "5m3", "-1s"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
     }
 }

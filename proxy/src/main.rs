@@ -57,25 +57,25 @@ struct Serve {
     #[arg(long, env = "STRAKE_MAX_BODY_BYTES", default_value_t = Settings::default().max_body_bytes)]
     max_body_bytes: usize,
     /// Longest wait for the upstream's response head (e.g. 600s, 10m)
-    #[arg(long, env = "STRAKE_UPSTREAM_TIMEOUT", default_value = "600s", value_parser = duration)]
+    #[arg(long, env = "STRAKE_UPSTREAM_TIMEOUT", default_value = "600s", value_parser = strake_crds::duration::parse)]
     upstream_timeout: Duration,
     /// Longest wait for a connection to the upstream
-    #[arg(long, env = "STRAKE_CONNECT_TIMEOUT", default_value = "10s", value_parser = duration)]
+    #[arg(long, env = "STRAKE_CONNECT_TIMEOUT", default_value = "10s", value_parser = strake_crds::duration::parse)]
     connect_timeout: Duration,
     /// Longest time a client may take to send request headers (the first request's counted from the accept); also the idle keep-alive timeout
-    #[arg(long, env = "STRAKE_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = duration)]
+    #[arg(long, env = "STRAKE_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = strake_crds::duration::parse)]
     header_read_timeout: Duration,
     /// Most client connections open at once; beyond, new ones wait in the listen backlog
     #[arg(long, env = "STRAKE_MAX_CONNECTIONS", default_value_t = Settings::default().max_connections as u32, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
     /// Longest pause while receiving a request body
-    #[arg(long, env = "STRAKE_BODY_TIMEOUT", default_value = "60s", value_parser = duration)]
+    #[arg(long, env = "STRAKE_BODY_TIMEOUT", default_value = "60s", value_parser = strake_crds::duration::parse)]
     body_timeout: Duration,
     /// How long idle upstream connections are pooled; keep it below the upstream's keep-alive
-    #[arg(long, env = "STRAKE_UPSTREAM_IDLE_TIMEOUT", default_value = "30s", value_parser = duration)]
+    #[arg(long, env = "STRAKE_UPSTREAM_IDLE_TIMEOUT", default_value = "30s", value_parser = strake_crds::duration::parse)]
     upstream_idle_timeout: Duration,
     /// How long in-flight requests and streams may finish after SIGTERM/SIGINT
-    #[arg(long, env = "STRAKE_SHUTDOWN_GRACE", default_value = "30s", value_parser = duration)]
+    #[arg(long, env = "STRAKE_SHUTDOWN_GRACE", default_value = "30s", value_parser = strake_crds::duration::parse)]
     shutdown_grace: Duration,
     /// Price rows (a YAML list, the shape of crds/data/prices.yaml) added to or replacing the built-in table; read at startup. File mode applies the config's `prices:` on top
     #[arg(long, env = "STRAKE_PRICES", value_name = "FILE")]
@@ -92,23 +92,6 @@ struct Serve {
 enum LogFormat {
     Json,
     Text,
-}
-
-/// `250ms`, `30s`, `10m`, or bare seconds.
-fn duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 250ms, 30s or 10m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3600)),
-        _ => Err(format!("{s:?}: unknown unit {unit:?} (use ms, s, m or h)")),
-    }
 }
 
 fn main() -> ExitCode {
@@ -249,16 +232,6 @@ mod tests {
     #[test]
     fn cli_is_consistent() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(duration("30"), Ok(Duration::from_secs(30)));
-        assert_eq!(duration("10m"), Ok(Duration::from_secs(600)));
-        assert!(duration("ten").is_err());
-        assert!(duration("5d").is_err());
     }
 
     #[test]
