@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds etcd, kube-apiserver, kube-controller-manager, kubectl and helm from
-# the Go modules pinned under tools/, into a cache directory keyed by a hash of
+# Builds etcd, kube-apiserver, kube-controller-manager, kubectl, helm and the
+# node's kubelet, kube-proxy, kube-scheduler and pause from the Go modules
+# pinned under tools/, into a cache directory keyed by a hash of
 # those pins and of this script. Prints the bin directory as the last line of
 # stdout; everything else goes to stderr. A cached build returns at once.
 #
@@ -14,12 +15,12 @@ cache_root="${STRAKE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/strake}/cluster"
 log() { printf 'build.sh: %s\n' "$*" >&2; }
 
 # The key covers everything that decides what gets built: the pinned module
-# graphs, the etcd shim and this script (ldflags live here).
-key="$(cd "$here" && cat build.sh tools/*/go.mod tools/*/go.sum tools/etcd/main.go |
+# graphs, the etcd shim, the pause command and this script (ldflags live here).
+key="$(cd "$here" && cat build.sh tools/*/go.mod tools/*/go.sum tools/*/main.go |
 	sha256sum | cut -c1-16)"
 dir="$cache_root/$key"
 bin="$dir/bin"
-bins=(etcd kube-apiserver kube-controller-manager kubectl helm)
+bins=(etcd kube-apiserver kube-controller-manager kubectl helm kubelet kube-proxy kube-scheduler pause)
 
 cached() {
 	[[ -f "$dir/complete" ]] || return 1
@@ -91,12 +92,17 @@ start=$SECONDS
 log "building into $bin (kubernetes $kver, helm $hver); a cold build takes a while"
 log "etcd"
 go -C "$tools/etcd" build -trimpath -ldflags "-s -w" -o "$tmp/bin/etcd" .
-log "kube-apiserver, kube-controller-manager, kubectl"
-# One invocation so the three share the compilation of common packages.
+log "kube-apiserver, kube-controller-manager, kubectl, kubelet, kube-proxy, kube-scheduler"
+# One invocation so they share the compilation of common packages.
 go -C "$tools/kube" build -trimpath -ldflags "$kflags" -o "$tmp/bin/" \
 	k8s.io/kubernetes/cmd/kube-apiserver \
 	k8s.io/kubernetes/cmd/kube-controller-manager \
-	k8s.io/kubernetes/cmd/kubectl
+	k8s.io/kubernetes/cmd/kubectl \
+	k8s.io/kubernetes/cmd/kubelet \
+	k8s.io/kubernetes/cmd/kube-proxy \
+	k8s.io/kubernetes/cmd/kube-scheduler
+log "pause"
+go -C "$tools/pause" build -trimpath -ldflags "-s -w" -o "$tmp/bin/pause" .
 log "helm"
 go -C "$tools/helm" build -trimpath -ldflags "$hflags" -o "$tmp/bin/helm" helm.sh/helm/v3/cmd/helm
 

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
-# Shared by up.sh, down.sh and apiserver.sh: layout of a cluster directory,
-# certificates, kubeconfigs, and starting/stopping the three processes.
-# Everything listens on 127.0.0.1 only.
+# Shared by up.sh, down.sh, apiserver.sh and node.sh: layout of a cluster
+# directory, certificates, kubeconfigs, and starting/stopping the processes.
+# Everything listens on 127.0.0.1, except the kube-apiserver of a cluster
+# with a node: it listens on the node's bridge address, where pods reach it.
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
@@ -38,7 +39,8 @@ config_load() {
 	local prefer_env="$1"
 	local env_etcd="${STRAKE_ETCD_PORT:-}" env_peer="${STRAKE_ETCD_PEER_PORT:-}"
 	local env_api="${STRAKE_APISERVER_PORT:-}" env_bin="${STRAKE_CLUSTER_BIN:-}"
-	ETCD_PORT="" ETCD_PEER_PORT="" APISERVER_PORT="" BIN=""
+	local env_addr="${STRAKE_APISERVER_ADDRESS:-}" env_svc="${STRAKE_SERVICE_CIDR:-}"
+	ETCD_PORT="" ETCD_PEER_PORT="" APISERVER_PORT="" BIN="" APISERVER_ADDRESS="" SERVICE_CIDR=""
 	if [[ -f "$CONF" ]]; then
 		# shellcheck source=/dev/null
 		source "$CONF"
@@ -47,18 +49,28 @@ config_load() {
 		ETCD_PORT="${env_etcd:-$ETCD_PORT}"
 		ETCD_PEER_PORT="${env_peer:-$ETCD_PEER_PORT}"
 		APISERVER_PORT="${env_api:-$APISERVER_PORT}"
+		APISERVER_ADDRESS="${env_addr:-$APISERVER_ADDRESS}"
+		SERVICE_CIDR="${env_svc:-$SERVICE_CIDR}"
 		# Not the recorded BIN: after a pin bump, up.sh must use the new build.
 		BIN="$env_bin"
 	fi
 	ETCD_PORT="${ETCD_PORT:-${env_etcd:-23790}}"
 	ETCD_PEER_PORT="${ETCD_PEER_PORT:-${env_peer:-23800}}"
 	APISERVER_PORT="${APISERVER_PORT:-${env_api:-16443}}"
+	APISERVER_ADDRESS="${APISERVER_ADDRESS:-${env_addr:-127.0.0.1}}"
+	SERVICE_CIDR="${SERVICE_CIDR:-${env_svc:-10.96.0.0/16}}"
 	BIN="${BIN:-$env_bin}"
 	if [[ -z "$BIN" || ! -x "$BIN/kube-apiserver" ]]; then
 		BIN="$("$here/build.sh" | tail -n1)"
 	fi
 	ETCD_URL="http://127.0.0.1:$ETCD_PORT"
-	APISERVER_URL="https://127.0.0.1:$APISERVER_PORT"
+	APISERVER_URL="https://$APISERVER_ADDRESS:$APISERVER_PORT"
+}
+
+# The first address of the Service range: the ClusterIP of "kubernetes".
+service_ip() {
+	local net="${SERVICE_CIDR%/*}"
+	echo "${net%.*}.$((${net##*.} + 1))"
 }
 
 config_save() {
@@ -67,6 +79,7 @@ config_save() {
 		echo "# make it usable from a shell too: source DIR/cluster.env"
 		printf 'ETCD_PORT=%q\nETCD_PEER_PORT=%q\nAPISERVER_PORT=%q\nBIN=%q\n' \
 			"$ETCD_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" "$BIN"
+		printf 'APISERVER_ADDRESS=%q\nSERVICE_CIDR=%q\n' "$APISERVER_ADDRESS" "$SERVICE_CIDR"
 		printf 'export KUBECONFIG=%q\n' "$KUBECONFIG_ADMIN"
 		# shellcheck disable=SC2016 # $PATH expands when the file is sourced.
 		printf 'export PATH=%q:"$PATH"\n' "$BIN"
@@ -111,9 +124,11 @@ extendedKeyUsage=clientAuth"
 	sign apiserver "/CN=kube-apiserver" "basicConstraints=CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+subjectAltName=IP:127.0.0.1,IP:$APISERVER_ADDRESS,IP:$(service_ip),DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
 	sign admin "/O=system:masters/CN=strake-admin" "$client"
 	sign kube-controller-manager "/CN=system:kube-controller-manager" "$client"
+	# kubectl logs/exec: the apiserver calls the kubelet as a cluster admin.
+	sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "$client"
 	# Service-account token signing pair (apiserver signs and verifies, the
 	# controller manager signs the legacy token Secrets).
 	if [[ ! -f "$PKI/sa.pub" ]]; then
@@ -167,16 +182,18 @@ pid_of() {
 	echo "$pid"
 }
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# port_busy PORT [ADDRESS]: something accepts connections there.
+port_busy() { (exec 3<>"/dev/tcp/${2:-127.0.0.1}/$1") 2>/dev/null; }
 
 # ports_free NAME "PORTS": unless NAME already runs from DIR, its PORTS (space
 # separated) must be free: a clear error beats a server that dies on bind.
 ports_free() {
-	local port
+	local port addr=127.0.0.1
+	[[ "$1" == kube-apiserver ]] && addr="$APISERVER_ADDRESS"
 	pid_of "$1" >/dev/null && return 0
 	for port in $2; do
-		if port_busy "$port"; then
-			die "127.0.0.1:$port (for $1) is in use by another process; set STRAKE_*_PORT (see README)"
+		if port_busy "$port" "$addr"; then
+			die "$addr:$port (for $1) is in use by another process; set STRAKE_*_PORT (see README)"
 		fi
 	done
 }
@@ -185,6 +202,14 @@ ports_free() {
 preflight() {
 	ports_free etcd "$ETCD_PORT $ETCD_PEER_PORT"
 	ports_free kube-apiserver "$APISERVER_PORT"
+}
+
+# The binary a process runs: containerd is the system's, the rest are built.
+binary_of() {
+	case "$1" in
+	containerd) command -v containerd ;;
+	*) echo "$BIN/$1" ;;
+	esac
 }
 
 # launch NAME "PORTS" ARGS...: detached from this shell's session (setsid) so
@@ -200,7 +225,7 @@ launch() {
 	# Without job control a background child is not a process-group leader, so
 	# setsid execs in place and $! is the server's own pid.
 	# 8>&-: the server must not inherit (and so keep holding) the cluster lock.
-	setsid "$BIN/$name" "$@" </dev/null >>"$LOGS/$name.log" 2>&1 8>&- &
+	setsid "$(binary_of "$name")" "$@" </dev/null >>"$LOGS/$name.log" 2>&1 8>&- &
 	echo $! >"$RUN/$name.pid"
 	log "started $name (pid $!), log: $LOGS/$name.log"
 }
@@ -223,15 +248,18 @@ start_etcd() {
 }
 
 start_apiserver() {
-	# --endpoint-reconciler-type=none: the apiserver would otherwise publish
-	# 127.0.0.1 as the endpoint of the "kubernetes" Service, which endpoint
-	# validation rejects (loopback), and log that error forever.
+	# --endpoint-reconciler-type=none on loopback: the apiserver would
+	# otherwise publish 127.0.0.1 as the endpoint of the "kubernetes" Service,
+	# which endpoint validation rejects (loopback), and log that error
+	# forever. On a node's bridge address pods need that endpoint.
+	local reconciler=none
+	[[ "$APISERVER_ADDRESS" == 127.0.0.1 ]] || reconciler=lease
 	# --shutdown-send-retry-after: on SIGTERM, answer new requests with 429 +
 	# Retry-After, drain, then GOAWAY long-running watches within 2 s; by
 	# default the HTTP server waits up to 60 s for watches that never end.
 	launch kube-apiserver "$APISERVER_PORT" \
-		--bind-address=127.0.0.1 \
-		--advertise-address=127.0.0.1 \
+		--bind-address="$APISERVER_ADDRESS" \
+		--advertise-address="$APISERVER_ADDRESS" \
 		--secure-port="$APISERVER_PORT" \
 		--etcd-servers="$ETCD_URL" \
 		--tls-cert-file="$PKI/apiserver.crt" \
@@ -242,8 +270,11 @@ start_apiserver() {
 		--service-account-issuer=https://kubernetes.default.svc.cluster.local \
 		--service-account-key-file="$PKI/sa.pub" \
 		--service-account-signing-key-file="$PKI/sa.key" \
-		--service-cluster-ip-range=10.96.0.0/16 \
-		--endpoint-reconciler-type=none \
+		--service-cluster-ip-range="$SERVICE_CIDR" \
+		--endpoint-reconciler-type="$reconciler" \
+		--kubelet-preferred-address-types=InternalIP \
+		--kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
+		--kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
 		--shutdown-send-retry-after=true \
 		--cert-dir="$DIR/kube-apiserver/certs"
 }
