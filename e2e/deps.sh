@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a fresh Debian machine, and
 # nothing when it is all there already: Debian packages (Lua for the Argo CD
-# health check test, nginx and wrk for the benchmarks) and a Python virtualenv
-# with the official SDKs, keyed by the requirements file so it is rebuilt only
-# when that changes.
+# health check test, nginx and wrk for the benchmarks; containerd, runc, the
+# CNI plugins, iptables and nftables for the node; jq and musl-gcc for the
+# images), Rust's musl target, and a Python virtualenv with the official
+# SDKs, keyed by the requirements file so it is rebuilt only when that
+# changes. None of the packages starts a daemon here (no init system); the
+# node starts its own containerd.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,12 +19,25 @@ command -v nginx >/dev/null || [[ -x /usr/sbin/nginx ]] || need+=(nginx-light)
 command -v wrk >/dev/null || need+=(wrk)
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
+command -v jq >/dev/null || need+=(jq)
+command -v musl-gcc >/dev/null || need+=(musl-tools)
+command -v containerd >/dev/null || need+=(containerd)
+command -v runc >/dev/null || [[ -x /usr/sbin/runc ]] || need+=(runc)
+[[ -x /usr/lib/cni/bridge ]] || need+=(containernetworking-plugins)
+command -v iptables >/dev/null || [[ -x /usr/sbin/iptables ]] || need+=(iptables)
+command -v nft >/dev/null || [[ -x /usr/sbin/nft ]] || need+=(nftables)
 if ((${#need[@]})); then
   echo "deps: installing ${need[*]}" >&2
   sudo=""
   [[ $(id -u) -eq 0 ]] || sudo="sudo"
   $sudo apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+fi
+
+# The images' static binaries (images/build.sh).
+if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
+  echo "deps: adding Rust's x86_64-unknown-linux-musl target" >&2
+  rustup target add x86_64-unknown-linux-musl >&2
 fi
 
 req="$root/e2e/requirements.txt"
