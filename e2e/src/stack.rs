@@ -130,6 +130,14 @@ impl Stack {
         Ok(out.stdout.trim().to_string())
     }
 
+    /// The pid of the operator process (`DIR/run/operator.pid`).
+    pub async fn operator_pid(&self) -> Result<u32> {
+        let file = self.env.dir.join("run/operator.pid");
+        let pid = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
+        Ok(pid.trim().parse()?)
+    }
+
     /// `e2e/cluster/apiserver.sh DIR ACTION`: stop or start the kube-apiserver alone.
     pub async fn apiserver(&self, action: &str) -> Result<()> {
         let script = repo_root().join("e2e/cluster/apiserver.sh");

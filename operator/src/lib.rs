@@ -24,12 +24,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::admin::Health;
-use crate::cli::Cli;
+use crate::cli::{Cli, Settings};
 use crate::error::{Error, Result};
 use crate::leader::LeaderElector;
 use crate::metrics::Metrics;
 
-/// Runs the operator until SIGTERM/SIGINT (Ok) or lost leadership (Err).
+/// Runs the operator until SIGTERM/SIGINT.
 pub async fn run(cli: Cli) -> Result<()> {
     let settings = Arc::new(cli.settings()?);
     let metrics = Arc::new(Metrics::new());
@@ -63,32 +63,8 @@ pub async fn run(cli: Cli) -> Result<()> {
             &cli.lease_name,
             leader::identity(),
         );
-        health.set_standby();
-        info!(identity = elector.identity(), lease = %cli.lease_name, "waiting for leadership");
-        if elector.acquire(&shutdown).await {
-            info!(identity = elector.identity(), "leading");
-            health.set_starting();
-            metrics.set_leader(true);
-            let controllers = controller::run(
-                client,
-                settings,
-                metrics.clone(),
-                health.clone(),
-                shutdown.clone(),
-            );
-            // Renewal continues while the controllers drain on shutdown.
-            let outcome = tokio::select! {
-                () = controllers => Ok(()),
-                lost = elector.keep() => Err(lost),
-            };
-            metrics.set_leader(false);
-            if outcome.is_ok() {
-                elector.release().await;
-            }
-            outcome
-        } else {
-            Ok(())
-        }
+        lead_while_elected(&mut elector, client, settings, &metrics, &health, &shutdown).await;
+        Ok(())
     } else {
         metrics.set_leader(true);
         controller::run(client, settings, metrics, health, shutdown.clone()).await;
@@ -100,6 +76,56 @@ pub async fn run(cli: Cli) -> Result<()> {
     }
     info!("stopped");
     outcome
+}
+
+/// Campaigns for the Lease and runs the controllers while this replica holds
+/// it, until `shutdown`. A lost Lease (an API server outage longer than the
+/// renewal deadline, or a standby that took over) stops the controllers at
+/// once and sends this replica back to campaigning: the process stays, so a
+/// pod is not restarted into CrashLoopBackOff by an outage.
+async fn lead_while_elected(
+    elector: &mut LeaderElector,
+    client: Client,
+    settings: Arc<Settings>,
+    metrics: &Arc<Metrics>,
+    health: &Arc<Health>,
+    shutdown: &CancellationToken,
+) {
+    loop {
+        health.set_standby();
+        info!(identity = elector.identity(), "waiting for leadership");
+        if !elector.acquire(shutdown).await {
+            return;
+        }
+        info!(identity = elector.identity(), "leading");
+        health.set_starting();
+        metrics.set_leader(true);
+        let controllers = controller::run(
+            client.clone(),
+            settings.clone(),
+            metrics.clone(),
+            health.clone(),
+            shutdown.clone(),
+        );
+        // Renewal continues while the controllers drain on shutdown. On a
+        // lost Lease the controllers future is dropped, which stops every
+        // reconcile before a standby may start (RENEW_DEADLINE < LEASE_DURATION).
+        let lost = tokio::select! {
+            () = controllers => None,
+            lost = elector.keep() => Some(lost),
+        };
+        metrics.set_leader(false);
+        match lost {
+            None => {
+                elector.release().await;
+                return;
+            }
+            Some(error) => {
+                metrics.leadership_lost();
+                warn!(%error, "stopped the controllers; campaigning again");
+            }
+        }
+    }
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {

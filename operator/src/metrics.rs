@@ -17,6 +17,7 @@
 //! | `strake_operator_token_final_requests` | gauge | `namespace`, `name`, `identity` |
 //! | `strake_operator_token_final_input_tokens` | gauge | `namespace`, `name`, `identity` |
 //! | `strake_operator_token_final_output_tokens` | gauge | `namespace`, `name`, `identity` |
+//! | `strake_operator_leadership_lost_total` | counter | |
 //!
 //! The `token_final_*` series hold a deleted StrakeToken's lifetime usage
 //! for [`FINAL_USAGE_RETENTION`] after its deletion, then disappear.
@@ -124,6 +125,7 @@ pub struct Metrics {
     final_output: Family<FinalLabels, Gauge>,
     /// When each final series was set, to drop it after the retention.
     finals: Mutex<HashMap<FinalLabels, Instant>>,
+    leadership_lost: Counter,
     token_phases: Mutex<HashMap<ObjectKey, Phase>>,
     token_expiry: Family<TokenLabels, Gauge>,
     /// The labels each token's expiry series carries, to remove it.
@@ -155,6 +157,7 @@ impl Metrics {
             "When each StrakeToken with spec.expiresAt expires (Unix seconds); on the leader",
             token_expiry.clone(),
         );
+        let leadership_lost = Counter::default();
         registry.register("reconciles", "Reconciliations run", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -230,6 +233,11 @@ impl Metrics {
             "Lifetime output tokens of a deleted StrakeToken, kept for a while after its deletion",
             final_output.clone(),
         );
+        registry.register(
+            "leadership_lost",
+            "Times this replica lost the Lease while leading and went back to campaigning",
+            leadership_lost.clone(),
+        );
         for phase in Phase::ALL {
             tokens
                 .get_or_create(&PhaseLabels {
@@ -255,6 +263,7 @@ impl Metrics {
             final_input,
             final_output,
             finals: Mutex::default(),
+            leadership_lost,
             token_phases: Mutex::default(),
             token_expiry,
             token_expiry_labels: Mutex::default(),
@@ -416,6 +425,10 @@ impl Metrics {
         });
     }
 
+    pub fn leadership_lost(&self) {
+        self.leadership_lost.inc();
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn encode(&self) -> String {
         self.expire_final_usage(Instant::now());
@@ -465,6 +478,7 @@ mod tests {
                 output_tokens: 12,
             },
         );
+        m.leadership_lost();
         let text = m.encode();
         for line in [
             "strake_operator_reconciles_total{controller=\"straketoken\"} 1",
@@ -480,6 +494,7 @@ mod tests {
             "strake_operator_usage_status_writes_total{kind=\"StrakeToken\",outcome=\"conflict\"} 1",
             "strake_operator_token_final_spend_usd{namespace=\"a\",name=\"alice\",identity=\"alice@example.com\"} 1.25",
             "strake_operator_token_final_requests{namespace=\"a\",name=\"alice\",identity=\"alice@example.com\"} 3",
+            "strake_operator_leadership_lost_total 1",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
