@@ -5,6 +5,12 @@
 # operator, a proxy or the kube-apiserver run after them, one at a time;
 # the log scan for leaked tokens and keys runs last. Each test binary's
 # output is kept in DIR/e2e/NAME.log (and scanned too).
+#
+# On a stack with a node (make dev-up NODE=1) the chart runs as pods: the
+# token story and the SDKs through the proxy's Service, then the node suite
+# (install, security context, failover, rollout, outage) alone; before the
+# scan, every container's log is fetched with kubectl logs (also the
+# previous run of a restarted container) into DIR/e2e/pod-*.log.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -40,16 +46,35 @@ suite() {
 	fi
 }
 
+# pod_logs: kubectl logs of every container of every pod, for the scan.
+pod_logs() {
+	local ns pod containers c
+	kubectl get pods -A -o jsonpath='{range .items[*]}{.metadata.namespace} {.metadata.name} {range .spec.containers[*]}{.name},{end}{"\n"}{end}' |
+		while read -r ns pod containers; do
+			for c in ${containers//,/ }; do
+				kubectl logs -n "$ns" "$pod" -c "$c" >"$out/pod-$ns-$pod-$c.log" 2>&1 || true
+				kubectl logs -n "$ns" "$pod" -c "$c" --previous >>"$out/pod-$ns-$pod-$c.log" 2>/dev/null || true
+			done
+		done
+}
+
 echo "=== harness unit tests"
 cargo test -q -p strake-e2e --lib 2>&1 | tail -n 2
-suite tokens --test-threads=6
-suite upstream_keys
-suite kubectl
-suite plugin
-suite helm
-suite sdks
-suite disruption --test-threads=1
-suite usage --test-threads=1
+if [[ "${STRAKE_NODE:-0}" == 1 ]]; then
+	suite tokens --test-threads=6
+	suite sdks
+	suite node --test-threads=1
+	pod_logs
+else
+	suite tokens --test-threads=6
+	suite upstream_keys
+	suite kubectl
+	suite plugin
+	suite helm
+	suite sdks
+	suite disruption --test-threads=1
+	suite usage --test-threads=1
+fi
 suite no_leaks
 
 echo

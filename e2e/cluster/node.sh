@@ -147,7 +147,11 @@ net_up() {
 guard_up() {
 	if ! iptables -t mangle -S "$GUARD" >/dev/null 2>&1; then
 		iptables -t mangle -N "$GUARD"
+		# The node's own address is in the pod range but is not a pod.
+		iptables -t mangle -A "$GUARD" -s "$NODE_IP" -j RETURN
 		iptables -t mangle -A "$GUARD" -d "$GUARD_RANGE" -j RETURN
+		# What was dropped, in the kernel log (dmesg), a few lines a minute.
+		iptables -t mangle -A "$GUARD" -m limit --limit 6/min -j LOG --log-prefix "$GUARD: "
 		iptables -t mangle -A "$GUARD" -j DROP
 	fi
 	iptables -t mangle -C POSTROUTING -s "$POD_CIDR" -j "$GUARD" 2>/dev/null ||
@@ -177,7 +181,7 @@ kube_chains_remove() {
 	done
 }
 
-# Packets the guard dropped since net-up.
+# Packets the guard dropped since net-up (dmesg shows the first of them).
 guard_count() {
 	iptables -t mangle -L "$GUARD" -v -x -n | awk '$3 == "DROP" {print $1}'
 }

@@ -9,6 +9,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 [[ -d "${1:-}" ]] || { log "nothing to stop in '${1:-}'"; exit 0; }
 dev_init "$1"
 
+if node_mode; then
+	node_stack_down
+	exit 0
+fi
 # The operator first, so that it does not react to the others going away.
 for name in operator proxy2 proxy mock; do stop "$name"; done
 "$CLUSTER_SCRIPTS/down.sh" "$CLUSTER"

@@ -58,6 +58,95 @@ ports_load() {
 	# How often the operator collects usage from the replicas: shorter than
 	# its 10 s default so that tests and the demo see usage sooner.
 	USAGE_INTERVAL="${STRAKE_USAGE_INTERVAL:-2s}"
+	MOCK_HOST=127.0.0.1
+	PROXY_ADMIN_URL="http://127.0.0.1:$PROXY_ADMIN_PORT"
+	PROXY2_URL="http://127.0.0.1:$PROXY2_PORT"
+	PROXY2_ADMIN_URL="http://127.0.0.1:$PROXY2_ADMIN_PORT"
+	OPERATOR_ADMIN_URL="http://127.0.0.1:$OPERATOR_ADMIN_PORT"
+	if node_mode; then
+		# Pods reach the mock on the node's address; the proxy's Service has
+		# a fixed ClusterIP, so the operator's endpoint can name it.
+		MOCK_HOST="$NODE_IP"
+		ENDPOINT="http://$PROXY_SERVICE_IP"
+		# The admin port is on its own Service (<fullname>-proxy-admin).
+		PROXY_ADMIN_URL=""
+		# Both replicas are behind the Service; no second process.
+		PROXY2_URL="" PROXY2_ADMIN_URL=""
+		# No Service in front of the operators' admin ports.
+		OPERATOR_ADMIN_URL=""
+	fi
+	MOCK_URL="http://$MOCK_HOST:$MOCK_PORT"
+}
+
+# The node variant (see up.sh); DIR/node records it.
+NODE_IP=198.18.0.1
+PROXY_SERVICE_IP=198.18.1.80
+node_mode() { [[ -f "$DEV/node" ]]; }
+
+# write_env: DIR/env, for a shell (source it) and for the e2e harness.
+# KUBECONFIG, BIN: from the cluster's cluster.env (cluster_env).
+# shellcheck disable=SC2153
+write_env() {
+	cat >"$ENV_FILE.tmp" <<ENV
+# Written by e2e/dev/up.sh. Usage: source $ENV_FILE
+export KUBECONFIG=$KUBECONFIG
+export STRAKE_PROXY_URL=$ENDPOINT
+export STRAKE_PROXY_ADMIN_URL=$PROXY_ADMIN_URL
+export STRAKE_PROXY2_URL=$PROXY2_URL
+export STRAKE_PROXY2_ADMIN_URL=$PROXY2_ADMIN_URL
+export STRAKE_OPERATOR_ADMIN_URL=$OPERATOR_ADMIN_URL
+export STRAKE_NAMESPACE=$NAMESPACE
+export STRAKE_RELEASE=$RELEASE
+export STRAKE_OPERATOR_SA=$(service_account operator)
+export STRAKE_PROXY_SA=$(service_account proxy)
+export MOCK_UPSTREAM_URL=$MOCK_URL
+export MOCK_OPENAI_KEY=$UPSTREAM_OPENAI_KEY
+export MOCK_ANTHROPIC_KEY=$UPSTREAM_ANTHROPIC_KEY
+export MOCK_AZURE_KEY=$UPSTREAM_AZURE_KEY
+export MOCK_GEMINI_KEY=$UPSTREAM_GEMINI_KEY
+export STRAKE_DEV_DIR=$DEV
+export STRAKE_CLUSTER_DIR=$CLUSTER
+export STRAKE_CLUSTER_BIN=$BIN
+export STRAKE_NODE=$(node_mode && echo 1 || echo 0)
+export PATH=$BIN:\$PATH
+ENV
+	mv "$ENV_FILE.tmp" "$ENV_FILE"
+}
+
+# node_stack_up: the control plane with a node, the images imported, the mock
+# on the node's address and the chart installed as pods; the install is the
+# chart README's, step for step, apart from where the images come from.
+node_stack_up() {
+	[[ -n "${STRAKE_IMAGES_ENV:-}" && -f "$STRAKE_IMAGES_ENV" ]] ||
+		die "STRAKE_IMAGES_ENV names no images.env (run: make images)"
+	# shellcheck source=/dev/null
+	source "$STRAKE_IMAGES_ENV"
+	export STRAKE_APISERVER_ADDRESS="$NODE_IP" STRAKE_SERVICE_CIDR=198.18.1.0/24
+	"$CLUSTER_SCRIPTS/node.sh" "$CLUSTER" net-up
+	"$CLUSTER_SCRIPTS/up.sh" "$CLUSTER" >/dev/null
+	cluster_env
+	"$CLUSTER_SCRIPTS/node.sh" "$CLUSTER" up
+	"$CLUSTER_SCRIPTS/node.sh" "$CLUSTER" import "$STRAKE_OPERATOR_TAR" "$STRAKE_PROXY_TAR"
+	start mock
+	wait_ready mock
+	kubectl apply --server-side --force-conflicts -f "$ROOT/crds/" >/dev/null
+	kubectl create namespace "$NAMESPACE" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+	helm upgrade --install "$RELEASE" "$ROOT/charts/strake" -n "$NAMESPACE" --wait --timeout 5m \
+		--set "endpoint=$ENDPOINT" --set "proxy.service.clusterIP=$PROXY_SERVICE_IP" \
+		--set "operator.image.repository=$STRAKE_OPERATOR_IMAGE" \
+		--set "operator.image.tag=$STRAKE_OPERATOR_TAG" --set operator.image.pullPolicy=Never \
+		--set "proxy.image.repository=$STRAKE_PROXY_IMAGE" \
+		--set "proxy.image.tag=$STRAKE_PROXY_TAG" --set proxy.image.pullPolicy=Never >/dev/null
+	log "chart installed in $NAMESPACE: $(kubectl get pods -n "$NAMESPACE" --no-headers | wc -l) pods ready"
+}
+
+# node_stack_down: the node first (its pods stopped while the API server
+# runs), then the control plane, then the host restored and verified.
+node_stack_down() {
+	stop mock
+	"$CLUSTER_SCRIPTS/node.sh" "$CLUSTER" down
+	"$CLUSTER_SCRIPTS/down.sh" "$CLUSTER"
+	"$CLUSTER_SCRIPTS/node.sh" "$CLUSTER" net-down
 }
 
 ports_save() {
@@ -105,13 +194,14 @@ current() {
 	[[ "/proc/$pid/exe" -ef "$(binary "$1")" ]]
 }
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# port_busy PORT [ADDRESS]: something accepts connections there.
+port_busy() { (exec 3<>"/dev/tcp/${2:-127.0.0.1}/$1") 2>/dev/null; }
 
 # ready NAME: the process's own readiness endpoint answers 200.
 ready() {
 	local url
 	case "$1" in
-	mock) url="http://127.0.0.1:$MOCK_PORT/__mock/health" ;;
+	mock) url="$MOCK_URL/__mock/health" ;;
 	proxy) url="http://127.0.0.1:$PROXY_ADMIN_PORT/readyz" ;;
 	proxy2) url="http://127.0.0.1:$PROXY2_ADMIN_PORT/readyz" ;;
 	operator) url="http://127.0.0.1:$OPERATOR_ADMIN_PORT/readyz" ;;
@@ -183,8 +273,10 @@ start() {
 		stop "$name"
 	fi
 	[[ -x "$bin" ]] || die "$bin is not built (run: cargo build --workspace --bins)"
+	local addr=127.0.0.1
+	[[ "$name" == mock ]] && addr="$MOCK_HOST"
 	for port in $(ports_of "$name"); do
-		port_busy "$port" && die "127.0.0.1:$port is in use by another process (needed by $name)"
+		port_busy "$port" "$addr" && die "$addr:$port is in use by another process (needed by $name)"
 	done
 	local -a env=() args=()
 	case "$name" in
@@ -192,7 +284,7 @@ start() {
 		# Keys through the environment, so that ps does not show them.
 		env=(STRAKE_MOCK_OPENAI_KEY="$UPSTREAM_OPENAI_KEY" STRAKE_MOCK_ANTHROPIC_KEY="$UPSTREAM_ANTHROPIC_KEY"
 			STRAKE_MOCK_AZURE_KEY="$UPSTREAM_AZURE_KEY" STRAKE_MOCK_GEMINI_KEY="$UPSTREAM_GEMINI_KEY")
-		args=(--listen "127.0.0.1:$MOCK_PORT" --verbose)
+		args=(--listen "$MOCK_HOST:$MOCK_PORT" --verbose)
 		;;
 	proxy | proxy2)
 		service_kubeconfig "$(service_account proxy)" "$KUBECONFIGS/$name.kubeconfig"

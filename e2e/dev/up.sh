@@ -7,6 +7,13 @@
 # Writes DIR/env (source it for kubectl, helm and the URLs). Processes that
 # already run the current build are left alone; older builds are restarted.
 #
+# With STRAKE_NODE=1 (make dev-up NODE=1, as root): the control plane gets a
+# kubelet node (e2e/cluster/node.sh), the images from STRAKE_IMAGES_ENV
+# (make images) are imported into it, and the chart runs as pods: 2 operator
+# and 2 proxy replicas, the proxy's Service at a fixed ClusterIP. Only the
+# mock upstream runs as a process, on the node's address. DIR remembers the
+# mode.
+#
 # Env: CARGO_TARGET_DIR (binaries from $CARGO_TARGET_DIR/debug, default
 # target/), STRAKE_START_TIMEOUT (60 s per process), the ports
 # STRAKE_MOCK_PORT (18080), STRAKE_PROXY_PORT (18081), STRAKE_PROXY_ADMIN_PORT
@@ -18,9 +25,21 @@ set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+if [[ "${STRAKE_NODE:-}" == 1 ]]; then
+	mkdir -p "${1:?usage: up.sh DIR}"
+	touch "$1/node"
+fi
 dev_init "${1:-}"
 ports_save
 began=$(date +%s%N)
+
+if node_mode; then
+	node_stack_up
+	write_env
+	log "up in $((($(date +%s%N) - began) / 1000000)) ms: proxy $ENDPOINT (Service $RELEASE-proxy), mock $MOCK_URL, logs in $LOGS and kubectl logs"
+	log "use it with: source $ENV_FILE"
+	exit 0
+fi
 
 "$CLUSTER_SCRIPTS/up.sh" "$CLUSTER" >/dev/null
 cluster_env
@@ -35,36 +54,10 @@ helm upgrade --install "$RELEASE" "$ROOT/charts/strake" -n "$NAMESPACE" \
 	--set "endpoint=$ENDPOINT" --set operator.replicas=0 --set proxy.replicas=0 >/dev/null
 log "CRDs applied, chart installed in $NAMESPACE"
 
-operator_sa="$(service_account operator)"
-proxy_sa="$(service_account proxy)"
 for name in mock proxy proxy2 operator; do start "$name"; done
 wait_ready mock proxy proxy2 operator
 
-# KUBECONFIG, BIN: from the cluster's cluster.env (cluster_env).
-# shellcheck disable=SC2153
-cat >"$ENV_FILE.tmp" <<ENV
-# Written by e2e/dev/up.sh. Usage: source $ENV_FILE
-export KUBECONFIG=$KUBECONFIG
-export STRAKE_PROXY_URL=$ENDPOINT
-export STRAKE_PROXY_ADMIN_URL=http://127.0.0.1:$PROXY_ADMIN_PORT
-export STRAKE_PROXY2_URL=http://127.0.0.1:$PROXY2_PORT
-export STRAKE_PROXY2_ADMIN_URL=http://127.0.0.1:$PROXY2_ADMIN_PORT
-export STRAKE_OPERATOR_ADMIN_URL=http://127.0.0.1:$OPERATOR_ADMIN_PORT
-export STRAKE_NAMESPACE=$NAMESPACE
-export STRAKE_RELEASE=$RELEASE
-export STRAKE_OPERATOR_SA=$operator_sa
-export STRAKE_PROXY_SA=$proxy_sa
-export MOCK_UPSTREAM_URL=http://127.0.0.1:$MOCK_PORT
-export MOCK_OPENAI_KEY=$UPSTREAM_OPENAI_KEY
-export MOCK_ANTHROPIC_KEY=$UPSTREAM_ANTHROPIC_KEY
-export MOCK_AZURE_KEY=$UPSTREAM_AZURE_KEY
-export MOCK_GEMINI_KEY=$UPSTREAM_GEMINI_KEY
-export STRAKE_DEV_DIR=$DEV
-export STRAKE_CLUSTER_DIR=$CLUSTER
-export STRAKE_CLUSTER_BIN=$BIN
-export PATH=$BIN:\$PATH
-ENV
-mv "$ENV_FILE.tmp" "$ENV_FILE"
+write_env
 
-log "up in $((($(date +%s%N) - began) / 1000000)) ms: proxy $ENDPOINT and http://127.0.0.1:$PROXY2_PORT, mock http://127.0.0.1:$MOCK_PORT, logs in $LOGS"
+log "up in $((($(date +%s%N) - began) / 1000000)) ms: proxy $ENDPOINT and http://127.0.0.1:$PROXY2_PORT, mock $MOCK_URL, logs in $LOGS"
 log "use it with: source $ENV_FILE"

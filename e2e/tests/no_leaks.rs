@@ -3,6 +3,7 @@
 //! kube-apiserver's, the controller manager's, or the test runs' output.
 
 use anyhow::{Result, ensure};
+use strake_e2e::env::repo_root;
 use strake_e2e::{DevEnv, leaks};
 
 #[test]
@@ -36,6 +37,34 @@ fn no_secret_reached_a_log() -> Result<()> {
         findings.is_empty(),
         "{} secrets found in logs (listed above)",
         findings.len()
+    );
+    Ok(())
+}
+
+/// On a stack with a node: the egress guard (e2e/cluster/node.sh) dropped
+/// no packet, so no pod sent anything anywhere but to the node, a pod or a
+/// Service during the whole run.
+#[test]
+fn no_pod_sent_anything_off_the_node() -> Result<()> {
+    let env = DevEnv::load()?;
+    if !std::fs::read_to_string(env.dir.join("env"))?.contains("STRAKE_NODE=1") {
+        println!("skipped: the stack has no node");
+        return Ok(());
+    }
+    let out = std::process::Command::new(repo_root().join("e2e/cluster/node.sh"))
+        .arg(&env.cluster_dir)
+        .arg("guard")
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "node.sh guard: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dropped = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    println!("egress guard: {dropped} packets dropped");
+    ensure!(
+        dropped == "0",
+        "the egress guard dropped {dropped} packets from pods"
     );
     Ok(())
 }
