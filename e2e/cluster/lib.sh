@@ -248,12 +248,14 @@ start_etcd() {
 }
 
 start_apiserver() {
-	# --endpoint-reconciler-type=none on loopback: the apiserver would
-	# otherwise publish 127.0.0.1 as the endpoint of the "kubernetes" Service,
-	# which endpoint validation rejects (loopback), and log that error
-	# forever. On a node's bridge address pods need that endpoint.
-	local reconciler=none
-	[[ "$APISERVER_ADDRESS" == 127.0.0.1 ]] || reconciler=lease
+	# --endpoint-reconciler-type=none: on loopback the apiserver would publish
+	# 127.0.0.1 as the endpoint of the "kubernetes" Service, which endpoint
+	# validation rejects, and log that error forever. On a node's bridge
+	# address up.sh publishes a fixed EndpointSlice instead: the reconciler
+	# would withdraw it on every stop, kube-proxy would reject connections to
+	# the Service, and pods would stay cut off until its watches back off and
+	# resync (about 50 s here) -- as behind a load balancer, the endpoint of
+	# this single apiserver stays put.
 	# --shutdown-send-retry-after: on SIGTERM, answer new requests with 429 +
 	# Retry-After, drain, then GOAWAY long-running watches within 2 s; by
 	# default the HTTP server waits up to 60 s for watches that never end.
@@ -271,7 +273,7 @@ start_apiserver() {
 		--service-account-key-file="$PKI/sa.pub" \
 		--service-account-signing-key-file="$PKI/sa.key" \
 		--service-cluster-ip-range="$SERVICE_CIDR" \
-		--endpoint-reconciler-type="$reconciler" \
+		--endpoint-reconciler-type=none \
 		--kubelet-preferred-address-types=InternalIP \
 		--kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
 		--kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
@@ -357,3 +359,15 @@ wait_for() {
 }
 
 apiserver_ready() { [[ "$(api /readyz)" == ok ]]; }
+
+# The "kubernetes" Service's endpoint, for pods, when the apiserver listens
+# on a non-loopback address (see start_apiserver).
+publish_endpoint() {
+	[[ "$APISERVER_ADDRESS" != 127.0.0.1 ]] || return 0
+	api /apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes >/dev/null 2>&1 && return 0
+	api /apis/discovery.k8s.io/v1/namespaces/default/endpointslices -X POST \
+		-H 'Content-Type: application/json' -d '{"apiVersion":"discovery.k8s.io/v1","kind":"EndpointSlice",
+  "metadata":{"name":"kubernetes","namespace":"default","labels":{"kubernetes.io/service-name":"kubernetes"}},
+  "addressType":"IPv4","endpoints":[{"addresses":["'"$APISERVER_ADDRESS"'"],"conditions":{"ready":true}}],
+  "ports":[{"name":"https","port":'"$APISERVER_PORT"',"protocol":"TCP"}]}' >/dev/null
+}

@@ -324,7 +324,10 @@ resolvConf: $NODE/resolv.conf
 # Local images only: never collected, never pulled.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-evictionHard: {memory.available: "1Mi", nodefs.available: "1%", imagefs.available: "1%"}
+# No eviction: on a shared disk that fills up the kubelet would evict every
+# pod and delete the imported images (the pause image too), which can never
+# be pulled back.
+evictionHard: {nodefs.available: "0%", nodefs.inodesFree: "0%", imagefs.available: "0%"}
 # No KUBE-FIREWALL or canary chains in the host's iptables.
 makeIPTablesUtilChains: false
 maxPods: 40

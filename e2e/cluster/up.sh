@@ -43,6 +43,7 @@ start_controller_manager
 expect_running=(etcd kube-apiserver kube-controller-manager)
 
 wait_for "kube-apiserver /readyz" apiserver_ready
+publish_endpoint
 # The controller manager's serviceaccount controller creates it.
 wait_for "the default ServiceAccount" api /api/v1/namespaces/default/serviceaccounts/default
 # On a restart the ServiceAccount already exists, so also prove that the
