@@ -133,6 +133,7 @@ node_stack_up() {
 	kubectl create namespace "$NAMESPACE" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 	helm upgrade --install "$RELEASE" "$ROOT/charts/strake" -n "$NAMESPACE" --wait --timeout 5m \
 		--set "endpoint=$ENDPOINT" --set "proxy.service.clusterIP=$PROXY_SERVICE_IP" \
+		--set "operator.allowedUpstreamHosts={$MOCK_URL}" \
 		--set "operator.image.repository=$STRAKE_OPERATOR_IMAGE" \
 		--set "operator.image.tag=$STRAKE_OPERATOR_TAG" --set operator.image.pullPolicy=Never \
 		--set "proxy.image.repository=$STRAKE_PROXY_IMAGE" \

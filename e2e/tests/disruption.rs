@@ -251,20 +251,16 @@ async fn apiserver_outage_fails_no_request_and_revocation_resumes() -> Result<()
 /// Waits until the operator, ready, has renewed its Lease after `back`.
 async fn operator_leads_again(stack: &Stack, back: jiff::Timestamp) -> Result<()> {
     let leases: Api<Lease> = Api::namespaced(stack.client.clone(), &stack.env.namespace);
-    eventually(
-        "the operator renews its Lease again",
-        RECONCILE,
-        || async {
-            let status = stack.service_status("operator").await?;
-            ensure!(status == "ready", "the operator is {status}");
-            let lease = leases.get("strake-operator").await?;
-            let renewed = lease.spec.and_then(|s| s.renew_time).map(|t| t.0);
-            ensure!(
-                renewed.is_some_and(|t| t > back),
-                "last renewed {renewed:?}"
-            );
-            Ok(())
-        },
-    )
+    eventually("the operator renews its Lease again", RECONCILE, || async {
+        let status = stack.service_status("operator").await?;
+        ensure!(status == "ready", "the operator is {status}");
+        let lease = leases.get("strake-operator").await?;
+        let renewed = lease.spec.and_then(|s| s.renew_time).map(|t| t.0);
+        ensure!(
+            renewed.is_some_and(|t| t > back),
+            "last renewed {renewed:?}"
+        );
+        Ok(())
+    })
     .await
 }

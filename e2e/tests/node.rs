@@ -179,13 +179,7 @@ async fn working_tokens<'a>(
 async fn keep_logs(stack: &Stack, pod: &str) -> Result<()> {
     let logs = stack
         .kubectl_ok(
-            &[
-                "logs",
-                "-n",
-                &stack.env.namespace,
-                pod,
-                "--all-containers",
-            ],
+            &["logs", "-n", &stack.env.namespace, pod, "--all-containers"],
             None,
         )
         .await?;
@@ -462,7 +456,8 @@ async fn helm_install_serves_the_whole_story_through_the_service() -> Result<()>
         .await?;
     stack.chat_until(&alice, &marker, 200).await?;
 
-    ns.patch_token("alice", r#"{"spec":{"rotation":1}}"#).await?;
+    ns.patch_token("alice", r#"{"spec":{"rotation":1}}"#)
+        .await?;
     let rotated = ns.reissued(&alice).await?;
     stack.chat_until(&rotated, &marker, 200).await?;
     stack.chat_until(&alice, &marker, 401).await?;
@@ -471,7 +466,10 @@ async fn helm_install_serves_the_whole_story_through_the_service() -> Result<()>
     let ips: Vec<String> = proxies.iter().map(pod_ip).collect::<Result<_>>()?;
     for ip in &ips {
         let status = chat_replica(&stack, ip, &rotated, &marker).await?;
-        ensure!(status == 200, "replica {ip} before the revocation: {status}");
+        ensure!(
+            status == 200,
+            "replica {ip} before the revocation: {status}"
+        );
     }
     let start = Instant::now();
     let revoke = ns.delete_token("alice");
@@ -511,7 +509,10 @@ async fn the_runtime_enforces_the_pods_security_context() -> Result<()> {
     let Some(stack) = node_stack().await? else {
         return Ok(());
     };
-    let sock = stack.env.cluster_dir.join("node/containerd/containerd.sock");
+    let sock = stack
+        .env
+        .cluster_dir
+        .join("node/containerd/containerd.sock");
     let sock = sock.display().to_string();
     let mut checked = 0;
     for component in ["operator", "proxy"] {
@@ -569,7 +570,10 @@ async fn the_runtime_enforces_the_pods_security_context() -> Result<()> {
                         field(caps)
                     );
                 }
-                ensure!(field("NoNewPrivs:") == "1", "{who}: privileges can escalate");
+                ensure!(
+                    field("NoNewPrivs:") == "1",
+                    "{who}: privileges can escalate"
+                );
                 ensure!(field("Seccomp:") == "2", "{who}: no seccomp filter");
                 // The root filesystem is mounted read-only.
                 let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))?;
@@ -612,7 +616,9 @@ async fn the_runtime_enforces_the_pods_security_context() -> Result<()> {
         .kubectl_ok(&["logs", "-n", &stack.env.namespace, &proxy], None)
         .await?;
     ensure!(!logs.is_empty(), "kubectl logs printed nothing");
-    println!("node: {checked} containers run as 65532 with no capabilities, no new privileges, seccomp and a read-only root");
+    println!(
+        "node: {checked} containers run as 65532 with no capabilities, no new privileges, seccomp and a read-only root"
+    );
     Ok(())
 }
 
@@ -689,7 +695,9 @@ async fn a_rollout_and_a_deleted_proxy_pod_fail_no_request() -> Result<()> {
         helm_install(&stack, &values, &[&stamp]).await?;
         let after = wait_pods(&stack, "proxy", 2).await?;
         ensure!(
-            after.iter().all(|p| before.iter().all(|b| name(b) != name(p))),
+            after
+                .iter()
+                .all(|p| before.iter().all(|b| name(b) != name(p))),
             "the upgrade did not replace the proxy pods"
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
