@@ -174,18 +174,51 @@ async fn working_tokens<'a>(
     Ok((ns, issued, marker))
 }
 
-/// Keeps a copy of a pod's logs (`kubectl logs`, every container) for the
-/// leak scan, before the pod goes away.
-async fn keep_logs(stack: &Stack, pod: &str) -> Result<()> {
-    let logs = stack
-        .kubectl_ok(
-            &["logs", "-n", &stack.env.namespace, pod, "--all-containers"],
-            None,
-        )
-        .await?;
-    let file = stack.env.dir.join("e2e").join(format!("pod-{pod}.log"));
-    std::fs::write(file, logs)?;
-    Ok(())
+/// `kubectl logs -f` of pods about to go away (every container), each into
+/// DIR/e2e/pod-NAME.log for the leak scan: followed to the containers' last
+/// line, which a `kubectl logs` after the deletion could no longer fetch.
+struct FollowedLogs(Vec<tokio::process::Child>);
+
+/// How long a followed pod gets to finish once it was told to go.
+const LOGS_END: Duration = Duration::from_secs(90);
+
+impl FollowedLogs {
+    fn start<'a>(stack: &Stack, pods: impl IntoIterator<Item = &'a str>) -> Result<FollowedLogs> {
+        let mut children = Vec::new();
+        for pod in pods {
+            let file = stack.env.dir.join("e2e").join(format!("pod-{pod}.log"));
+            let file = std::fs::File::create(&file)
+                .with_context(|| format!("creating {}", file.display()))?;
+            let child = tokio::process::Command::new(stack.env.cluster_bin.join("kubectl"))
+                .args([
+                    "logs",
+                    "-f",
+                    "--all-containers",
+                    "-n",
+                    &stack.env.namespace,
+                    pod,
+                ])
+                .env("KUBECONFIG", &stack.env.kubeconfig)
+                .stdin(std::process::Stdio::null())
+                .stdout(file.try_clone()?)
+                .stderr(file)
+                .kill_on_drop(true)
+                .spawn()
+                .context("starting kubectl logs -f")?;
+            children.push(child);
+        }
+        Ok(FollowedLogs(children))
+    }
+
+    /// Waits until every followed log has ended (its pod's containers exited).
+    async fn finish(self) -> Result<()> {
+        for mut child in self.0 {
+            tokio::time::timeout(LOGS_END, child.wait())
+                .await
+                .context("a followed pod still logs")??;
+        }
+        Ok(())
+    }
 }
 
 /// Steady traffic through the proxy's Service: `short` loops of plain
@@ -337,8 +370,8 @@ async fn release_values(stack: &Stack) -> Result<String> {
 }
 
 /// `helm upgrade --install --wait` of the chart with the release's values
-/// (and `extra` --set flags).
-async fn helm_install(stack: &Stack, values: &str, extra: &[&str]) -> Result<()> {
+/// (and `strings`, each a `--set-string` flag).
+async fn helm_install(stack: &Stack, values: &str, strings: &[&str]) -> Result<()> {
     let file = stack.env.dir.join("e2e").join("release-values.yaml");
     std::fs::write(&file, values)?;
     let chart = strake_e2e::env::repo_root().join("charts/strake");
@@ -356,8 +389,8 @@ async fn helm_install(stack: &Stack, values: &str, extra: &[&str]) -> Result<()>
         "-f",
         &file,
     ];
-    for set in extra {
-        args.extend(["--set", set]);
+    for set in strings {
+        args.extend(["--set-string", set]);
     }
     let out = stack.helm(&args).await?;
     ensure!(out.ok, "helm upgrade --install: {}", out.stderr);
@@ -373,9 +406,14 @@ async fn helm_install_serves_the_whole_story_through_the_service() -> Result<()>
     // From scratch: the release up.sh installed is removed and installed
     // again, as the chart README's install section does it.
     let values = release_values(&stack).await?;
-    for pod in pods(&stack).list(&ListParams::default()).await?.items {
-        keep_logs(&stack, &name(&pod)).await?;
-    }
+    let going: Vec<String> = pods(&stack)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(name)
+        .collect();
+    let logs = FollowedLogs::start(&stack, going.iter().map(String::as_str))?;
     let out = stack
         .helm(&[
             "uninstall",
@@ -386,6 +424,7 @@ async fn helm_install_serves_the_whole_story_through_the_service() -> Result<()>
         ])
         .await?;
     ensure!(out.ok, "helm uninstall: {}", out.stderr);
+    logs.finish().await?;
     let began = Instant::now();
     let out = stack
         .helm(&[
@@ -632,7 +671,7 @@ async fn deleting_the_leader_pod_hands_over_and_a_revocation_lands() -> Result<(
     let (ns, tokens, marker) = working_tokens(&stack, "node-failover", &["gone"]).await?;
     let gone = &tokens[0];
     let leader = lease_holder(&stack).await?.context("nobody leads")?;
-    keep_logs(&stack, &leader).await?;
+    let logs = FollowedLogs::start(&stack, [leader.as_str()])?;
 
     // The leader pod goes (SIGTERM, as in a drain or rollout) and the
     // revocation is made at the same moment.
@@ -666,6 +705,7 @@ async fn deleting_the_leader_pod_hands_over_and_a_revocation_lands() -> Result<(
         handover.as_millis(),
         revoked.as_millis()
     );
+    logs.finish().await?;
     wait_pods(&stack, "operator", 2).await?;
     Ok(())
 }
@@ -682,9 +722,8 @@ async fn a_rollout_and_a_deleted_proxy_pod_fail_no_request() -> Result<()> {
     let values = release_values(&stack).await?;
 
     // helm upgrade that changes the pod template: every proxy pod is replaced.
-    for pod in &before {
-        keep_logs(&stack, &name(pod)).await?;
-    }
+    let going: Vec<String> = before.iter().map(name).collect();
+    let logs = FollowedLogs::start(&stack, going.iter().map(String::as_str))?;
     let load = Load::new();
     let stamp = format!(
         "proxy.podAnnotations.strake\\.sh/rollout={}",
@@ -705,10 +744,11 @@ async fn a_rollout_and_a_deleted_proxy_pod_fail_no_request() -> Result<()> {
     })
     .await?;
     load.report("node: helm upgrade rolling the proxy")?;
+    logs.finish().await?;
 
     // kubectl delete pod of one replica.
     let victim = name(&wait_pods(&stack, "proxy", 2).await?[0]);
-    keep_logs(&stack, &victim).await?;
+    let logs = FollowedLogs::start(&stack, [victim.as_str()])?;
     let load = Load::new();
     load.around(&stack, steady, &marker, async {
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -723,7 +763,8 @@ async fn a_rollout_and_a_deleted_proxy_pod_fail_no_request() -> Result<()> {
         Ok(())
     })
     .await?;
-    load.report("node: kubectl delete pod of a proxy replica")
+    load.report("node: kubectl delete pod of a proxy replica")?;
+    logs.finish().await
 }
 
 #[tokio::test]
