@@ -35,8 +35,7 @@ fi
 [[ -n "${1:-}" ]] || die "usage: build.sh [--check] OUT"
 mkdir -p "$1"
 out="$(cd "$1" && pwd)"
-SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%ct 2>/dev/null || echo 0)}"
-export SOURCE_DATE_EPOCH
+epoch="${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%ct 2>/dev/null || echo 0)}"
 
 # The toolchain of the official rust:alpine image in the Dockerfiles targets
 # musl natively; here the same target comes from rustup and ring's C from
@@ -45,7 +44,10 @@ export SOURCE_DATE_EPOCH
 build_binaries() {
 	local cargo_home="${CARGO_HOME:-$HOME/.cargo}"
 	log "cargo build --release --target $target (${names[*]})"
-	CC_x86_64_unknown_linux_musl="${CC_x86_64_unknown_linux_musl:-musl-gcc}" \
+	# Without SOURCE_DATE_EPOCH: ring's build script (through cc) reruns
+	# when it changes, and with it every crate above ring, on every commit.
+	env -u SOURCE_DATE_EPOCH \
+		CC_x86_64_unknown_linux_musl="${CC_x86_64_unknown_linux_musl:-musl-gcc}" \
 		RUSTFLAGS="--remap-path-prefix=$root=/src --remap-path-prefix=$cargo_home=/usr/local/cargo" \
 		cargo build -q --release --locked --target "$target" \
 		--manifest-path "$root/Cargo.toml" -p strake-operator -p strake-proxy
@@ -83,13 +85,13 @@ for name in "${names[@]}"; do
 	if readelf -d "$binary" 2>/dev/null | grep -q NEEDED; then
 		die "$binary links shared libraries; the image has none"
 	fi
-	read -r ref digest < <("$here/oci.sh" "$name" "$binary" "$user" "$out/$name.oci.tar")
+	read -r ref digest < <(SOURCE_DATE_EPOCH="$epoch" "$here/oci.sh" "$name" "$binary" "$user" "$out/$name.oci.tar")
 	if ((check)); then
 		dockerfile_matches "$name"
 		# The same contents from a copy with another mtime, under another umask.
 		cp "$binary" "$work/$name"
 		touch -d '2001-02-03 04:05:06' "$work/$name"
-		read -r _ again < <(umask 077 && "$here/oci.sh" "$name" "$work/$name" "$user" "$work/$name.oci.tar")
+		read -r _ again < <(umask 077 && SOURCE_DATE_EPOCH="$epoch" "$here/oci.sh" "$name" "$work/$name" "$user" "$work/$name.oci.tar")
 		[[ "$again" == "$digest" ]] || die "$name is not reproducible: $digest, then $again"
 		log "$name: $digest twice; its Dockerfile describes the same image"
 	fi
