@@ -2,8 +2,8 @@
 # Installs what the tests and the demo need on a fresh Debian machine, and
 # nothing when it is all there already: Debian packages (Lua for the Argo CD
 # health check test, nginx and wrk for the benchmarks; containerd, runc, the
-# CNI plugins, iptables and nftables for the node; jq and musl-gcc for the
-# images), Rust's musl target, and a Python virtualenv with the official
+# CNI plugins, iptables, nftables, iproute2 and procps for the node; jq,
+# musl-gcc and readelf for the images), Rust's musl target, and a Python virtualenv with the official
 # SDKs, keyed by the requirements file so it is rebuilt only when that
 # changes. None of the packages starts a daemon here (no init system); the
 # node starts its own containerd.
@@ -26,6 +26,9 @@ command -v runc >/dev/null || [[ -x /usr/sbin/runc ]] || need+=(runc)
 [[ -x /usr/lib/cni/bridge ]] || need+=(containernetworking-plugins)
 command -v iptables >/dev/null || [[ -x /usr/sbin/iptables ]] || need+=(iptables)
 command -v nft >/dev/null || [[ -x /usr/sbin/nft ]] || need+=(nftables)
+command -v ip >/dev/null || [[ -x /usr/sbin/ip ]] || need+=(iproute2)
+command -v sysctl >/dev/null || [[ -x /usr/sbin/sysctl ]] || need+=(procps)
+command -v readelf >/dev/null || need+=(binutils)
 if ((${#need[@]})); then
   echo "deps: installing ${need[*]}" >&2
   sudo=""

@@ -77,6 +77,9 @@ struct Serve {
     /// How long in-flight requests and streams may finish after SIGTERM/SIGINT
     #[arg(long, env = "STRAKE_SHUTDOWN_GRACE", default_value = "30s", value_parser = strake_crds::duration::parse)]
     shutdown_grace: Duration,
+    /// The first part of the grace in which keep-alive HTTP/1 connections stay open and every response says Connection: close, so clients leave on their next response instead of racing the close of an idle connection
+    #[arg(long, env = "STRAKE_DRAIN_WINDOW", default_value = "5s", value_parser = strake_crds::duration::parse)]
+    drain_window: Duration,
     /// Price rows (a YAML list, the shape of crds/data/prices.yaml) added to or replacing the built-in table; read at startup. File mode applies the config's `prices:` on top
     #[arg(long, env = "STRAKE_PRICES", value_name = "FILE")]
     prices: Option<PathBuf>,
@@ -152,6 +155,7 @@ fn main() -> ExitCode {
             body_timeout: serve.body_timeout,
             upstream_idle_timeout: serve.upstream_idle_timeout,
             shutdown_grace: serve.shutdown_grace,
+            drain_window: serve.drain_window,
             pricing: !serve.no_pricing,
         },
         ..Options::default()

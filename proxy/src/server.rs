@@ -50,6 +50,11 @@ pub struct Settings {
     /// How long in-flight requests and streams may run after a shutdown
     /// signal.
     pub shutdown_grace: Duration,
+    /// The first part of the grace during which HTTP/1 keep-alive
+    /// connections stay open and each response asks its client to close:
+    /// a client learns it on its next response instead of racing the close
+    /// of an idle connection it is about to reuse.
+    pub drain_window: Duration,
     /// Price each forwarded request (spend and unpriced series, the
     /// token's exact spend). Off only to measure what pricing costs.
     pub pricing: bool,
@@ -66,6 +71,7 @@ impl Default for Settings {
             body_timeout: Duration::from_secs(60),
             upstream_idle_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
+            drain_window: Duration::from_secs(5),
             pricing: true,
         }
     }
@@ -253,7 +259,18 @@ impl Proxy {
                         if !seen.load(Ordering::Relaxed) {
                             seen.store(true, Ordering::Relaxed);
                         }
-                        pipeline::handle(shared.clone(), req)
+                        let shared = shared.clone();
+                        async move {
+                            let version = req.version();
+                            let mut response = pipeline::handle(shared.clone(), req).await?;
+                            if asks_to_close(version, shared.draining.load(Ordering::Acquire)) {
+                                response.headers_mut().insert(
+                                    http::header::CONNECTION,
+                                    http::HeaderValue::from_static("close"),
+                                );
+                            }
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
                     });
                     let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                     let conn = graceful.watch(conn);
@@ -293,7 +310,12 @@ impl Proxy {
             "shutting down: draining in-flight requests"
         );
         let grace = self.shared.settings.shutdown_grace;
-        if tokio::time::timeout(grace, graceful.shutdown())
+        let began = Instant::now();
+        let window = self.shared.settings.drain_window.min(grace);
+        while graceful.count() > 0 && began.elapsed() < window {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        if tokio::time::timeout(grace.saturating_sub(began.elapsed()), graceful.shutdown())
             .await
             .is_err()
         {
@@ -344,6 +366,16 @@ pub const ACCEPT_WARNING_INTERVAL: Duration = Duration::from_secs(10);
 /// The pause after a failed accept (out of file descriptors, most likely),
 /// so that the loop does not spin while the condition lasts.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(50);
+
+/// How often the drain window looks whether any connection is left.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+
+/// Whether a response asks its client to close the connection: while
+/// draining, on HTTP/1 (HTTP/2 clients get a GOAWAY instead, which names
+/// the last stream served, so nothing races).
+fn asks_to_close(version: http::Version, draining: bool) -> bool {
+    draining && version < http::Version::HTTP_2
+}
 
 /// One open client connection: its slot under `--max-connections` and its
 /// share of `strake_client_connections`, both given back on drop.
@@ -423,5 +455,16 @@ mod tests {
         assert_eq!(w.admit(t0 + Duration::from_secs(10)), Some(199));
         assert_eq!(w.admit(t0 + Duration::from_secs(11)), None);
         assert_eq!(w.admit(t0 + Duration::from_secs(30)), Some(1));
+    }
+
+    #[test]
+    fn only_a_draining_http1_response_asks_its_client_to_close() {
+        use http::Version;
+        for version in [Version::HTTP_10, Version::HTTP_11] {
+            assert!(asks_to_close(version, true), "{version:?}");
+            assert!(!asks_to_close(version, false), "{version:?}");
+        }
+        assert!(!asks_to_close(Version::HTTP_2, true));
+        assert!(!asks_to_close(Version::HTTP_2, false));
     }
 }

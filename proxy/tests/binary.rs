@@ -1,5 +1,5 @@
 //! The `strake-proxy` binary: `mint`, startup errors, graceful shutdown on
-//! SIGTERM with a stream in flight, and logs that never hold a key or token.
+//! SIGTERM with a stream in flight or an idle keep-alive connection, and logs that never hold a key or token.
 
 mod common;
 
@@ -255,6 +255,70 @@ async fn sigterm_lets_an_in_flight_stream_finish() {
         logs.contains("\"output_tokens\":10") && logs.contains("\"complete\":true"),
         "{logs}"
     );
+    mock.shutdown().await;
+}
+
+/// A rolling update's race: the client reuses an idle keep-alive connection
+/// just as the proxy shuts down. In the drain window the connection stays
+/// open and the response tells the client to close it.
+#[tokio::test]
+async fn sigterm_answers_on_an_idle_keep_alive_connection_and_asks_it_to_close() {
+    let mock = mock().await;
+    let t = TestToken::new("alice", &["openai"], "");
+    let mut p = Proc::start(
+        &config_yaml(&mock.url(), &[&t]),
+        &["--shutdown-grace", "10s", "--drain-window", "3s"],
+    );
+    let stream = tokio::net::TcpStream::connect(p.listen).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let bearer = t.bearer();
+    // Origin-form, as a client sends it on its own connection.
+    let chat = || {
+        let body =
+            serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]});
+        http::Request::post("/v1/chat/completions")
+            .header("host", p.listen.to_string())
+            .header("content-type", "application/json")
+            .header("authorization", &bearer)
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap()
+    };
+    let first = sender.send_request(chat()).await.unwrap();
+    assert_eq!(first.status(), 200);
+    assert!(first.headers().get("connection").is_none());
+    first.into_body().collect().await.unwrap();
+
+    p.signal("-TERM");
+    let addr = p.listen;
+    let refused = async {
+        for _ in 0..50 {
+            if tokio::net::TcpStream::connect(addr).await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    };
+    assert!(refused.await, "still accepting after SIGTERM");
+
+    sender
+        .ready()
+        .await
+        .expect("the idle connection stays open while draining");
+    let second = sender
+        .send_request(chat())
+        .await
+        .expect("a request on the idle connection is answered while draining");
+    assert_eq!(second.status(), 200);
+    assert_eq!(second.headers()["connection"], "close");
+    second.into_body().collect().await.unwrap();
+    conn.await.unwrap().unwrap();
+    let status = p.wait(Duration::from_secs(5));
+    assert!(status.success(), "{status:?}: {}", p.logs());
     mock.shutdown().await;
 }
 
