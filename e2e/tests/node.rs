@@ -21,7 +21,7 @@ use kube::api::ListParams;
 use serde_json::json;
 use strake_e2e::stack::{RECONCILE, assert_upstream_saw};
 use strake_e2e::{Issued, Stack, eventually};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, MutexGuard};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
@@ -31,12 +31,13 @@ const PROXY_PORT: u16 = 8080;
 /// How long the cluster gets to replace, schedule and start a pod.
 const POD_START: Duration = Duration::from_secs(120);
 
-/// The stack, if it has a node; `None` (and the test passes as skipped)
-/// for the process-only stack.
-async fn node_stack() -> Result<Option<Stack>> {
+/// The stack, if it has a node, with this binary's lock held for the whole
+/// test; `None` (and the test passes as skipped) for the process-only stack.
+async fn node_stack() -> Result<Option<(MutexGuard<'static, ()>, Stack)>> {
+    let serial = ONE_AT_A_TIME.lock().await;
     let stack = Stack::connect().await?;
     if std::fs::read_to_string(stack.env.dir.join("env"))?.contains("STRAKE_NODE=1") {
-        Ok(Some(stack))
+        Ok(Some((serial, stack)))
     } else {
         println!("skipped: the stack has no node (make dev-up NODE=1)");
         Ok(None)
@@ -369,17 +370,16 @@ async fn release_values(stack: &Stack) -> Result<String> {
     Ok(out.stdout)
 }
 
-/// `helm upgrade --install --wait` of the chart with the release's values
-/// (and `strings`, each a `--set-string` flag).
-async fn helm_install(stack: &Stack, values: &str, strings: &[&str]) -> Result<()> {
+/// `helm VERB... --wait` (`install`, or `upgrade --install`) of the chart
+/// with the release's values (and `strings`, each a `--set-string` flag).
+async fn helm_release(stack: &Stack, verb: &[&str], values: &str, strings: &[&str]) -> Result<()> {
     let file = stack.env.dir.join("e2e").join("release-values.yaml");
     std::fs::write(&file, values)?;
     let chart = strake_e2e::env::repo_root().join("charts/strake");
     let (chart, file) = (chart.display().to_string(), file.display().to_string());
-    let mut args = vec![
-        "upgrade",
-        "--install",
-        &stack.env.release,
+    let mut args = verb.to_vec();
+    args.extend([
+        stack.env.release.as_str(),
         &chart,
         "-n",
         &stack.env.namespace,
@@ -388,19 +388,18 @@ async fn helm_install(stack: &Stack, values: &str, strings: &[&str]) -> Result<(
         "5m",
         "-f",
         &file,
-    ];
+    ]);
     for set in strings {
         args.extend(["--set-string", set]);
     }
     let out = stack.helm(&args).await?;
-    ensure!(out.ok, "helm upgrade --install: {}", out.stderr);
+    ensure!(out.ok, "helm {}: {}", verb.join(" "), out.stderr);
     Ok(())
 }
 
 #[tokio::test]
 async fn helm_install_serves_the_whole_story_through_the_service() -> Result<()> {
-    let _serial = ONE_AT_A_TIME.lock().await;
-    let Some(stack) = node_stack().await? else {
+    let Some((_serial, stack)) = node_stack().await? else {
         return Ok(());
     };
     // From scratch: the release up.sh installed is removed and installed
@@ -426,28 +425,7 @@ async fn helm_install_serves_the_whole_story_through_the_service() -> Result<()>
     ensure!(out.ok, "helm uninstall: {}", out.stderr);
     logs.finish().await?;
     let began = Instant::now();
-    let out = stack
-        .helm(&[
-            "install",
-            &stack.env.release,
-            &strake_e2e::env::repo_root()
-                .join("charts/strake")
-                .display()
-                .to_string(),
-            "-n",
-            &stack.env.namespace,
-            "--wait",
-            "--timeout",
-            "5m",
-            "-f",
-            &{
-                let file = stack.env.dir.join("e2e").join("release-values.yaml");
-                std::fs::write(&file, &values)?;
-                file.display().to_string()
-            },
-        ])
-        .await?;
-    ensure!(out.ok, "helm install --wait: {}", out.stderr);
+    helm_release(&stack, &["install"], &values, &[]).await?;
     println!(
         "node: helm install --wait took {} ms",
         began.elapsed().as_millis()
@@ -544,8 +522,7 @@ async fn helm_install_serves_the_whole_story_through_the_service() -> Result<()>
 
 #[tokio::test]
 async fn the_runtime_enforces_the_pods_security_context() -> Result<()> {
-    let _serial = ONE_AT_A_TIME.lock().await;
-    let Some(stack) = node_stack().await? else {
+    let Some((_serial, stack)) = node_stack().await? else {
         return Ok(());
     };
     let sock = stack
@@ -663,8 +640,7 @@ async fn the_runtime_enforces_the_pods_security_context() -> Result<()> {
 
 #[tokio::test]
 async fn deleting_the_leader_pod_hands_over_and_a_revocation_lands() -> Result<()> {
-    let _serial = ONE_AT_A_TIME.lock().await;
-    let Some(stack) = node_stack().await? else {
+    let Some((_serial, stack)) = node_stack().await? else {
         return Ok(());
     };
     wait_pods(&stack, "operator", 2).await?;
@@ -712,8 +688,7 @@ async fn deleting_the_leader_pod_hands_over_and_a_revocation_lands() -> Result<(
 
 #[tokio::test]
 async fn a_rollout_and_a_deleted_proxy_pod_fail_no_request() -> Result<()> {
-    let _serial = ONE_AT_A_TIME.lock().await;
-    let Some(stack) = node_stack().await? else {
+    let Some((_serial, stack)) = node_stack().await? else {
         return Ok(());
     };
     let before = wait_pods(&stack, "proxy", 2).await?;
@@ -731,7 +706,7 @@ async fn a_rollout_and_a_deleted_proxy_pod_fail_no_request() -> Result<()> {
     );
     load.around(&stack, steady, &marker, async {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        helm_install(&stack, &values, &[&stamp]).await?;
+        helm_release(&stack, &["upgrade", "--install"], &values, &[&stamp]).await?;
         let after = wait_pods(&stack, "proxy", 2).await?;
         ensure!(
             after
@@ -769,8 +744,7 @@ async fn a_rollout_and_a_deleted_proxy_pod_fail_no_request() -> Result<()> {
 
 #[tokio::test]
 async fn a_30s_apiserver_outage_fails_no_request_and_restarts_no_pod() -> Result<()> {
-    let _serial = ONE_AT_A_TIME.lock().await;
-    let Some(stack) = node_stack().await? else {
+    let Some((_serial, stack)) = node_stack().await? else {
         return Ok(());
     };
     let operators = wait_pods(&stack, "operator", 2).await?;

@@ -153,6 +153,17 @@ fn post(
     b.body(Full::new(Bytes::from(body.to_string()))).unwrap()
 }
 
+/// New connections are refused once the listener is closed.
+async fn refused_within_a_second(addr: SocketAddr) -> bool {
+    for _ in 0..50 {
+        if tokio::net::TcpStream::connect(addr).await.is_err() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
 #[test]
 fn mint_prints_a_valid_token_and_its_hash() {
     let out = Command::new(BIN).args(["mint", "--json"]).output().unwrap();
@@ -223,18 +234,10 @@ async fn sigterm_lets_an_in_flight_stream_finish() {
     assert!(first.starts_with(b"data:"));
 
     p.signal("-TERM");
-    // New connections are refused once the listener is closed.
-    let addr = p.listen;
-    let refused = async {
-        for _ in 0..50 {
-            if tokio::net::TcpStream::connect(addr).await.is_err() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
-    };
-    assert!(refused.await, "still accepting after SIGTERM");
+    assert!(
+        refused_within_a_second(p.listen).await,
+        "still accepting after SIGTERM"
+    );
 
     let mut rest = Vec::from(&first[..]);
     while let Some(frame) = body.frame().await {
@@ -293,17 +296,10 @@ async fn sigterm_answers_on_an_idle_keep_alive_connection_and_asks_it_to_close()
     first.into_body().collect().await.unwrap();
 
     p.signal("-TERM");
-    let addr = p.listen;
-    let refused = async {
-        for _ in 0..50 {
-            if tokio::net::TcpStream::connect(addr).await.is_err() {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
-    };
-    assert!(refused.await, "still accepting after SIGTERM");
+    assert!(
+        refused_within_a_second(p.listen).await,
+        "still accepting after SIGTERM"
+    );
 
     sender
         .ready()
