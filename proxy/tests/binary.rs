@@ -17,6 +17,9 @@ use hyper_util::rt::TokioExecutor;
 use strake_crds::token::{self, TokenHash};
 
 const BIN: &str = env!("CARGO_BIN_EXE_strake-proxy");
+/// How long a signalled proxy gets to exit: a client's idle pooled
+/// connection holds it for the drain window (5 s by default) first.
+const EXIT: Duration = Duration::from_secs(15);
 
 struct Proc {
     child: Child,
@@ -251,7 +254,7 @@ async fn sigterm_lets_an_in_flight_stream_finish() {
         "the stream was cut: {text}"
     );
     assert_eq!(text.matches("\"content\"").count(), 10 + 1, "{text}");
-    let status = p.wait(Duration::from_secs(5));
+    let status = p.wait(EXIT);
     assert!(status.success(), "{status:?}");
     let logs = p.logs();
     assert!(
@@ -313,7 +316,7 @@ async fn sigterm_answers_on_an_idle_keep_alive_connection_and_asks_it_to_close()
     assert_eq!(second.headers()["connection"], "close");
     second.into_body().collect().await.unwrap();
     conn.await.unwrap().unwrap();
-    let status = p.wait(Duration::from_secs(5));
+    let status = p.wait(EXIT);
     assert!(status.success(), "{status:?}: {}", p.logs());
     mock.shutdown().await;
 }
@@ -342,7 +345,7 @@ async fn the_grace_period_bounds_the_drain() {
     body.frame().await.unwrap().unwrap();
     let start = Instant::now();
     p.signal("-INT");
-    let status = p.wait(Duration::from_secs(5));
+    let status = p.wait(EXIT);
     assert!(status.success(), "{status:?}: {}", p.logs());
     assert!(
         start.elapsed() < Duration::from_secs(3),
@@ -432,7 +435,7 @@ async fn logs_hold_neither_keys_nor_tokens() {
         );
     }
     p.signal("-TERM");
-    p.wait(Duration::from_secs(5));
+    p.wait(EXIT);
     let logs = p.logs();
     assert_eq!(
         logs.lines()
@@ -611,7 +614,7 @@ async fn client_chosen_values_are_capped_in_access_lines() {
         resp.into_body().collect().await.unwrap();
     }
     p.signal("-TERM");
-    p.wait(Duration::from_secs(5));
+    p.wait(EXIT);
     let logs = p.logs();
     let access: Vec<&str> = logs
         .lines()
@@ -767,7 +770,7 @@ async fn cached_and_cache_write_tokens_of_every_provider_are_logged() {
         expected.push((path, input, cached, written));
     }
     p.signal("-TERM");
-    p.wait(Duration::from_secs(5));
+    p.wait(EXIT);
     let logs = p.logs();
     let access: Vec<serde_json::Value> = logs
         .lines()
