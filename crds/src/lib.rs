@@ -5,6 +5,8 @@
 //! - [`token`]: the token format: minting, the offline checksum, SHA-256.
 //! - [`provider`]: what differs between provider APIs (auth header, env keys).
 //! - [`headers`]: the header and credential rules both binaries apply.
+//! - [`budget`]: budget periods in a time zone, and what a period's spend
+//!   means (alert thresholds, exhausted).
 //! - [`pricing`]: the price table (`crds/data/prices.yaml`) and exact spend
 //!   arithmetic, shared by the proxy and the operator.
 //! - [`contract`]: what the operator writes into the proxy's namespace and the
@@ -16,6 +18,7 @@
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
+pub mod budget;
 pub mod contract;
 pub mod duration;
 pub mod headers;

@@ -279,6 +279,56 @@ pub struct TokenLimits {
     pub tokens_per_minute: Option<u32>,
 }
 
+/// A spending cap per calendar period: the shape `spec.budget` will take
+/// on StrakeToken and UpstreamKey (not part of either spec yet: a budget
+/// the proxy does not enforce must not be accepted).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.usd) || has(self.tokens)", "message": "a budget needs usd, tokens or both"}
+]))]
+pub struct Budget {
+    /// The calendar period the budget covers and resets after: day, week
+    /// (from Monday) or month.
+    pub period: BudgetPeriod,
+    /// The IANA time zone the period's calendar is in, e.g. Europe/Paris;
+    /// UTC when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 64),
+        regex(pattern = r"^(UTC|[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2})$")
+    )]
+    pub time_zone: Option<String>,
+    /// Most USD per period, as a decimal string, e.g. "50" or "12.5".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = r"^[0-9]{1,12}(\.[0-9]{1,12})?$"))]
+    pub usd: Option<String>,
+    /// Most input plus output tokens per period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1), extend("format" = "int64"))]
+    pub tokens: Option<u64>,
+    /// Percentages of the budget at which a warning Event is published,
+    /// e.g. [50, 80].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub alert_at: Vec<AlertPercent>,
+}
+
+/// A percentage of a budget, 1 to 100.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(transparent)]
+pub struct AlertPercent(#[schemars(range(min = 1, max = 100), extend("format" = "int32"))] pub u8);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetPeriod {
+    Day,
+    Week,
+    Month,
+}
+
 /// Where a token is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum Phase {
