@@ -67,6 +67,8 @@ e2e: deps build $(if $(filter 1,$(NODE)),images) dev-up
 
 # The chart's pods on a kubelet node: its own stack in target/node, torn
 # down afterwards (the host restored and verified) whether it passed or not.
+# Not yet part of make test: its release build for musl alone takes a warm
+# CI run past its budget (e2e/README.md, "What the node adds to CI").
 .PHONY: e2e-node
 e2e-node: deps build images-check
 	$(MAKE) NODE=1 dev-up
@@ -77,7 +79,7 @@ e2e-run:
 	e2e/run-e2e.sh "$(DEV_DIR)"
 
 .PHONY: test
-test: lint unit sdk e2e e2e-node
+test: lint unit sdk e2e
 
 .PHONY: dev-up
 dev-up: deps build $(if $(filter 1,$(NODE)),images)
