@@ -303,12 +303,7 @@ async fn upstream_failures_are_502_and_504() {
     let mock = mock().await;
     let t = TestToken::new("t", &["openai", "anthropic"], "");
     // An upstream nobody listens on.
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
-    let config =
-        config_yaml(&mock.url(), &[&t]).replacen(&mock.url(), &format!("http://{closed}"), 1);
+    let config = config_yaml_openai_unreachable(&mock.url(), &[&t]);
     let settings = Settings {
         upstream_timeout: Duration::from_millis(300),
         ..Settings::default()

@@ -171,13 +171,8 @@ async fn rate_limits_say_retry_and_when_in_every_style() {
 async fn upstream_failures_may_be_retried_and_upstream_headers_pass_through() {
     let mock = mock().await;
     let t = TestToken::new("t", &["openai", "anthropic"], "");
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
     // openai: nobody listens; anthropic: the mock.
-    let config =
-        config_yaml(&mock.url(), &[&t]).replacen(&mock.url(), &format!("http://{closed}"), 1);
+    let config = config_yaml_openai_unreachable(&mock.url(), &[&t]);
     let h = start_proxy_with(
         &config,
         Settings {

@@ -120,6 +120,16 @@ pub fn config_yaml(mock_url: &str, tokens: &[&TestToken]) -> String {
     s
 }
 
+/// [`config_yaml`] with the first upstream (openai) pointed at a port nobody
+/// listens on; the others still reach the mock.
+pub fn config_yaml_openai_unreachable(mock_url: &str, tokens: &[&TestToken]) -> String {
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    config_yaml(mock_url, tokens).replacen(mock_url, &format!("http://{closed}"), 1)
+}
+
 pub struct Harness {
     pub dir: TempDir,
     pub config: PathBuf,
