@@ -164,6 +164,38 @@ cluster_env() {
 	source "$CLUSTER/cluster.env"
 }
 
+# replica_slice: the two proxy processes as endpoints of the chart's proxy
+# admin Service, ready while they run, as its pods would be in a cluster: the
+# proxies count each other with --replica-service just as they do there (and
+# share each token's rate limits by that count). The API server refuses
+# loopback IPs in an EndpointSlice, so the processes are named by FQDN
+# (*.localhost), a type the API accepts with a deprecation warning. Only the
+# proxies read this slice; the operator is given the admin URLs.
+replica_slice() {
+	local name ready out endpoints=""
+	for name in proxy proxy2; do
+		ready=false
+		pid_of "$name" >/dev/null && ready=true
+		endpoints+="  - addresses: [$name.localhost]
+    conditions: {ready: $ready, serving: $ready}
+"
+	done
+	out="$(kubectl apply --server-side --force-conflicts --field-manager=strake-dev-stack -f - 2>&1 <<YAML
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: $RELEASE-proxy-admin-processes
+  namespace: $NAMESPACE
+  labels:
+    kubernetes.io/service-name: $RELEASE-proxy-admin
+    endpointslice.kubernetes.io/managed-by: dev-stack.strake.sh
+addressType: FQDN
+endpoints:
+$endpoints
+YAML
+)" || die "cannot write the proxies' EndpointSlice: $out"
+}
+
 # --- processes --------------------------------------------------------------
 
 binary() {
@@ -292,7 +324,7 @@ start() {
 		env=(KUBECONFIG="$KUBECONFIGS/$name.kubeconfig")
 		local -a ports
 		read -r -a ports <<<"$(ports_of "$name")"
-		args=(--kube --namespace "$NAMESPACE"
+		args=(--kube --namespace "$NAMESPACE" --replica-service "$RELEASE-proxy-admin"
 			--listen "127.0.0.1:${ports[0]}" --admin "127.0.0.1:${ports[1]}")
 		;;
 	operator)

@@ -16,14 +16,20 @@ start)
 	cluster_env
 	start "$name"
 	wait_ready "$name"
+	replica_slice
 	;;
-stop) stop "$name" ;;
+stop)
+	stop "$name"
+	cluster_env
+	replica_slice
+	;;
 crash) crash "$name" ;;
 restart)
 	cluster_env
 	stop "$name"
 	start "$name"
 	wait_ready "$name"
+	replica_slice
 	;;
 status)
 	if pid_of "$name" >/dev/null && ready "$name"; then

@@ -56,6 +56,7 @@ log "CRDs applied, chart installed in $NAMESPACE"
 
 for name in mock proxy proxy2 operator; do start "$name"; done
 wait_ready mock proxy proxy2 operator
+replica_slice
 
 write_env
 

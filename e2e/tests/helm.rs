@@ -212,6 +212,23 @@ async fn rbac_is_minimal() -> Result<()> {
         (&proxy, "patch", "secrets", ns, false),
         (&proxy, "delete", "secrets", ns, false),
         (&proxy, "get", "configmaps", ns, false),
+        // The replica count that shares each token's rate limits.
+        (&proxy, "watch", "endpointslices.discovery.k8s.io", ns, true),
+        (&proxy, "list", "endpointslices.discovery.k8s.io", "", false),
+        (
+            &proxy,
+            "create",
+            "endpointslices.discovery.k8s.io",
+            ns,
+            false,
+        ),
+        (
+            &proxy,
+            "patch",
+            "endpointslices.discovery.k8s.io",
+            ns,
+            false,
+        ),
         (&proxy, "list", "straketokens.strake.sh", ns, false),
         (&operator, "create", "secrets", "team-x", true),
         (

@@ -45,6 +45,7 @@ pub mod client;
 pub mod config;
 pub mod credential;
 pub mod endpoint;
+pub mod fleet;
 pub mod glob;
 pub mod include_usage;
 pub mod index;
@@ -84,6 +85,17 @@ pub enum ConfigSource {
     Kube { namespace: Option<String> },
 }
 
+/// Where the count of replicas sharing each token's rate limits comes
+/// from (see [`fleet`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Replicas {
+    /// A fixed count; 1 applies every limit whole on this replica.
+    Fixed(u32),
+    /// Kube mode: the serving endpoints of this Service's EndpointSlices
+    /// in the proxy's namespace.
+    Service(String),
+}
+
 /// How to start a proxy.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -100,6 +112,7 @@ pub struct Options {
     /// The price table: the built-in one, with `--prices` rows applied.
     /// File mode applies the file's `prices:` rows on top.
     pub prices: PriceTable,
+    pub replicas: Replicas,
 }
 
 impl Default for Options {
@@ -111,6 +124,7 @@ impl Default for Options {
             settings: Settings::default(),
             reload: ReloadTiming::default(),
             prices: PriceTable::builtin(),
+            replicas: Replicas::Fixed(1),
         }
     }
 }
@@ -125,6 +139,10 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Prices(#[from] PriceError),
+    #[error(
+        "--replica-service counts replicas through the Kubernetes API: it needs kube mode (use --replicas N with a config file)"
+    )]
+    ReplicaServiceNeedsKube,
 }
 
 /// A started proxy.
@@ -142,12 +160,22 @@ pub struct Running {
 /// both listeners and starts serving and watching.
 pub async fn start(options: Options) -> Result<Running, StartError> {
     let proxy = Proxy::new(options.settings.clone());
+    if let Replicas::Fixed(n) = options.replicas {
+        proxy.fleet().set(n);
+        proxy
+            .metrics()
+            .live_replicas
+            .set(i64::from(proxy.fleet().live_replicas()));
+    }
     // Traffic drains first; the admin port (readiness) and the config
     // source stop after it.
     let (shutdown, shutdown_rx) = watch::channel(false);
     let (drained, drained_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let (listen, admin) = match &options.source {
+        ConfigSource::File(_) if matches!(options.replicas, Replicas::Service(_)) => {
+            return Err(StartError::ReplicaServiceNeedsKube);
+        }
         ConfigSource::File(path) => {
             let (config, fingerprint) = source::file::load(path)?;
             let addresses = (config.listen, config.admin);
@@ -194,6 +222,19 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             let namespace = namespace
                 .clone()
                 .unwrap_or_else(|| client.default_namespace().to_owned());
+            if let Replicas::Service(service) = &options.replicas {
+                let (fleet, proxy, client, namespace, service, stop) = (
+                    proxy.fleet().clone(),
+                    proxy.clone(),
+                    client.clone(),
+                    namespace.clone(),
+                    service.clone(),
+                    drained_rx.clone(),
+                );
+                tasks.push(tokio::spawn(async move {
+                    fleet::watch(fleet, proxy.metrics(), client, namespace, service, stop).await
+                }));
+            }
             tasks.push(supervise(
                 proxy.clone(),
                 drained_rx.clone(),

@@ -16,6 +16,11 @@
 //! a token without limits sees the upstream's headers unchanged. A token
 //! whose limit is looser than the account's learns the account's
 //! remaining count, as it would without the proxy.
+//!
+//! With several replicas the token's triple is the fleet's: the token's
+//! limit, and what is left if the other replicas are where this one is
+//! ([`Window`]), so a client behind an even balancer reads the limit it
+//! was given and what it can still send.
 
 use std::time::Duration;
 
@@ -115,6 +120,8 @@ mod tests {
             limit,
             remaining,
             reset: Duration::from_millis(reset_ms),
+            replicas: 1,
+            replica_remaining: remaining,
         })
     }
 

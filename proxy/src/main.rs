@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use strake_crds::token::Token;
-use strake_proxy::{ConfigSource, Options, Settings};
+use strake_proxy::{ConfigSource, Options, Replicas, Settings};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -47,6 +47,18 @@ struct Serve {
     /// Kube mode: the namespace to watch [default: the pod's]
     #[arg(long, env = "STRAKE_NAMESPACE", requires = "kube")]
     namespace: Option<String>,
+    /// Kube mode: count the replicas that share each token's rate limits as the serving endpoints of this Service's EndpointSlices (the chart names its admin Service); each replica admits limit / count
+    #[arg(
+        long,
+        env = "STRAKE_REPLICA_SERVICE",
+        value_name = "SERVICE",
+        requires = "kube",
+        conflicts_with = "replicas"
+    )]
+    replica_service: Option<String>,
+    /// A fixed number of replicas sharing each token's rate limits (outside a cluster); each admits limit / N [default: 1, or --replica-service]
+    #[arg(long, env = "STRAKE_REPLICAS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    replicas: Option<u32>,
     /// Traffic address [default: the file's `listen`, else 127.0.0.1:8080; kube mode 0.0.0.0:8080]
     #[arg(long, env = "STRAKE_LISTEN")]
     listen: Option<SocketAddr>,
@@ -141,9 +153,14 @@ fn main() -> ExitCode {
             }
         },
     };
+    let replicas = match (&serve.replica_service, serve.replicas) {
+        (Some(service), _) => Replicas::Service(service.clone()),
+        (None, n) => Replicas::Fixed(n.unwrap_or(1)),
+    };
     let options = Options {
         source,
         prices,
+        replicas,
         listen: serve.listen,
         admin: serve.admin,
         settings: Settings {
@@ -243,6 +260,24 @@ mod tests {
         assert!(Cli::try_parse_from(["strake-proxy", "--config", "a", "--kube"]).is_err());
         assert!(Cli::try_parse_from(["strake-proxy", "--namespace", "x"]).is_err());
         assert!(Cli::try_parse_from(["strake-proxy", "mint", "--json"]).is_ok());
+        // One source for the replica count; the Service needs the API.
+        assert!(
+            Cli::try_parse_from([
+                "strake-proxy",
+                "--kube",
+                "--replica-service",
+                "s",
+                "--replicas",
+                "2"
+            ])
+            .is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["strake-proxy", "--config", "a", "--replica-service", "s"])
+                .is_err()
+        );
+        assert!(Cli::try_parse_from(["strake-proxy", "--config", "a", "--replicas", "0"]).is_err());
+        assert!(Cli::try_parse_from(["strake-proxy", "--config", "a", "--replicas", "3"]).is_ok());
         assert!(
             Cli::try_parse_from([
                 "strake-proxy",

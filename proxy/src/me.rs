@@ -3,8 +3,9 @@
 //! Answered by the proxy itself, after authentication, from the same
 //! snapshot a request would be decided on: identity, expiry, state, the
 //! upstreams it reaches (by route name and provider), allowed models,
-//! endpoints opened beyond inference, limits and what is left of them on
-//! this replica. Nothing about other tokens, and nothing of the upstreams
+//! endpoints opened beyond inference, limits and what is left of them
+//! (for the whole fleet if the other replicas are where this one is, and
+//! what this replica alone still admits; see [`Window`]). Nothing about other tokens, and nothing of the upstreams
 //! but what a client configures anyway: no base URL, static header, key,
 //! or Secret name.
 
@@ -56,7 +57,13 @@ pub fn render(
     };
     let window = |w: Option<Window>| {
         w.map(|w| {
-            json!({"limit": w.limit, "remaining": w.remaining, "resetSeconds": w.reset.as_secs_f64()})
+            json!({
+                "limit": w.limit,
+                "remaining": w.remaining,
+                "resetSeconds": w.reset.as_secs_f64(),
+                "replicas": w.replicas,
+                "thisReplica": {"remaining": w.replica_remaining},
+            })
         })
     };
     json!({
@@ -135,8 +142,10 @@ mod tests {
         let left = Left {
             requests: Some(Window {
                 limit: 60,
-                remaining: 59,
-                reset: Duration::from_secs(1),
+                remaining: 58,
+                reset: Duration::from_secs(2),
+                replicas: 2,
+                replica_remaining: 29,
             }),
             tokens: None,
         };
@@ -162,7 +171,13 @@ mod tests {
                 "limits": {
                     "requestsPerMinute": 60,
                     "tokensPerMinute": null,
-                    "requests": {"limit": 60, "remaining": 59, "resetSeconds": 1.0},
+                    "requests": {
+                        "limit": 60,
+                        "remaining": 58,
+                        "resetSeconds": 2.0,
+                        "replicas": 2,
+                        "thisReplica": {"remaining": 29},
+                    },
                     "tokens": null,
                 },
             })

@@ -106,6 +106,9 @@ pub struct Metrics {
     pub config_last_reload_successful: Gauge,
     pub config_last_reload_success_timestamp: Gauge,
     pub watch_errors: Counter,
+    /// The replicas sharing each token's rate limits.
+    pub live_replicas: Gauge,
+    pub replica_watch_errors: Counter,
     pub client_connections: Gauge,
     pub client_connections_timed_out: Counter,
     pub client_connection_limit_waits: Counter,
@@ -257,6 +260,19 @@ impl Metrics {
             "Kube mode: failures of the Secret watch (retried with backoff; the last known state keeps serving)",
             watch_errors.clone(),
         );
+        let live_replicas = Gauge::default();
+        live_replicas.set(1);
+        registry.register(
+            "live_replicas",
+            "Proxy replicas sharing each token's rate limits (--replicas, or the serving endpoints of --replica-service); each replica admits limit / this",
+            live_replicas.clone(),
+        );
+        let replica_watch_errors = Counter::default();
+        registry.register(
+            "replica_watch_errors",
+            "Kube mode: failures of the --replica-service EndpointSlice watch (retried with backoff; the last replica count stays in force)",
+            replica_watch_errors.clone(),
+        );
         let client_connections = Gauge::default();
         registry.register(
             "client_connections",
@@ -316,6 +332,8 @@ impl Metrics {
             config_last_reload_successful,
             config_last_reload_success_timestamp,
             watch_errors,
+            live_replicas,
+            replica_watch_errors,
             client_connections,
             client_connections_timed_out,
             client_connection_limit_waits,

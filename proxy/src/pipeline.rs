@@ -130,7 +130,11 @@ fn introspect(ex: &mut Exchange, parts: &Parts) -> Result<Response<Bytes>, Rejec
         })
         .collect();
     let left = token.limits.as_ref().map_or_else(Default::default, |l| {
-        token.state.limiter().left(l, ex.shared.epoch.elapsed())
+        token.state.limiter().left(
+            l,
+            ex.shared.fleet.live_replicas(),
+            ex.shared.epoch.elapsed(),
+        )
     });
     let body = me::render(&token, &upstreams, &left, unix_now().as_millis() as i64);
     let mut response = Response::new(Bytes::from(body.to_string()));
@@ -324,7 +328,7 @@ fn authorize_request(
         token
             .state
             .limiter()
-            .admit(limits, now)
+            .admit(limits, ex.shared.fleet.live_replicas(), now)
             .map_err(Reject::RateLimited)?;
     }
     Ok(match (in_path, in_body) {
@@ -462,10 +466,11 @@ fn respond(mut ex: Exchange, response: Response<Incoming>) -> Response<ProxyBody
     if let Some(token) = &ex.token
         && let Some(limits) = &token.limits
     {
-        let left = token
-            .state
-            .limiter()
-            .left(limits, ex.shared.epoch.elapsed());
+        let left = token.state.limiter().left(
+            limits,
+            ex.shared.fleet.live_replicas(),
+            ex.shared.epoch.elapsed(),
+        );
         let now_ms = unix_now().as_millis() as i64;
         limit_headers::apply(ex.style, &left, now_ms, &mut parts.headers);
     }
@@ -615,10 +620,12 @@ impl Exchange {
                 && usage.total() > 0
             {
                 let now = self.shared.epoch.elapsed();
-                token
-                    .state
-                    .limiter()
-                    .debit_tokens(limits, usage.total(), now);
+                token.state.limiter().debit_tokens(
+                    limits,
+                    self.shared.fleet.live_replicas(),
+                    usage.total(),
+                    now,
+                );
             }
         }
     }

@@ -19,6 +19,7 @@ use crate::client::{self, UpstreamClient};
 use crate::index::{Removed, Snapshot, TokenIndex};
 use strake_crds::pricing::PriceTable;
 
+use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::spend::Prices;
 use crate::{admin, pipeline};
@@ -97,6 +98,8 @@ pub struct Shared {
     pub(crate) epoch: Instant,
     /// Who this process is to a usage collector.
     pub(crate) instance: admin::Instance,
+    /// The replicas sharing each token's rate limits.
+    pub(crate) fleet: Fleet,
 }
 
 /// A proxy instance: its index, client and metrics. Cheap to clone.
@@ -121,6 +124,7 @@ impl Proxy {
                 settings,
                 epoch: Instant::now(),
                 instance: admin::Instance::new(),
+                fleet: Fleet::fixed(1),
             }),
         }
     }
@@ -175,6 +179,12 @@ impl Proxy {
 
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
+    }
+
+    /// The replicas sharing each token's rate limits
+    /// ([`Fleet::live_replicas`]).
+    pub fn fleet(&self) -> &Fleet {
+        &self.shared.fleet
     }
 
     /// Prices requests with `table` from now on.

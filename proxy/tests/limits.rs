@@ -202,3 +202,37 @@ async fn me_shows_a_holder_their_own_token_and_nothing_else() {
     h.proxy.shutdown().await;
     mock.shutdown().await;
 }
+
+#[tokio::test]
+async fn one_of_two_replicas_admits_half_and_shows_the_tokens_limit() {
+    let mock = mock().await;
+    let paced = TestToken::new("paced", &["openai"], "    limits: {requestsPerMinute: 4}\n");
+    let h = start_replica(
+        &config_yaml(&mock.url(), &[&paced]),
+        strake_proxy::Settings::default(),
+        Replicas::Fixed(2),
+    )
+    .await;
+    let auth = paced.bearer();
+    let headers = [("authorization", auth.as_str())];
+    let chat = || h.post_json("/openai/v1/chat/completions", &headers, chat_body("gpt-4o"));
+    let r = chat().await;
+    assert_eq!(r.status, 200);
+    // The token's limit; what is left if the other replica is alike.
+    assert_eq!(header(&r, "x-ratelimit-limit-requests"), "4");
+    assert_eq!(header(&r, "x-ratelimit-remaining-requests"), "2");
+    let v = me(&h, &[("authorization", &auth)]).await.json();
+    assert_eq!(v["limits"]["requests"]["replicas"], 2, "{}", v["limits"]);
+    assert_eq!(v["limits"]["requests"]["thisReplica"]["remaining"], 1);
+    assert_eq!(chat().await.status, 200);
+    // This replica's half is spent; the refusal names the token's limit.
+    let r = chat().await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.text().contains("4 requests per minute"), "{}", r.text());
+    // One request of this replica's 2 a minute refills in 30 s.
+    assert_eq!(header(&r, "retry-after"), "30");
+    let metrics = h.admin("/metrics").await.text();
+    assert!(metrics.contains("strake_live_replicas 2"), "{metrics}");
+    h.proxy.shutdown().await;
+    mock.shutdown().await;
+}

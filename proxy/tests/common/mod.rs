@@ -15,6 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use strake_crds::token::Token;
 use strake_mock_upstream::{Keys, MockConfig, MockUpstream};
+pub use strake_proxy::Replicas;
 use strake_proxy::{ConfigSource, Options, ReloadTiming, Running, Settings};
 
 /// The real key every mock provider expects.
@@ -142,6 +143,11 @@ pub async fn start_proxy(config_text: &str) -> Harness {
 }
 
 pub async fn start_proxy_with(config_text: &str, settings: Settings) -> Harness {
+    start_replica(config_text, settings, Replicas::Fixed(1)).await
+}
+
+/// A proxy that is one of `replicas` sharing each token's rate limits.
+pub async fn start_replica(config_text: &str, settings: Settings, replicas: Replicas) -> Harness {
     let dir = TempDir::new();
     let config = dir.path("strake.yaml");
     std::fs::write(&config, config_text).unwrap();
@@ -150,6 +156,7 @@ pub async fn start_proxy_with(config_text: &str, settings: Settings) -> Harness 
         listen: Some("127.0.0.1:0".parse().unwrap()),
         admin: Some("127.0.0.1:0".parse().unwrap()),
         settings,
+        replicas,
         reload: ReloadTiming {
             poll_interval: Duration::from_millis(100),
             ..ReloadTiming::default()
