@@ -21,8 +21,9 @@ COLORS = {
     "strake": "#1f77b4",
     "strake-nolog": "#9ecae1",
     "litellm": "#d62728",
+    "portkey": "#9467bd",
 }
-ORDER = ["direct", "nginx", "strake", "strake-nolog", "litellm"]
+ORDER = ["direct", "nginx", "strake", "strake-nolog", "litellm", "portkey"]
 
 
 def load(results):

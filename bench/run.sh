@@ -2,7 +2,8 @@
 # bench/run.sh [--short]: Strake's benchmarks, side by side in one run.
 #
 #   overhead     open-loop constant-rate load: direct to the mock, nginx,
-#                strake-proxy (file mode), LiteLLM; added latency over direct
+#                strake-proxy (file mode), LiteLLM, the Portkey gateway;
+#                added latency over direct
 #   saturation   closed-loop maximum throughput of each
 #   streaming    time to first byte and gaps between SSE events
 #   scale        strake-proxy with 10 / 10,000 / 100,000 tokens: startup, RSS, latency
@@ -13,7 +14,7 @@
 #
 # Writes docs/benchmarks.md (full) or target/bench/benchmarks-short.md
 # (--short: CI-sized, a few minutes). Everything it starts listens on
-# 127.0.0.1 ports 19101-19110 and 19116-19118 (bench/profile.sh: 19111-19115) and is stopped
+# 127.0.0.1 ports 19101-19110 and 19116-19119 (bench/profile.sh: 19111-19115) and is stopped
 # on exit. See bench/README.md.
 set -euo pipefail
 
@@ -51,6 +52,7 @@ if [[ $mode == full ]]; then
 	warmup=2 duration=10
 	rates=(20 50 500 2000 5000)
 	litellm_rates=(20 50)
+	portkey_rates=(20 50 500)
 	stream_n=20 stream_c=4 stream_chunks=50 stream_ms=20
 	scale_counts=(10 10000 100000)
 	scale_rate=2000
@@ -62,6 +64,7 @@ else
 	warmup=1 duration=3
 	rates=(20 2000)
 	litellm_rates=(20)
+	portkey_rates=(20)
 	stream_n=8 stream_c=4 stream_chunks=20 stream_ms=20
 	scale_counts=(10 10000)
 	scale_rate=2000
@@ -76,7 +79,7 @@ connections=32
 MOCK_PORT=19101 NGINX_PORT=19102 STRAKE_PORT=19103 STRAKE_ADMIN_PORT=19104
 LITELLM_PORT=19105 SCALE_PORT=19106 SCALE_ADMIN_PORT=19107
 NOLOG_PORT=19108 NOLOG_ADMIN_PORT=19109 NOPRICING_PORT=19110 NOPRICING_ADMIN_PORT=19116
-USAGE_REPORT_PORT=19117 USAGE_OPERATOR_ADMIN_PORT=19118
+USAGE_REPORT_PORT=19117 USAGE_OPERATOR_ADMIN_PORT=19118 PORTKEY_PORT=19119
 
 # Pinning: the server under test gets core 0 to itself; the load generator
 # and the mock upstream share core 1. Every proxy runs one worker (nginx
@@ -203,7 +206,8 @@ skip() {
 
 # The process behind each target, for its CPU and memory.
 declare -A SERVER=([direct]=mock [direct-repeat]=mock [nginx]=nginx [strake]=strake
-	[strake-nolog]=strake-nolog [strake-nopricing]=strake-nopricing [litellm]=litellm)
+	[strake-nolog]=strake-nolog [strake-nopricing]=strake-nopricing [litellm]=litellm
+	[portkey]=portkey)
 
 # --- build ----------------------------------------------------------------------
 
@@ -219,6 +223,12 @@ if venv="$(timeout 1300 bench/venv.sh | tail -n1)" && [[ -x "$venv/bin/litellm" 
 	litellm_ok=1
 else
 	skip litellm overhead "the LiteLLM proxy could not be installed from PyPI here (bench/venv.sh failed)"
+fi
+portkey_ok=0 gateways=""
+if gateways="$(bench/npm.sh | tail -n1)" && [[ -f "$gateways/node_modules/@portkey-ai/gateway/build/start-server.js" ]]; then
+	portkey_ok=1
+else
+	skip portkey overhead "the Portkey gateway could not be installed from npm here (bench/npm.sh failed)"
 fi
 
 # --- the machine ----------------------------------------------------------------
@@ -246,11 +256,12 @@ fi
 log "background CPU before the run: ${background}%"
 
 machine() {
-	local cpu kernel nginx_v rustc_v litellm_v="not installed" commit
+	local cpu kernel nginx_v rustc_v litellm_v="not installed" portkey_v="not installed" commit
 	cpu="$(lscpu | sed -n 's/^Model name: *//p' | head -n1)"
 	kernel="$(uname -sr)"
 	nginx_v="$(nginx -v 2>&1 | sed 's/^nginx version: //')"
 	rustc_v="$(rustc -V)"
+	((portkey_ok)) && portkey_v="$(node -p 'require(process.argv[1]).version' "$gateways/node_modules/@portkey-ai/gateway/package.json") (npm, Node.js $(node --version))"
 	((litellm_ok)) && litellm_v="$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("litellm"))')"
 	commit="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- proxy 2>/dev/null || echo ' (proxy/ modified)')"
 	python3 - "$results/machine.json" <<EOF
@@ -263,6 +274,7 @@ items = [
     ["rustc", "$rustc_v"],
     ["nginx", "$nginx_v (Debian package)"],
     ["LiteLLM", "$litellm_v (PyPI, Python $(python3 -c 'import platform; print(platform.python_version())'))"],
+    ["Portkey gateway", "$portkey_v"],
     ["Strake", "commit $commit, release build"],
     ["pinning", "$layout"],
     ["background load", "${background}% CPU busy with other work just before the run (0-5% is a quiet machine)"],
@@ -287,7 +299,7 @@ stream_body "gpt-4o-mini@chunks=$stream_chunks,interval-ms=$stream_ms" >"$work/c
 stream_body gpt-4o-mini-stream >"$work/conf/stream-litellm.json"
 
 for port in $MOCK_PORT $NGINX_PORT $STRAKE_PORT $STRAKE_ADMIN_PORT $LITELLM_PORT $SCALE_PORT \
-	$SCALE_ADMIN_PORT $NOLOG_PORT $NOLOG_ADMIN_PORT; do
+	$SCALE_ADMIN_PORT $NOLOG_PORT $NOLOG_ADMIN_PORT $PORTKEY_PORT; do
 	port_busy "$port" && die "127.0.0.1:$port is in use; stop whatever listens there first"
 done
 
@@ -417,6 +429,23 @@ EOF
 	}
 fi
 
+if ((portkey_ok)); then
+	# The Portkey gateway per its docs: the provider and a custom host (the
+	# mock) in headers, the real key as the client's bearer. Its open-source
+	# build has no per-identity keys, so, like nginx, it does less than
+	# Strake: no token check and no usage accounting.
+	log "starting the Portkey gateway (core ${SUT_CPU:-any})"
+	start portkey startup "http://127.0.0.1:$PORTKEY_PORT/" \
+		env NODE_ENV=production "${pin_sut[@]}" node \
+		"$gateways/node_modules/@portkey-ai/gateway/build/start-server.js" \
+		--port="$PORTKEY_PORT" --headless || {
+		portkey_ok=0
+		skip portkey overhead "the Portkey gateway installed but did not start (see target/bench/$mode/logs/portkey.log)"
+	}
+fi
+portkey_headers=(--header "x-portkey-provider: openai"
+	--header "x-portkey-custom-host: http://127.0.0.1:$MOCK_PORT/v1")
+
 url_of() {
 	case "$1" in
 	direct | direct-repeat) echo "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" ;;
@@ -425,6 +454,7 @@ url_of() {
 	strake-nolog) echo "http://127.0.0.1:$NOLOG_PORT/v1/chat/completions" ;;
 	strake-nopricing) echo "http://127.0.0.1:$NOPRICING_PORT/v1/chat/completions" ;;
 	litellm) echo "http://127.0.0.1:$LITELLM_PORT/v1/chat/completions" ;;
+	portkey) echo "http://127.0.0.1:$PORTKEY_PORT/v1/chat/completions" ;;
 	esac
 }
 cred_of() {
@@ -433,46 +463,67 @@ cred_of() {
 	nginx) echo "sk-client-credential-nginx-replaces" ;;
 	strake | strake-nolog | strake-nopricing) echo "$strake_token" ;;
 	litellm) echo "$LITELLM_KEY" ;;
+	portkey) echo "$UPSTREAM_KEY" ;;
 	esac
+}
+# extra_of TARGET: the headers a target needs beyond the credential.
+extra_of() {
+	[[ $1 == portkey ]] && printf '%s\n' "${portkey_headers[@]}"
+	return 0
 }
 targets=(direct nginx)
 ((strake_ok)) && targets+=(strake)
 
 # --- 1. overhead ----------------------------------------------------------------
 
-log "overhead: rates ${rates[*]} rps (LiteLLM at ${litellm_rates[*]} only)"
+log "overhead: rates ${rates[*]} rps (LiteLLM at ${litellm_rates[*]}, Portkey at ${portkey_rates[*]} only)"
 for rate in "${rates[@]}"; do
 	these=("${targets[@]}")
 	if ((litellm_ok)) && [[ " ${litellm_rates[*]} " == *" $rate "* ]]; then
 		these+=(litellm)
 	fi
+	if ((portkey_ok)) && [[ " ${portkey_rates[*]} " == *" $rate "* ]]; then
+		these+=(portkey)
+	fi
 	((nolog_ok && aa)) && these+=(strake-nolog)
 	((nopricing_ok)) && these+=(strake-nopricing)
 	((aa)) && these+=(direct-repeat)
 	for t in "${these[@]}"; do
-		load "$t" overhead "$rate" "$(url_of "$t")" --bearer "$(cred_of "$t")"
+		mapfile -t extra < <(extra_of "$t")
+		load "$t" overhead "$rate" "$(url_of "$t")" --bearer "$(cred_of "$t")" "${extra[@]}"
 	done
 done
 
 log "saturation: closed loop, $connections connections"
 sat_targets=("${targets[@]}")
 ((litellm_ok)) && sat_targets+=(litellm)
+((portkey_ok)) && sat_targets+=(portkey)
 for t in "${sat_targets[@]}" $( ((nolog_ok)) && echo strake-nolog); do
-	load "$t" saturation 0 "$(url_of "$t")" --bearer "$(cred_of "$t")"
+	mapfile -t extra < <(extra_of "$t")
+	load "$t" saturation 0 "$(url_of "$t")" --bearer "$(cred_of "$t")" "${extra[@]}"
 done
 
 # --- 2. streaming ---------------------------------------------------------------
 
 log "streaming: $stream_n streams of $stream_chunks chunks every $stream_ms ms"
 for t in "${sat_targets[@]}"; do
+	if [[ $t == portkey ]]; then
+		# Seen with 1.15.2 on Node.js 20: every streamed chat completion is
+		# a 500 ("TypeError: immutable" in its updateHeaders), the fault its
+		# issues #1389 and #1550 describe.
+		skip portkey streaming "Portkey 1.15.2 answers every streamed request with a 500 on Node.js here (TypeError: immutable; Portkey issues #1389, #1550)"
+		continue
+	fi
+	mapfile -t extra < <(extra_of "$t")
 	timeout 300 "${pin_load[@]}" "$bin/strake-bench" stream --target "$t" --experiment streaming \
 		--out "$results/stream-$t.json" --url "$(url_of "$t")" \
 		--body "$work/conf/stream$([[ $t == litellm ]] && echo -litellm).json" \
-		--bearer "$(cred_of "$t")" --streams "$stream_n" --concurrency "$stream_c" ||
+		--bearer "$(cred_of "$t")" "${extra[@]}" --streams "$stream_n" --concurrency "$stream_c" ||
 		log "stream $t failed"
 done
 
 stop litellm
+stop portkey
 stop nginx
 stop strake-nolog
 stop strake-nopricing

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a fresh Debian machine, and
 # nothing when it is all there already: Debian packages (Lua for the Argo CD
-# health check test, nginx and wrk for the benchmarks; containerd, runc, the
+# health check test, nginx, wrk and npm (the Node.js gateways) for the benchmarks; containerd, runc, the
 # CNI plugins, iptables, nftables, iproute2 and procps for the node; jq,
 # musl-gcc and readelf for the images), Rust's musl target, and a Python virtualenv with the official
 # SDKs, keyed by the requirements file so it is rebuilt only when that
@@ -29,6 +29,7 @@ command -v nft >/dev/null || [[ -x /usr/sbin/nft ]] || need+=(nftables)
 command -v ip >/dev/null || [[ -x /usr/sbin/ip ]] || need+=(iproute2)
 command -v sysctl >/dev/null || [[ -x /usr/sbin/sysctl ]] || need+=(procps)
 command -v readelf >/dev/null || need+=(binutils)
+command -v npm >/dev/null || need+=(npm)
 if ((${#need[@]})); then
   echo "deps: installing ${need[*]}" >&2
   sudo=""

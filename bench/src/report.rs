@@ -33,14 +33,18 @@ pub struct Args {
 /// The ways a request reaches the mock, in report order. `strake-nolog` is
 /// strake-proxy with its access log filtered out, as nginx runs here;
 /// `strake-nopricing` is strake-proxy with `--no-pricing`.
-const TARGETS: [&str; 6] = [
+const TARGETS: [&str; 7] = [
     "direct",
     "nginx",
     "strake",
     "strake-nolog",
     "strake-nopricing",
     "litellm",
+    "portkey",
 ];
+
+/// The LLM gateways a user would pick instead of Strake: (target, name).
+const GATEWAY_PEERS: [(&str, &str); 2] = [("litellm", "LiteLLM"), ("portkey", "Portkey")];
 
 /// The issue's bound on what pricing may add to the request path.
 const PRICING_OVERHEAD: f64 = 0.05;
@@ -479,6 +483,9 @@ fn targets(w: &mut String, r: &Results) {
         }
         _ => {}
     }
+    for (t, name) in GATEWAY_PEERS {
+        ahead_of_peer(w, r, &rates, t, name);
+    }
     if let Some((base, s)) = stream_pair(r, "strake") {
         let a50 = s.ttfb.p50_us - base.ttfb.p50_us;
         let a99 = s.ttfb.p99_us - base.ttfb.p99_us;
@@ -621,6 +628,88 @@ fn targets(w: &mut String, r: &Results) {
     let _ = writeln!(w);
 }
 
+/// The issue's target against an LLM gateway peer: Strake ahead on added
+/// latency (p50 and p99 at every rate both were measured at, below Strake's
+/// saturation), on closed-loop throughput and on memory (RSS under that load).
+fn ahead_of_peer(w: &mut String, r: &Results, rates: &[f64], target: &str, name: &str) {
+    let mut misses = Vec::new();
+    let mut shared = Vec::new();
+    for &rate in rates {
+        let (Some(s), Some(p)) = (
+            added(r, "overhead", "strake", rate),
+            added(r, "overhead", target, rate),
+        ) else {
+            continue;
+        };
+        shared.push(format!("{rate:.0}"));
+        if s.0 > p.0 || s.1 > p.1 {
+            misses.push(format!(
+                "added at {rate:.0} rps: p50 {} vs {}, p99 {} vs {}",
+                us(s.0),
+                us(p.0),
+                us(s.1),
+                us(p.1)
+            ));
+        }
+    }
+    let (s, p) = (r.saturation("strake"), r.saturation(target));
+    let mut parts = Vec::new();
+    if let (Some(s), Some(p)) = (s, p) {
+        parts.push(format!(
+            "throughput {} vs {} rps ({})",
+            rps(s.achieved_rps),
+            rps(p.achieved_rps),
+            ratio(s.achieved_rps, p.achieved_rps)
+        ));
+        if s.achieved_rps < p.achieved_rps {
+            misses.push("throughput".into());
+        }
+        if let (Some(ss), Some(ps)) = (&s.server, &p.server) {
+            parts.push(format!(
+                "RSS {:.0} vs {:.0} MiB",
+                ss.rss_kib as f64 / 1024.0,
+                ps.rss_kib as f64 / 1024.0
+            ));
+            if ss.rss_kib > ps.rss_kib {
+                misses.push("memory".into());
+            }
+        }
+    }
+    if shared.is_empty() && parts.is_empty() {
+        let why = r
+            .skipped
+            .iter()
+            .find(|s| s.meta.target == target && s.meta.experiment == "overhead")
+            .map_or(String::new(), |s| format!(": {}", s.reason));
+        let _ = writeln!(
+            w,
+            "| ahead of {name} | latency, throughput, memory | {name} not measured{why} | not measured |"
+        );
+        return;
+    }
+    let mut measured = format!(
+        "added p50 and p99 at {} rps{}",
+        if shared.is_empty() {
+            "no".into()
+        } else {
+            shared.join(", ")
+        },
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", parts.join("; "))
+        }
+    );
+    if !misses.is_empty() {
+        measured.push_str(&format!("; behind on {}", misses.join(", ")));
+    }
+    let _ = writeln!(
+        w,
+        "| ahead of {name} | latency, throughput, memory | {measured} | {} |",
+        verdict(Some(misses.is_empty()))
+    );
+}
+
 fn sorted(v: &[f64]) -> Vec<f64> {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
@@ -669,29 +758,46 @@ fn overhead(w: &mut String, r: &Results) {
     }
     let _ = writeln!(w);
     // Ratios of added latency.
+    let peers: Vec<(&str, &str)> = GATEWAY_PEERS
+        .into_iter()
+        .filter(|(t, _)| {
+            rates
+                .iter()
+                .any(|&rate| r.load("overhead", t, Some(rate)).is_some())
+        })
+        .collect();
+    let mut head = "| rate (rps) | Strake ÷ nginx p50 | p99 | p99.9 |".to_owned();
+    let mut rule = "| ---: | ---: | ---: | ---: |".to_owned();
+    for (_, name) in &peers {
+        head.push_str(&format!(" {name} ÷ Strake p50 | p99 | p99.9 |"));
+        rule.push_str(" ---: | ---: | ---: |");
+    }
+    let names: Vec<String> = peers.iter().map(|(_, n)| format!("{n} ÷ Strake")).collect();
     let _ = writeln!(
         w,
-        "Added latency as ratios (lower is better for Strake): Strake ÷ nginx, and LiteLLM ÷ Strake.\n\n\
-         | rate (rps) | Strake ÷ nginx p50 | p99 | p99.9 | LiteLLM ÷ Strake p50 | p99 | p99.9 |\n| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        "Added latency as ratios (lower is better for Strake): Strake ÷ nginx{}.\n\n{head}\n{rule}",
+        names.iter().map(|n| format!(", {n}")).collect::<String>()
     );
+    let cell = |a: Option<(f64, f64, f64)>, b: Option<(f64, f64, f64)>, i: usize| match (a, b) {
+        (Some(a), Some(b)) => ratio(pick(a, i), pick(b, i)),
+        _ => "—".into(),
+    };
     for &rate in &rates {
         let s = added(r, "overhead", "strake", rate);
         let n = added(r, "overhead", "nginx", rate);
-        let l = added(r, "overhead", "litellm", rate);
-        let cell = |a: Option<(f64, f64, f64)>, b: Option<(f64, f64, f64)>, i: usize| match (a, b) {
-            (Some(a), Some(b)) => ratio(pick(a, i), pick(b, i)),
-            _ => "—".into(),
-        };
-        let _ = writeln!(
-            w,
-            "| {rate:.0} | {} | {} | {} | {} | {} | {} |",
+        let mut row = format!(
+            "| {rate:.0} | {} | {} | {} |",
             cell(s, n, 0),
             cell(s, n, 1),
-            cell(s, n, 2),
-            cell(l, s, 0),
-            cell(l, s, 1),
-            cell(l, s, 2),
+            cell(s, n, 2)
         );
+        for (t, _) in &peers {
+            let p = added(r, "overhead", t, rate);
+            for i in 0..3 {
+                row.push_str(&format!(" {} |", cell(p, s, i)));
+            }
+        }
+        let _ = writeln!(w, "{row}");
     }
     let _ = writeln!(w);
     pricing(w, r, &rates);
