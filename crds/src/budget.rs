@@ -131,6 +131,22 @@ fn share(used: u64, limit: u64) -> u64 {
     u64::try_from(u128::from(used) * 100 / u128::from(limit)).unwrap_or(u64::MAX)
 }
 
+/// A budget in words, for messages: "monthly budget of $50 and 2000000
+/// tokens".
+pub fn describe(period: BudgetPeriod, usd: Option<Picodollars>, tokens: Option<u64>) -> String {
+    let adjective = match period {
+        BudgetPeriod::Day => "daily",
+        BudgetPeriod::Week => "weekly",
+        BudgetPeriod::Month => "monthly",
+    };
+    let limits: Vec<String> = usd
+        .map(|p| format!("${}", p.to_decimal_string()))
+        .into_iter()
+        .chain(tokens.map(|t| format!("{t} tokens")))
+        .collect();
+    format!("{adjective} budget of {}", limits.join(" and "))
+}
+
 /// The alert thresholds crossed going from `before` to `after` percent.
 pub fn alerts_crossed(budget: &Budget, before: u64, after: u64) -> Vec<u8> {
     let mut crossed: Vec<u8> = budget
@@ -244,5 +260,13 @@ mod tests {
         assert_eq!(alerts_crossed(&b, 10, 85), [50, 80]);
         assert_eq!(alerts_crossed(&b, 50, 79), Vec::<u8>::new());
         assert_eq!(alerts_crossed(&b, 79, 80), [80]);
+        assert_eq!(
+            describe(BudgetPeriod::Month, usd_limit(&b), b.tokens),
+            "monthly budget of $50 and 2000000 tokens"
+        );
+        assert_eq!(
+            describe(BudgetPeriod::Day, None, Some(5)),
+            "daily budget of 5 tokens"
+        );
     }
 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::provider::Provider;
-use crate::resources::{EndpointAllowance, TokenLimits};
+use crate::resources::{BudgetPeriod, EndpointAllowance, TokenLimits};
 use crate::token::TokenHash;
 
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -73,6 +73,11 @@ pub const UPSTREAM_SECRET_TYPE: &str = "strake.sh/upstream";
 pub const RECORD_KEY: &str = "record.json";
 /// Data key of the real provider key in an upstream Secret.
 pub const API_KEY_KEY: &str = "api-key";
+/// Data key of the [`BudgetRecord`] of a budgeted token or upstream. A
+/// separate key, not a record field, so a proxy that predates budgets
+/// (whose records refuse unknown fields) still reads the record; a Secret
+/// without it has no budget.
+pub const BUDGET_KEY: &str = "budget.json";
 
 /// Name of the proxy-namespace Secret for the StrakeToken `namespace/name`.
 pub fn token_secret_name(namespace: &str, name: &str) -> String {
@@ -165,6 +170,52 @@ pub struct UpstreamRecord {
     pub endpoints: Vec<EndpointAllowance>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceRef>,
+}
+
+/// What a replica needs to enforce a budget without asking anyone: the
+/// limits, the period's end, the cluster-wide spend as of the last fold and
+/// the per-replica counters that fold included, so each replica can add
+/// what it has served since.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetRecord {
+    pub period: BudgetPeriod,
+    /// The USD limit, in picodollars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_picodollars: Option<u64>,
+    /// The limit on input plus output tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
+    /// Unix seconds at which the period ends: from then on the spend below
+    /// belongs to a past period.
+    pub resets_at: i64,
+    /// The period's spend over every replica, as of the last fold.
+    pub spent: BudgetSpend,
+    /// The operator found the budget spent.
+    #[serde(default)]
+    pub exhausted: bool,
+    /// Per proxy instance id: its cumulative counters for this resource
+    /// that the spend above includes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cursors: BTreeMap<String, BudgetCursor>,
+    /// How often the operator collects (seconds): when the next fold is due.
+    pub collect_every_secs: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetSpend {
+    pub picodollars: u64,
+    /// Input plus output tokens.
+    pub tokens: u64,
+}
+
+/// One instance's counters (see [`crate::usage::Entry`]) as folded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetCursor {
+    pub series: u64,
+    pub spend: BudgetSpend,
 }
 
 #[cfg(test)]

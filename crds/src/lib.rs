@@ -14,11 +14,13 @@
 //! - [`watch`]: how both binaries retry a failed Kubernetes watch.
 //! - [`usage`]: the usage report each proxy replica serves and the operator
 //!   folds into status.
+//! - [`clock`]: "now", with the test-only offset both binaries can read.
 //! - [`duration`]: the duration syntax of flags and arguments (`30s`, `1h30m`, `7d`).
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
 
 pub mod budget;
+pub mod clock;
 pub mod contract;
 pub mod duration;
 pub mod headers;
@@ -34,9 +36,9 @@ pub mod watch;
 
 pub use provider::Provider;
 pub use resources::{
-    EndpointAllowance, HttpMethod, Phase, StrakeToken, StrakeTokenSpec, StrakeTokenStatus,
-    TokenLimits, TokenUsage, UpstreamKey, UpstreamKeySpec, UpstreamKeyStatus, UsageCursor,
-    UsageTotals,
+    Budget, BudgetAlerts, BudgetPeriod, BudgetStatus, EndpointAllowance, HttpMethod, Phase,
+    StrakeToken, StrakeTokenSpec, StrakeTokenStatus, TokenLimits, TokenUsage, UpstreamKey,
+    UpstreamKeySpec, UpstreamKeyStatus, UsageCursor, UsageTotals,
 };
 
 /// The API group of both resources.

@@ -80,6 +80,11 @@ pub struct UpstreamKeySpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub endpoints: Vec<EndpointAllowance>,
+    /// A cap on everything spent through this key, by every token, per
+    /// calendar period: a team's cap. Once spent, every token using this
+    /// key is refused on it until the period ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
 }
 
 /// A key in a Secret of the resource's own namespace.
@@ -112,6 +117,12 @@ pub struct UpstreamKeyStatus {
     /// Usage through this key by every token, summed over the proxy replicas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<TokenUsage>,
+    /// The spend of `spec.budget`'s current period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetStatus>,
+    /// The budget alerts already published this period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_alerts: Option<BudgetAlerts>,
 }
 
 /// One identity's revocable access to one or more UpstreamKeys.
@@ -169,6 +180,11 @@ pub struct StrakeTokenSpec {
     pub allowed_models: Vec<ModelGlob>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<TokenLimits>,
+    /// A spending cap per calendar period, e.g. {period: month, usd: "50",
+    /// alertAt: [80]}. Once spent, the token is refused until the period
+    /// ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
     /// Endpoints this token may call beyond the provider's inference
     /// endpoints (chat, completions, responses, messages, embeddings, model
     /// lists, ...), which are always open. Example: {methods: [GET, DELETE],
@@ -279,13 +295,13 @@ pub struct TokenLimits {
     pub tokens_per_minute: Option<u32>,
 }
 
-/// A spending cap per calendar period: the shape `spec.budget` will take
-/// on StrakeToken and UpstreamKey (not part of either spec yet: a budget
-/// the proxy does not enforce must not be accepted).
+/// A spending cap per calendar period (`spec.budget` on StrakeToken and
+/// UpstreamKey).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "has(self.usd) || has(self.tokens)", "message": "a budget needs usd, tokens or both"}
+    {"rule": "has(self.usd) || has(self.tokens)", "message": "a budget needs usd, tokens or both"},
+    {"rule": "!has(self.usd) || self.usd.matches('[1-9]')", "message": "budget.usd must be more than 0"}
 ]))]
 pub struct Budget {
     /// The calendar period the budget covers and resets after: day, week
@@ -309,8 +325,9 @@ pub struct Budget {
     pub tokens: Option<u64>,
     /// Percentages of the budget at which a warning Event is published,
     /// e.g. [50, 80].
+    /// Each percentage at most once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 10))]
+    #[schemars(length(max = 10), extend("x-kubernetes-list-type" = "set"))]
     pub alert_at: Vec<AlertPercent>,
 }
 
@@ -342,15 +359,19 @@ pub enum Phase {
     Expired,
     /// The operator could not publish the token; see the Ready condition.
     Failed,
+    /// `spec.budget` (or the budget of an UpstreamKey it uses) is spent for
+    /// this period: refused until the period ends.
+    BudgetExceeded,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 5] = [
+    pub const ALL: [Phase; 6] = [
         Phase::Pending,
         Phase::Active,
         Phase::Suspended,
         Phase::Expired,
         Phase::Failed,
+        Phase::BudgetExceeded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -360,6 +381,7 @@ impl Phase {
             Phase::Suspended => "Suspended",
             Phase::Expired => "Expired",
             Phase::Failed => "Failed",
+            Phase::BudgetExceeded => "BudgetExceeded",
         }
     }
 }
@@ -390,6 +412,51 @@ pub struct StrakeTokenStatus {
     pub last_used_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<TokenUsage>,
+    /// The spend of `spec.budget`'s current period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetStatus>,
+    /// The budget alerts already published this period.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_alerts: Option<BudgetAlerts>,
+}
+
+/// A budget's current period, summed over every proxy replica by the usage
+/// collector (in the same write as `usage`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetStatus {
+    /// The period's name, e.g. 2026-12, 2026-W49, 2026-12-01 (with the
+    /// time zone unless UTC).
+    pub period: String,
+    pub starts_at: Time,
+    /// When the period ends and the budget starts over.
+    pub resets_at: Time,
+    /// USD spent this period, a decimal string.
+    pub spent_usd: String,
+    /// Input plus output tokens this period.
+    #[schemars(extend("format" = "int64"))]
+    pub tokens: u64,
+    /// The larger of the USD and token shares of the budget used, in whole
+    /// percent (may exceed 100).
+    #[schemars(extend("format" = "int64"))]
+    pub percent: u64,
+    /// Spend beyond the limit (requests in flight, and spend other
+    /// replicas had not yet reported), when the budget is spent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overshoot_usd: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "int64"))]
+    pub overshoot_tokens: Option<u64>,
+}
+
+/// The alert thresholds already announced by an Event in one period.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetAlerts {
+    pub period: String,
+    /// Percentages of `spec.budget.alertAt`, and 100 once exhausted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sent: Vec<u8>,
 }
 
 /// Usage the proxy replicas have counted, summed over all of them.
@@ -545,6 +612,32 @@ spec:
             .unwrap();
         assert_eq!(methods.len(), HttpMethod::ALL.len());
         assert!(!methods.contains(&"TRACE".into()));
+        let budget = &spec["properties"]["budget"];
+        assert_eq!(
+            budget["properties"]["period"]["enum"],
+            serde_json::json!(["day", "week", "month"])
+        );
+        assert_eq!(
+            budget["properties"]["alertAt"]["x-kubernetes-list-type"],
+            "set"
+        );
+        assert_eq!(
+            budget["properties"]["alertAt"]["items"]["maximum"].as_f64(),
+            Some(100.0)
+        );
+        let rules: Vec<_> = budget["x-kubernetes-validations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["rule"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                "has(self.usd) || has(self.tokens)",
+                "!has(self.usd) || self.usd.matches('[1-9]')"
+            ]
+        );
 
         let crd = serde_json::to_value(UpstreamKey::crd()).unwrap();
         let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
@@ -561,5 +654,6 @@ spec:
             spec["properties"]["endpoints"]["items"]["required"],
             serde_json::json!(["methods", "path"])
         );
+        assert!(spec["properties"]["budget"]["properties"]["usd"].is_object());
     }
 }

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use serde_json::{Value, json};
 use strake_crds::resources::{HOLDER_TOKEN_KEY, ModelGlob, UpstreamName};
-use strake_crds::{Phase, StrakeToken, StrakeTokenSpec, TokenLimits};
+use strake_crds::{Budget, BudgetPeriod, Phase, StrakeToken, StrakeTokenSpec, TokenLimits};
 
 /// What `issue` asks for.
 #[derive(Clone, Debug, Default)]
@@ -25,6 +25,8 @@ pub struct IssueRequest {
     pub requests_per_minute: Option<u32>,
     pub tokens_per_minute: Option<u32>,
     pub secret_name: Option<String>,
+    /// `--budget`, e.g. `50usd/month` (see [`budget`]).
+    pub budget: Option<String>,
 }
 
 /// The StrakeToken `issue` creates. The API server validates the rest
@@ -53,6 +55,7 @@ pub fn new_token(req: &IssueRequest, now: Timestamp) -> Result<StrakeToken> {
         allowed_models: req.models.iter().cloned().map(ModelGlob).collect(),
         limits,
         endpoints: Vec::new(),
+        budget: req.budget.as_deref().map(budget).transpose()?,
         secret_name: req.secret_name.clone(),
         rotation: 0,
     };
@@ -62,6 +65,49 @@ pub fn new_token(req: &IssueRequest, now: Timestamp) -> Result<StrakeToken> {
         ..ObjectMeta::default()
     };
     Ok(token)
+}
+
+/// `--budget`: limits joined by `+`, each a number and `usd` or `tokens`,
+/// then `/` and the period: `50usd/month`, `2000000tokens/day`,
+/// `12.5usd+1000000tokens/week`. The schema checks the rest at admission.
+pub fn budget(text: &str) -> Result<Budget> {
+    let shape = "write it as 50usd/month, 2000000tokens/day or 50usd+2000000tokens/week";
+    let (limits, period) = text
+        .split_once('/')
+        .with_context(|| format!("--budget {text:?} names no period: {shape}"))?;
+    let period = match period.trim() {
+        "day" => BudgetPeriod::Day,
+        "week" => BudgetPeriod::Week,
+        "month" => BudgetPeriod::Month,
+        other => bail!("--budget period {other:?} is not day, week or month"),
+    };
+    let (mut usd, mut tokens) = (None, None);
+    for limit in limits.split('+').map(str::trim) {
+        if let Some(n) = limit.strip_suffix("usd") {
+            if n.parse::<strake_crds::pricing::Picodollars>().is_err()
+                || !n.contains(|c: char| ('1'..='9').contains(&c))
+            {
+                bail!(
+                    "--budget {limit:?}: the amount must be a positive decimal, e.g. 50usd or 12.5usd"
+                );
+            }
+            usd = Some(n.to_string());
+        } else if let Some(n) = limit.strip_suffix("tokens") {
+            let n: u64 = n.parse().ok().filter(|&n| n > 0).with_context(|| {
+                format!("--budget {limit:?}: the count must be a whole number above 0")
+            })?;
+            tokens = Some(n);
+        } else {
+            bail!("--budget {limit:?} is neither an amount in usd nor a count of tokens: {shape}");
+        }
+    }
+    Ok(Budget {
+        period,
+        time_zone: None,
+        usd,
+        tokens,
+        alert_at: Vec::new(),
+    })
 }
 
 /// `30d`, `12h` (from `now`) or an RFC 3339 instant; never in the past.
@@ -474,6 +520,41 @@ mod tests {
             upstreams: vec!["openai".into(), "anthropic".into()],
             ..IssueRequest::default()
         }
+    }
+
+    #[test]
+    fn budgets_parse_from_the_short_form_and_bad_ones_say_how_to_write_them() {
+        let b = budget("50usd/month").unwrap();
+        assert_eq!(
+            (b.period, b.usd.as_deref(), b.tokens),
+            (BudgetPeriod::Month, Some("50"), None)
+        );
+        let b = budget("12.5usd+2000000tokens/week").unwrap();
+        assert_eq!(
+            (b.period, b.usd.as_deref(), b.tokens),
+            (BudgetPeriod::Week, Some("12.5"), Some(2_000_000))
+        );
+        assert_eq!(budget("100tokens/day").unwrap().tokens, Some(100));
+        for (bad, says) in [
+            ("50usd", "names no period"),
+            ("50usd/year", "not day, week or month"),
+            ("0usd/day", "positive decimal"),
+            ("-3usd/day", "positive decimal"),
+            ("0tokens/day", "above 0"),
+            ("50eur/month", "neither an amount"),
+        ] {
+            let e = budget(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let t = new_token(
+            &IssueRequest {
+                budget: Some("50usd/month".into()),
+                ..request()
+            },
+            now(),
+        )
+        .unwrap();
+        assert_eq!(t.spec.budget.unwrap().usd.as_deref(), Some("50"));
     }
 
     #[test]

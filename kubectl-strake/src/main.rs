@@ -116,6 +116,10 @@ struct IssueArgs {
     /// The holder's Secret (default: NAME-strake).
     #[arg(long)]
     secret_name: Option<String>,
+    /// A spending cap per calendar period (UTC): 50usd/month,
+    /// 2000000tokens/day, or both, 50usd+2000000tokens/week.
+    #[arg(long)]
+    budget: Option<String>,
     #[arg(long, value_enum, default_value = "dotenv")]
     format: EnvFormat,
     /// How long to wait until it is Ready.
@@ -269,6 +273,7 @@ async fn run(cli: Cli) -> Result<()> {
                 requests_per_minute: args.rpm,
                 tokens_per_minute: args.tpm,
                 secret_name: args.secret_name,
+                budget: args.budget,
             };
             let token = core::new_token(&req, Timestamp::now())?;
             kube.tokens()

@@ -104,6 +104,12 @@ pub struct Cli {
     /// in status (a replica that comes back within it is not counted twice).
     #[arg(long, env = "STRAKE_USAGE_CURSOR_RETENTION", default_value = "1h", value_parser = strake_crds::duration::parse)]
     pub usage_cursor_retention: Duration,
+
+    /// Test-only: a file holding seconds to add to the clock for expiry and
+    /// budget decisions, re-read at each one (end-to-end tests roll budget
+    /// periods over with it). Hidden, and not in the chart.
+    #[arg(long, hide = true, value_name = "FILE")]
+    pub dev_clock_offset_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -138,6 +144,8 @@ pub struct Settings {
     pub resync: Duration,
     /// How long before expiry a token warns ([`Cli::expiry_warning`]).
     pub expiry_warning: Duration,
+    /// "Now" for expiry and budget decisions ([`Cli::dev_clock_offset_file`]).
+    pub clock: strake_crds::clock::Clock,
     /// Where UpstreamKeys may send their keys.
     pub allowed_upstream_hosts: AllowedHosts,
     /// The built-in price table with `--prices` applied.
@@ -258,6 +266,7 @@ impl Cli {
             scopes,
             resync: self.resync,
             expiry_warning: self.expiry_warning,
+            clock: strake_crds::clock::Clock::shifted_by(self.dev_clock_offset_file.clone()),
             allowed_upstream_hosts,
             prices,
             usage: UsageSettings {

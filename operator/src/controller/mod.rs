@@ -54,7 +54,7 @@ use crate::admin::Health;
 use crate::cli::{Scope, Settings};
 use crate::core::objects::{self, FIELD_MANAGER};
 use crate::core::token::Notice;
-use crate::core::{retry, upstream};
+use crate::core::{budget, retry, upstream};
 use crate::error::{Error, Result, is_not_found};
 use crate::metrics::Metrics;
 
@@ -388,7 +388,13 @@ fn token_controller(
     .reflect(writer)
     .applied_objects()
     .predicate_filter(
-        predicates::generation.combine(predicates::finalizers),
+        predicates::generation
+            .combine(predicates::finalizers)
+            .combine(|t: &StrakeToken| {
+                Some(budget::trigger_hash(
+                    t.status.as_ref().and_then(|s| s.budget.as_ref()),
+                ))
+            }),
         Default::default(),
     );
     let upstream_changes = relevant_upstream_changes(
@@ -452,7 +458,13 @@ fn upstream_controller(
     .reflect(writer)
     .applied_objects()
     .predicate_filter(
-        predicates::generation.combine(predicates::finalizers),
+        predicates::generation
+            .combine(predicates::finalizers)
+            .combine(|uk: &UpstreamKey| {
+                Some(budget::trigger_hash(
+                    uk.status.as_ref().and_then(|s| s.budget.as_ref()),
+                ))
+            }),
         Default::default(),
     );
     // Metadata only, and only the Secrets that opted in: the operator never

@@ -106,7 +106,7 @@ async fn apply(obj: &StrakeToken, ctx: &Context) -> Result<Action> {
             .map(|m| m.metadata),
         None => None,
     };
-    let now = Timestamp::now();
+    let now = settings.clock.now();
     let plan = token_plan::plan(Observed {
         token: obj,
         now,
@@ -114,6 +114,7 @@ async fn apply(obj: &StrakeToken, ctx: &Context) -> Result<Action> {
         proxy_namespace: &settings.proxy_namespace,
         resync: settings.resync,
         expiry_warning: settings.expiry_warning,
+        collect_every: settings.usage.interval,
         upstreams: &upstreams,
         held: held.as_ref(),
         published: published.as_ref(),

@@ -69,6 +69,7 @@ fn harness_with(usage: crate::cli::UsageSettings) -> Harness {
         scopes: vec![Scope::All],
         resync: RESYNC,
         expiry_warning: std::time::Duration::from_secs(7 * 86_400),
+        clock: strake_crds::clock::Clock::system(),
         allowed_upstream_hosts: AllowedHosts::defaults(),
         prices: strake_crds::pricing::PriceTable::builtin(),
         usage,
@@ -205,6 +206,7 @@ fn upstream_key_obj(name: &str, provider: Provider) -> UpstreamKey {
             },
             headers: BTreeMap::new(),
             endpoints: vec![],
+            budget: None,
         },
     );
     uk.metadata.namespace = Some(NS.into());
@@ -943,6 +945,7 @@ async fn orphan_sweep_deletes_only_secrets_whose_source_is_gone() {
                 PROXY_NS,
                 &source,
                 &crate::core::token::record(&h.token("alice"), Token::mint().hash()),
+                None,
             )
         } else {
             let record = UpstreamRecord {
@@ -953,7 +956,7 @@ async fn orphan_sweep_deletes_only_secrets_whose_source_is_gone() {
                 endpoints: vec![],
                 source: Some(source.clone()),
             };
-            objects::upstream_secret(PROXY_NS, &source, &record, &key)
+            objects::upstream_secret(PROXY_NS, &source, &record, &key, None)
         };
         let path = secret_path(PROXY_NS, secret.metadata.name.as_deref().unwrap());
         if name != "alice" {

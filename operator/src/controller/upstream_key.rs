@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -57,8 +56,8 @@ pub fn error_policy(obj: Arc<UpstreamKey>, error: &Error, ctx: Arc<Context>) -> 
 /// Publishes the key when it is usable and withdraws it when it is not: the
 /// proxy serves exactly the UpstreamKeys whose Ready condition is True.
 async fn apply(obj: &UpstreamKey, ctx: &Context) -> Result<Action> {
-    let now = Timestamp::now();
     let settings = &ctx.settings;
+    let now = settings.clock.now();
     let namespace = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     let secret_name = &obj.spec.secret_ref.name;
@@ -73,6 +72,8 @@ async fn apply(obj: &UpstreamKey, ctx: &Context) -> Result<Action> {
         })?;
     let verdict = upstream::evaluate(obj, secret.as_ref(), &settings.allowed_upstream_hosts);
     drop(secret);
+    let what = format!("UpstreamKey {namespace}/{name}");
+    let budget = upstream::budget_plan(obj, now, settings.usage.interval, &what);
 
     let proxy_secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &settings.proxy_namespace);
     match &verdict {
@@ -82,6 +83,7 @@ async fn apply(obj: &UpstreamKey, ctx: &Context) -> Result<Action> {
                 &upstream::source(obj),
                 record,
                 key,
+                budget.as_ref().map(|b| &b.record),
             );
             apply_secret(&proxy_secrets, &desired).await?;
         }
@@ -94,7 +96,11 @@ async fn apply(obj: &UpstreamKey, ctx: &Context) -> Result<Action> {
     cache_ready(&ctx.tokens, "StrakeToken").await?;
     let tokens = ctx.tokens.state();
     let count = upstream::tokens_naming(tokens.iter().map(AsRef::as_ref), &namespace, &name);
-    let status = upstream::status(obj, &verdict, count, now);
+    let mut status = upstream::status(obj, &verdict, count, now);
+    if let Some(b) = &budget {
+        status.conditions.push(b.condition.clone());
+        status.budget_alerts = Some(b.alerts.clone());
+    }
     let previous_reason = obj
         .status
         .as_ref()
@@ -120,6 +126,7 @@ async fn apply(obj: &UpstreamKey, ctx: &Context) -> Result<Action> {
     let owned = obj.status.as_ref().map(|s| UpstreamKeyStatus {
         last_used_at: None,
         usage: None,
+        budget: None,
         ..s.clone()
     });
     if owned.as_ref() != Some(&status) {
@@ -130,9 +137,15 @@ async fn apply(obj: &UpstreamKey, ctx: &Context) -> Result<Action> {
         info!(%namespace, %name, reason = notice.reason, "UpstreamKey readiness");
         ctx.notify(&reference(obj), "Reconcile", &notice).await;
     }
+    for notice in budget.iter().flat_map(|b| &b.notices) {
+        ctx.notify(&reference(obj), "Reconcile", notice).await;
+    }
     let ready = matches!(verdict, UpstreamVerdict::Ready { .. });
     ctx.metrics.set_upstream_ready(gauge_key(obj), Some(ready));
-    Ok(Action::requeue(settings.resync))
+    let requeue = budget
+        .as_ref()
+        .map_or(settings.resync, |b| b.requeue.min(settings.resync));
+    Ok(Action::requeue(requeue))
 }
 
 async fn withdraw(obj: &UpstreamKey, ctx: &Context) -> Result<Action> {

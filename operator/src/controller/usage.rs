@@ -26,11 +26,12 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource};
 use serde_json::{Value, json};
 use strake_crds::usage::{COLLECT_PATH, Entry, Report, SINCE_PARAM};
-use strake_crds::{StrakeToken, TokenUsage, UpstreamKey};
+use strake_crds::{Budget, BudgetStatus, StrakeToken, TokenUsage, UpstreamKey};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::cli::Settings;
+use crate::core::budget;
 use crate::core::usage::{self, Candidate, Folded, Pacer, Seen};
 use crate::metrics::Metrics;
 
@@ -63,6 +64,9 @@ type Key = (Kind, String, String);
 struct Current {
     usage: Option<TokenUsage>,
     last_used_at: Option<Time>,
+    /// `spec.budget` and the period bucket in `status.budget`.
+    budget: Option<Budget>,
+    bucket: Option<BudgetStatus>,
     resource_version: String,
     /// Deleted, its finalizer waiting for this last usage.
     terminating: bool,
@@ -84,6 +88,8 @@ impl Caches {
                 Some(Current {
                     usage: t.status.as_ref().and_then(|s| s.usage.clone()),
                     last_used_at: t.status.as_ref().and_then(|s| s.last_used_at.clone()),
+                    budget: t.spec.budget.clone(),
+                    bucket: t.status.as_ref().and_then(|s| s.budget.clone()),
                     resource_version: t.meta().resource_version.clone()?,
                     terminating: t.meta().deletion_timestamp.is_some(),
                 })
@@ -94,6 +100,8 @@ impl Caches {
                 Some(Current {
                     usage: u.status.as_ref().and_then(|s| s.usage.clone()),
                     last_used_at: u.status.as_ref().and_then(|s| s.last_used_at.clone()),
+                    budget: u.spec.budget.clone(),
+                    bucket: u.status.as_ref().and_then(|s| s.budget.clone()),
                     resource_version: u.meta().resource_version.clone()?,
                     terminating: u.meta().deletion_timestamp.is_some(),
                 })
@@ -208,6 +216,8 @@ impl Collector {
         }
 
         let now = Timestamp::now();
+        // Budget periods follow the operator's clock (shifted only in tests).
+        let budget_now = self.settings.clock.now();
         let retention = self.settings.usage.cursor_retention;
         let mut folds: HashMap<Key, (Folded, Current)> = HashMap::new();
         for (key, seen) in &groups {
@@ -230,7 +240,10 @@ impl Collector {
                 now,
                 retention,
             ) {
-                folds.insert(key.clone(), (folded, current));
+                let bucket = current.budget.as_ref().map(|b| {
+                    budget::fold_bucket(b, current.bucket.as_ref(), &folded.added, budget_now)
+                });
+                folds.insert(key.clone(), (folded, Current { bucket, ..current }));
             }
         }
 
@@ -413,7 +426,12 @@ fn patch_body(folded: &Folded, current: &Current) -> Value {
             }
         }
     }
-    let mut status = json!({ "usage": usage });
+    // The bucket the fold produced (`current.bucket` was replaced by it),
+    // or none: a budget removed from the spec leaves no bucket behind.
+    let mut status = json!({
+        "usage": usage,
+        "budget": current.bucket.as_ref().map(|b| serde_json::to_value(b).expect("a bucket serializes")),
+    });
     if let Some(at) = &folded.last_used_at {
         status["lastUsedAt"] = serde_json::to_value(at).expect("a time serializes");
     }

@@ -21,6 +21,7 @@ pub fn token_spec(upstreams: &[&str]) -> StrakeTokenSpec {
         allowed_models: vec![],
         limits: None,
         endpoints: vec![],
+        budget: None,
         secret_name: None,
         rotation: 0,
     }
@@ -40,6 +41,7 @@ pub fn upstream_key(name: &str, provider: Provider, base_url: Option<&str>) -> U
             },
             headers: BTreeMap::new(),
             endpoints: vec![],
+            budget: None,
         },
     );
     uk.metadata.namespace = Some("team-a".into());

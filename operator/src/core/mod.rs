@@ -3,6 +3,7 @@
 //! on plain values; [`crate::controller`] and [`crate::leader`] are the thin
 //! shell that reads the cluster, calls these functions and writes the result.
 
+pub mod budget;
 pub mod condition;
 pub mod env;
 #[cfg(test)]

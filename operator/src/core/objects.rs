@@ -16,7 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference,
 use kube::Resource;
 use serde::de::DeserializeOwned;
 use strake_crds::StrakeToken;
-use strake_crds::contract::{self, Role, SourceRef, TokenRecord, UpstreamRecord};
+use strake_crds::contract::{self, BudgetRecord, Role, SourceRef, TokenRecord, UpstreamRecord};
 use strake_crds::token::Token;
 
 use crate::core::upstream::ApiKey;
@@ -108,14 +108,23 @@ pub fn controlled_by(meta: &ObjectMeta, uid: &str) -> bool {
 }
 
 /// The hashed token Secret in the proxy namespace.
-pub fn token_secret(proxy_namespace: &str, source: &SourceRef, record: &TokenRecord) -> Secret {
+pub fn token_secret(
+    proxy_namespace: &str,
+    source: &SourceRef,
+    record: &TokenRecord,
+    budget: Option<&BudgetRecord>,
+) -> Secret {
+    let mut data = BTreeMap::from([(contract::RECORD_KEY.to_string(), json_bytes(record))]);
+    if let Some(budget) = budget {
+        data.insert(contract::BUDGET_KEY.to_string(), json_bytes(budget));
+    }
     published_secret(
         contract::token_secret_name(&source.namespace, &source.name),
         proxy_namespace,
         Role::Token,
         contract::TOKEN_SECRET_TYPE,
         source,
-        BTreeMap::from([(contract::RECORD_KEY.to_string(), json_bytes(record))]),
+        data,
     )
 }
 
@@ -125,20 +134,25 @@ pub fn upstream_secret(
     source: &SourceRef,
     record: &UpstreamRecord,
     key: &ApiKey,
+    budget: Option<&BudgetRecord>,
 ) -> Secret {
+    let mut data = BTreeMap::from([
+        (contract::RECORD_KEY.to_string(), json_bytes(record)),
+        (
+            contract::API_KEY_KEY.to_string(),
+            ByteString(key.expose().to_vec()),
+        ),
+    ]);
+    if let Some(budget) = budget {
+        data.insert(contract::BUDGET_KEY.to_string(), json_bytes(budget));
+    }
     published_secret(
         contract::upstream_secret_name(&source.namespace, &source.name),
         proxy_namespace,
         Role::Upstream,
         contract::UPSTREAM_SECRET_TYPE,
         source,
-        BTreeMap::from([
-            (contract::RECORD_KEY.to_string(), json_bytes(record)),
-            (
-                contract::API_KEY_KEY.to_string(),
-                ByteString(key.expose().to_vec()),
-            ),
-        ]),
+        data,
     )
 }
 
@@ -281,7 +295,7 @@ mod tests {
             endpoints: vec![],
             source: Some(src.clone()),
         };
-        let s = token_secret("strake-system", &src, &record);
+        let s = token_secret("strake-system", &src, &record, None);
         assert_eq!(
             s.metadata.name.as_deref(),
             Some(contract::token_secret_name("team-a", "alice").as_str())

@@ -454,14 +454,18 @@ pub fn status(
         expires_at: token.spec.expires_at.clone(),
         last_used_at: None,
         usage: None,
+        budget: None,
+        budget_alerts: None,
     }
 }
 
-/// The part of a status this operator writes.
+/// The part of a status this operator writes (`lastUsedAt`, `usage` and
+/// `budget` are the usage collector's).
 pub fn owned(status: &StrakeTokenStatus) -> StrakeTokenStatus {
     StrakeTokenStatus {
         last_used_at: None,
         usage: None,
+        budget: None,
         ..status.clone()
     }
 }
@@ -935,6 +939,7 @@ mod tests {
                     methods: vec![strake_crds::HttpMethod::Get],
                     path: "/v1/files".into(),
                 }],
+                budget: None,
                 secret_name: None,
                 rotation: 0,
             },

@@ -13,6 +13,7 @@ use strake_crds::contract::TokenRecord;
 use strake_crds::token::Token;
 use strake_crds::{Phase, StrakeToken, StrakeTokenStatus, UpstreamKey};
 
+use crate::core::budget::{self, BudgetPlan};
 use crate::core::env::{self, EnvUpstream};
 use crate::core::objects::{self, ISSUED_AT_ANNOTATION, ROTATION_ANNOTATION, TOKEN_KEY};
 use crate::core::token::{
@@ -31,6 +32,9 @@ pub struct Observed<'a> {
     pub resync: Duration,
     /// How long before `expiresAt` the token warns (`--expiry-warning`).
     pub expiry_warning: Duration,
+    /// How often usage is collected (`--usage-interval`): budget records
+    /// tell the proxy when the next fold is due.
+    pub collect_every: Duration,
     /// `spec.upstreams` in order, each with the UpstreamKey found, if any.
     pub upstreams: &'a [(&'a str, Option<&'a UpstreamKey>)],
     /// The Secret named by `spec.secretName` (or its default), if it exists.
@@ -86,12 +90,18 @@ pub fn report(
     issued: Option<Issued>,
     (now, warning): (Timestamp, Duration),
     mut notices: Vec<Notice>,
+    budget: Option<&BudgetPlan>,
 ) -> Report {
     let previous = obj.status.as_ref();
     let mut status = token::status(obj, &verdict, endpoint, issued, now);
     status
         .conditions
         .extend(token::expiring_soon(obj, now, warning));
+    if let Some(b) = budget {
+        status.conditions.push(b.condition.clone());
+        status.budget_alerts = Some(b.alerts.clone());
+        notices.extend(b.notices.iter().cloned());
+    }
     notices.extend(token::phase_notices(previous, &verdict));
     notices.extend(token::expiry_notice(previous, &status));
     Report {
@@ -129,7 +139,33 @@ pub fn refused(obj: &StrakeToken, message: String, now: Timestamp, warning: Dura
         issued_before(obj),
         (now, warning),
         Vec::new(),
+        None,
     )
+}
+
+/// The budget's decisions, when the token has one.
+fn budget_plan(o: &Observed<'_>) -> Option<BudgetPlan> {
+    let obj = o.token;
+    let status = obj.status.as_ref();
+    let what = format!(
+        "StrakeToken {}/{}",
+        obj.metadata.namespace.as_deref().unwrap_or_default(),
+        obj.name_any()
+    );
+    let empty = Default::default();
+    Some(budget::plan(&budget::Observed {
+        budget: obj.spec.budget.as_ref()?,
+        bucket: status.and_then(|s| s.budget.as_ref()),
+        alerts: status.and_then(|s| s.budget_alerts.as_ref()),
+        collected: status
+            .and_then(|s| s.usage.as_ref())
+            .map_or(&empty, |u| &u.collected),
+        conditions: status.map_or(&[], |s| s.conditions.as_slice()),
+        generation: obj.metadata.generation,
+        now: o.now,
+        collect_every: o.collect_every,
+        what: &what,
+    }))
 }
 
 pub fn plan(o: Observed<'_>) -> Plan {
@@ -164,7 +200,7 @@ pub fn plan(o: Observed<'_>) -> Plan {
     let conflict = o
         .held
         .is_some_and(|s| !objects::controlled_by(&s.metadata, uid));
-    let verdict = token::decide(&Facts {
+    let mut verdict = token::decide(&Facts {
         expires_at: obj.spec.expires_at.as_ref().map(|t| t.0),
         now: o.now,
         suspended: obj.spec.suspended,
@@ -172,6 +208,16 @@ pub fn plan(o: Observed<'_>) -> Plan {
         secret_conflict: conflict.then_some(secret_name.as_str()),
         upstreams: &states,
     });
+    let budget = budget_plan(&o);
+    if let Some(message) = budget.as_ref().and_then(|b| b.exceeded.clone())
+        && verdict.phase == Phase::Active
+    {
+        // Still published: the proxy refuses it with the provider's quota
+        // error, which tells the holder more than an unknown token would.
+        verdict.phase = Phase::BudgetExceeded;
+        verdict.reason = budget::reason::EXCEEDED;
+        verdict.message = message;
+    }
     let withdrawn = |report| Plan {
         recount_upstreams,
         withdraw: true,
@@ -191,6 +237,7 @@ pub fn plan(o: Observed<'_>) -> Plan {
                 None,
                 (o.now, o.expiry_warning),
                 Vec::new(),
+                None,
             )
         } else {
             // Expired: the holder's Secret is left as is, so extending
@@ -203,6 +250,7 @@ pub fn plan(o: Observed<'_>) -> Plan {
                 issued_before(obj),
                 (o.now, o.expiry_warning),
                 Vec::new(),
+                None,
             )
         };
         return withdrawn(report);
@@ -254,7 +302,12 @@ pub fn plan(o: Observed<'_>) -> Plan {
         .filter(|_| o.old_secret.is_some_and(|m| objects::controlled_by(m, uid)))
         .map(str::to_string);
     let record = token::record(obj, token.hash());
-    let desired_record = objects::token_secret(o.proxy_namespace, &token::source(obj), &record);
+    let desired_record = objects::token_secret(
+        o.proxy_namespace,
+        &token::source(obj),
+        &record,
+        budget.as_ref().map(|b| &b.record),
+    );
     let record_secret = (!o
         .published
         .is_some_and(|s| objects::already_applied(s, &desired_record)))
@@ -291,13 +344,15 @@ pub fn plan(o: Observed<'_>) -> Plan {
             Some(issued),
             (o.now, o.expiry_warning),
             notices,
+            budget.as_ref(),
         ),
         requeue: token::next_look(
             obj.spec.expires_at.as_ref(),
             o.expiry_warning,
             o.now,
             o.resync,
-        ),
+        )
+        .min(budget.as_ref().map_or(o.resync, |b| b.requeue)),
     }
 }
 
@@ -393,6 +448,7 @@ mod tests {
             endpoint: ENDPOINT,
             proxy_namespace: PROXY_NS,
             resync: RESYNC,
+            collect_every: Duration::from_secs(10),
             expiry_warning: Duration::from_secs(7 * 86_400),
             upstreams,
             held,
@@ -457,6 +513,66 @@ mod tests {
         assert_eq!(again.minted, None);
         assert_eq!(again.report.status, None, "nothing changed");
         assert!(again.report.notices.is_empty());
+    }
+
+    #[test]
+    fn a_spent_budget_is_published_as_exhausted_and_looked_at_again_at_the_reset() {
+        let budget = strake_crds::Budget {
+            period: strake_crds::BudgetPeriod::Month,
+            time_zone: None,
+            usd: Some("5".into()),
+            tokens: None,
+            alert_at: vec![strake_crds::resources::AlertPercent(80)],
+        };
+        let mut t = token(|s| s.budget = Some(budget.clone()));
+        let key = ready_key();
+        let ups = [("openai", Some(&key))];
+        // Within budget: Active, the record carries the budget, not spent.
+        let p = plan(observe(&t, &ups, None, None, Token::mint()));
+        assert_eq!(p.report.verdict.phase, Phase::Active);
+        let record = p.record_secret.clone().unwrap();
+        let held = p.holder_secret.clone().unwrap();
+        let data = record.data.as_ref().unwrap();
+        let b: strake_crds::contract::BudgetRecord =
+            serde_json::from_slice(&data[strake_crds::contract::BUDGET_KEY].0).unwrap();
+        assert!(!b.exhausted);
+        // now() is mid-June: the month ends on 1 July.
+        assert_eq!(p.requeue, RESYNC);
+        // The collector folded $6 into this month's bucket.
+        let added = strake_crds::usage::Counters {
+            spend_picodollars: 6_000_000_000_000,
+            ..Default::default()
+        };
+        let mut status = p.report.status.clone().unwrap();
+        status.budget = Some(crate::core::budget::fold_bucket(
+            &budget,
+            None,
+            &added,
+            now(),
+        ));
+        t.status = Some(status);
+        let p = plan(observe(&t, &ups, Some(&held), Some(&record), Token::mint()));
+        assert_eq!(p.report.verdict.phase, Phase::BudgetExceeded);
+        assert!(p.report.verdict.message.contains("monthly budget of $5"));
+        let status = p.report.status.clone().unwrap();
+        let ready = crate::core::condition::find(&status.conditions, "Ready").unwrap();
+        assert_eq!(ready.status, "False");
+        let exceeded = crate::core::condition::find(&status.conditions, "BudgetExceeded").unwrap();
+        assert_eq!(exceeded.status, "True");
+        let reasons: Vec<_> = p.report.notices.iter().map(|n| n.reason).collect();
+        assert_eq!(reasons, ["BudgetAlert", "BudgetExceeded"]);
+        let again = p
+            .record_secret
+            .clone()
+            .expect("republished: exhausted flipped");
+        let b: strake_crds::contract::BudgetRecord = serde_json::from_slice(
+            &again.data.as_ref().unwrap()[strake_crds::contract::BUDGET_KEY].0,
+        )
+        .unwrap();
+        assert!(b.exhausted);
+        assert_eq!(b.spent.picodollars, 6_000_000_000_000);
+        // The token was already refused for 0 s; the look comes at the reset.
+        assert!(p.requeue <= RESYNC);
     }
 
     #[test]

@@ -253,7 +253,34 @@ pub fn status(
         tokens: Some(tokens),
         last_used_at: None,
         usage: None,
+        budget: None,
+        budget_alerts: None,
     }
+}
+
+/// The key's budget decisions, when it has a budget (see
+/// [`crate::core::budget`]). `what` names the key in messages.
+pub fn budget_plan(
+    uk: &UpstreamKey,
+    now: Timestamp,
+    collect_every: std::time::Duration,
+    what: &str,
+) -> Option<crate::core::budget::BudgetPlan> {
+    let status = uk.status.as_ref();
+    let empty = Default::default();
+    Some(crate::core::budget::plan(&crate::core::budget::Observed {
+        budget: uk.spec.budget.as_ref()?,
+        bucket: status.and_then(|s| s.budget.as_ref()),
+        alerts: status.and_then(|s| s.budget_alerts.as_ref()),
+        collected: status
+            .and_then(|s| s.usage.as_ref())
+            .map_or(&empty, |u| &u.collected),
+        conditions: status.map_or(&[], |s| s.conditions.as_slice()),
+        generation: uk.metadata.generation,
+        now,
+        collect_every,
+        what,
+    }))
 }
 
 /// True when an UpstreamKey's status says it is published for its current spec.
@@ -511,6 +538,7 @@ mod tests {
                     allowed_models: vec![],
                     limits: None,
                     endpoints: vec![],
+                    budget: None,
                     secret_name: None,
                     rotation: 0,
                 },
