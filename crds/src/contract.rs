@@ -151,6 +151,9 @@ pub struct TokenRecord {
     pub endpoints: Vec<EndpointAllowance>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceRef>,
+    /// Read from the Secret's [`BUDGET_KEY`], never from the record itself.
+    #[serde(skip)]
+    pub budget: Option<BudgetRecord>,
 }
 
 /// One upstream, without its key (which travels beside it in the Secret).
@@ -170,6 +173,9 @@ pub struct UpstreamRecord {
     pub endpoints: Vec<EndpointAllowance>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceRef>,
+    /// Read from the Secret's [`BUDGET_KEY`], never from the record itself.
+    #[serde(skip)]
+    pub budget: Option<BudgetRecord>,
 }
 
 /// What a replica needs to enforce a budget without asking anyone: the
@@ -296,6 +302,7 @@ mod tests {
                 namespace: "team-a".into(),
                 name: "alice".into(),
             }),
+            budget: None,
         };
         let json = serde_json::to_string(&rec).unwrap();
         assert!(json.contains("\"expiresAt\":\"2027-03-01T00:00:00Z\""));

@@ -40,6 +40,7 @@ fn record(i: usize) -> TokenRecord {
         limits: None,
         endpoints: vec![],
         source: None,
+        budget: None,
     }
 }
 
@@ -74,6 +75,7 @@ fn main() {
                             headers: BTreeMap::new(),
                             endpoints: vec![],
                             source: None,
+                            budget: None,
                         },
                         api_key: ApiKey::new("sk-real"),
                     },

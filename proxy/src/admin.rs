@@ -185,6 +185,7 @@ mod tests {
                 namespace: "team-a".into(),
                 name: name.into(),
             }),
+            budget: None,
         })
     }
 

@@ -297,6 +297,7 @@ pub fn parse(text: &str, env: &dyn Environment) -> Result<FileConfig, ConfigErro
             headers: u.headers,
             endpoints: u.endpoints,
             source: None,
+            budget: None,
         };
         // Validate now (URL, key characters, headers) so the error carries a line.
         if let Err(e) = Upstream::new(&record, &key) {

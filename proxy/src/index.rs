@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use http::header::{HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 use strake_crds::TokenLimits;
-use strake_crds::contract::{SourceRef, TokenRecord, UpstreamRecord, route_name};
+use strake_crds::contract::{BudgetRecord, SourceRef, TokenRecord, UpstreamRecord, route_name};
 use strake_crds::provider::{KeyHeader, Provider};
 use strake_crds::token::TokenHash;
 use strake_crds::usage::Counters;
@@ -106,6 +106,8 @@ pub struct TokenPolicy {
     /// Counters and rate-limit buckets. Shared with the policy this one
     /// replaced under the same source, so a reload or a rotation keeps them.
     pub state: Arc<TokenState>,
+    /// The token's budget, as the operator last published it.
+    pub budget: Option<Box<BudgetRecord>>,
 }
 
 /// One of a token's upstreams: its id and lazily resolved metric handles.
@@ -290,6 +292,7 @@ impl TokenPolicy {
             endpoints,
             source: record.source,
             state,
+            budget: record.budget.map(Box::new),
         })
     }
 
@@ -336,6 +339,8 @@ pub struct Upstream {
     /// Usage through this upstream by every token; kept when the upstream's
     /// record is replaced (a key rotation, a header change).
     pub usage: Arc<UsageCell>,
+    /// The UpstreamKey's budget, as the operator last published it.
+    pub budget: Option<Box<BudgetRecord>>,
     metrics: OnceLock<UpstreamMetrics>,
 }
 
@@ -410,6 +415,7 @@ impl Upstream {
             endpoints,
             source: record.source.clone(),
             usage: Arc::default(),
+            budget: record.budget.clone().map(Box::new),
             metrics: OnceLock::new(),
         })
     }
@@ -878,6 +884,7 @@ pub(crate) mod tests {
             limits: None,
             endpoints: vec![],
             source: None,
+            budget: None,
         }
     }
 
@@ -899,6 +906,7 @@ pub(crate) mod tests {
                 headers: BTreeMap::new(),
                 endpoints: vec![],
                 source: None,
+                budget: None,
             },
             api_key: ApiKey::new("sk-real\n"),
         }
@@ -1096,6 +1104,7 @@ pub(crate) mod tests {
             headers: BTreeMap::new(),
             endpoints: vec![],
             source: None,
+            budget: None,
         };
         let u = Upstream::new(&rec("http://127.0.0.1:8080/prefix/v1/"), &key).unwrap();
         assert_eq!(u.scheme, Scheme::HTTP);
@@ -1143,6 +1152,7 @@ pub(crate) mod tests {
                 headers: BTreeMap::new(),
                 endpoints: vec![],
                 source: None,
+                budget: None,
             },
             &k,
         )

@@ -6,7 +6,8 @@
 //! - [`index`]: the token index (SHA-256 → policy) and upstream table.
 //! - [`config`]: the file-mode YAML, parsed and validated.
 //! - [`credential`], [`target`], [`route`], [`endpoint`], [`glob`],
-//!   [`ratelimit`], [`rewrite`]: what a request may do and where it goes.
+//!   [`ratelimit`], [`budget`], [`rewrite`]: what a request may do and
+//!   where it goes.
 //! - [`usage`]: token counts read from JSON bodies and SSE streams, found
 //!   with the [`json`] walker and scanner; [`include_usage`]: OpenAI-style
 //!   streams asked for their usage, and the answer hidden from the client;
@@ -41,6 +42,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod budget;
 pub mod client;
 pub mod config;
 pub mod credential;

@@ -98,6 +98,9 @@ struct Serve {
     /// Do not price requests: no spend or unpriced series (token counts stay). For measuring what pricing costs
     #[arg(long, env = "STRAKE_NO_PRICING")]
     no_pricing: bool,
+    /// Test-only: a file holding seconds to add to the clock of budget decisions, re-read at each (end-to-end tests roll budget periods over with it). Hidden, and not in the chart
+    #[arg(long, hide = true, value_name = "FILE")]
+    dev_clock_offset_file: Option<PathBuf>,
     /// Log format on stderr (filter with RUST_LOG, e.g. RUST_LOG=info,access=off)
     #[arg(long, env = "STRAKE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     log_format: LogFormat,
@@ -174,6 +177,7 @@ fn main() -> ExitCode {
             shutdown_grace: serve.shutdown_grace,
             drain_window: serve.drain_window,
             pricing: !serve.no_pricing,
+            clock: strake_crds::clock::Clock::shifted_by(serve.dev_clock_offset_file.clone()),
         },
         ..Options::default()
     };

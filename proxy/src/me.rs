@@ -5,7 +5,10 @@
 //! upstreams it reaches (by route name and provider), allowed models,
 //! endpoints opened beyond inference, limits and what is left of them
 //! (for the whole fleet if the other replicas are where this one is, and
-//! what this replica alone still admits; see [`Window`]). Nothing about other tokens, and nothing of the upstreams
+//! what this replica alone still admits; see [`Window`]), the token's
+//! budget with the period's spend and what is left (an UpstreamKey's
+//! budget, a whole team's spend, is not shown). Nothing about other
+//! tokens, and nothing of the upstreams
 //! but what a client configures anyway: no base URL, static header, key,
 //! or Secret name.
 
@@ -41,6 +44,7 @@ pub fn render(
     token: &TokenPolicy,
     upstreams: &[SeenUpstream<'_>],
     left: &Left,
+    budget: Option<Value>,
     now_ms: i64,
 ) -> Value {
     let state = if token.is_expired(now_ms) {
@@ -86,6 +90,7 @@ pub fn render(
             "requests": window(left.requests),
             "tokens": window(left.tokens),
         })),
+        "budget": budget,
     })
 }
 
@@ -153,7 +158,7 @@ mod tests {
             .parse::<k8s_openapi::jiff::Timestamp>()
             .unwrap()
             .as_millisecond();
-        let v = render(&token, &upstreams, &left, now);
+        let v = render(&token, &upstreams, &left, None, now);
         assert_eq!(
             v,
             json!({
@@ -180,13 +185,17 @@ mod tests {
                     },
                     "tokens": null,
                 },
+                "budget": null,
             })
         );
         let later = "2027-03-01T00:00:00Z"
             .parse::<k8s_openapi::jiff::Timestamp>()
             .unwrap()
             .as_millisecond();
-        assert_eq!(render(&token, &upstreams, &left, later)["state"], "expired");
+        assert_eq!(
+            render(&token, &upstreams, &left, None, later)["state"],
+            "expired"
+        );
         assert!(!v.to_string().contains(&t.hash().to_hex()));
     }
 }

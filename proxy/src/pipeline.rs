@@ -5,7 +5,8 @@
 //! 2. `authenticate`: find the credential, check it offline, look its hash up.
 //! 3. `authorize_token`: expiry, suspension.
 //! 4. `route`: pick the upstream (prefix, single, API style).
-//! 5. `authorize_endpoint`: inference endpoints, or those `endpoints` opens.
+//! 5. `authorize_endpoint`: inference endpoints, or those `endpoints` opens;
+//!    `authorize_budget`: the token's and the upstream's budgets.
 //! 6. read the body (size limit); `ask_for_usage`: OpenAI-style streams
 //!    asked for their usage (first, so that a refused body costs no quota);
 //!    `authorize_request`: allowed models, rate limits.
@@ -38,11 +39,12 @@ use crate::credential::{self, CredentialError};
 use crate::include_usage::{self, Ask, UsageHider};
 use crate::index::{Snapshot, TokenPolicy, Upstream, Used};
 use crate::logging::AccessLine;
-use crate::reject::Reject;
+use crate::reject::{BudgetRefusal, Reject};
 use crate::route::{self, BodyModel, Candidate};
 use crate::server::Shared;
 use crate::usage::{BodyKind, Usage, UsageParser};
-use crate::{endpoint, glob, limit_headers, me, rewrite, spend, target};
+use crate::{budget, endpoint, glob, limit_headers, me, rewrite, spend, target};
+use strake_crds::contract::route_name;
 
 /// Bodies up to this size have their model read for the access log even
 /// when the token has no model restrictions.
@@ -136,7 +138,21 @@ fn introspect(ex: &mut Exchange, parts: &Parts) -> Result<Response<Bytes>, Rejec
             ex.shared.epoch.elapsed(),
         )
     });
-    let body = me::render(&token, &upstreams, &left, unix_now().as_millis() as i64);
+    let budget = token.budget.as_deref().map(|record| {
+        let own = budget::Own {
+            instance: &ex.shared.instance.id,
+            series: token.state.usage.series,
+            counters: token.state.usage.counters(),
+        };
+        budget::view(record, &own, ex.shared.settings.clock.now().as_second())
+    });
+    let body = me::render(
+        &token,
+        &upstreams,
+        &left,
+        budget,
+        unix_now().as_millis() as i64,
+    );
     let mut response = Response::new(Bytes::from(body.to_string()));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -174,6 +190,7 @@ async fn proxy(
         ex.style = upstream.provider.style();
         ex.upstream = Some(upstream.clone());
         authorize_endpoint(&method, path, &upstream, &token)?;
+        authorize_budget(&ex.shared, &token, &upstream)?;
         (token, upstream, path)
     };
     let settings = &ex.shared.settings;
@@ -270,6 +287,47 @@ fn authorize_endpoint(
         path: path.to_owned(),
         admin: refusal == endpoint::Refusal::Admin,
     })
+}
+
+/// Budgets ([`budget`]): the token's, then its upstream's; before the body
+/// is read, so a spent budget costs no upload.
+fn authorize_budget(
+    shared: &Shared,
+    token: &TokenPolicy,
+    upstream: &Upstream,
+) -> Result<(), Reject> {
+    let checks = [
+        (token.budget.as_deref(), &token.state.usage, None),
+        (
+            upstream.budget.as_deref(),
+            &*upstream.usage,
+            Some(route_name(&upstream.id)),
+        ),
+    ];
+    for (record, cell, route) in checks {
+        let Some(record) = record else { continue };
+        let now = shared.settings.clock.now().as_second();
+        let own = budget::Own {
+            instance: &shared.instance.id,
+            series: cell.series,
+            counters: cell.counters(),
+        };
+        let refusal = |retry_after_secs| BudgetRefusal {
+            upstream: route.map(str::to_string),
+            budget: budget::describe(record),
+            resets_at: budget::resets_at(record),
+            retry_after_secs,
+        };
+        match budget::decide(record, &own, now, budget::live_replicas()) {
+            budget::Verdict::Open => {}
+            budget::Verdict::Spent => {
+                let until_reset = u64::try_from(record.resets_at - now).unwrap_or(0).max(1);
+                return Err(Reject::BudgetSpent(refusal(until_reset)));
+            }
+            budget::Verdict::HeldBack(secs) => return Err(Reject::BudgetHeldBack(refusal(secs))),
+        }
+    }
+    Ok(())
 }
 
 /// Allowed models, then rate limits (so a refused model costs no quota).

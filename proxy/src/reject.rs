@@ -49,6 +49,31 @@ impl Retry {
     }
 }
 
+/// Which budget refused a request, in words.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BudgetRefusal {
+    /// `None`: the token's own; `Some(route)`: the budget of the upstream
+    /// with that route name, shared by every token using it.
+    pub upstream: Option<String>,
+    /// E.g. "monthly budget of $50".
+    pub budget: String,
+    /// RFC 3339.
+    pub resets_at: String,
+    pub retry_after_secs: u64,
+}
+
+impl BudgetRefusal {
+    fn whose(&self) -> String {
+        match &self.upstream {
+            None => format!("The {} of this Strake token", self.budget),
+            Some(route) => format!(
+                "The {} of the upstream '{route}', shared by every token that uses it,",
+                self.budget
+            ),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Reject {
     // authenticate
@@ -73,6 +98,11 @@ pub enum Reject {
         admin: bool,
     },
     RateLimited(RateLimited),
+    /// A budget is spent for its period ([`crate::budget`]).
+    BudgetSpent(BudgetRefusal),
+    /// This replica has served its share of what is left of a budget
+    /// since the last collection; retry after it.
+    BudgetHeldBack(BudgetRefusal),
     // the request itself
     UnsafeTarget(UnsafeTarget),
     BodyTooLarge {
@@ -115,7 +145,9 @@ impl Reject {
             | Reject::UnsafeTarget(_)
             | Reject::BodyAborted
             | Reject::BodyUnreadable => StatusCode::BAD_REQUEST,
-            Reject::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Reject::RateLimited(_) | Reject::BudgetSpent(_) | Reject::BudgetHeldBack(_) => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             Reject::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Reject::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Reject::Route(RouteError::NoneForStyle { .. }) => StatusCode::NOT_FOUND,
@@ -145,6 +177,8 @@ impl Reject {
                 LimitKind::Requests => "rate_limited_requests",
                 LimitKind::Tokens => "rate_limited_tokens",
             },
+            Reject::BudgetSpent(_) => "budget_exceeded",
+            Reject::BudgetHeldBack(_) => "budget_held_back",
             Reject::UnsafeTarget(_) => "unsafe_target",
             Reject::BodyTooLarge { .. } => "body_too_large",
             Reject::BodyTimeout => "body_timeout",
@@ -165,6 +199,7 @@ impl Reject {
     pub fn retry(&self) -> Retry {
         match self {
             Reject::RateLimited(r) => Retry::After(r.retry_after_secs),
+            Reject::BudgetHeldBack(b) => Retry::After(b.retry_after_secs),
             // The body or the connection broke on the way; the next attempt
             // may arrive whole.
             Reject::BodyTimeout
@@ -181,6 +216,8 @@ impl Reject {
             | Reject::ModelNotAllowed { .. }
             | Reject::ModelUnreadable
             | Reject::EndpointNotAllowed { .. }
+            // Spent until the period ends: retrying only burns requests.
+            | Reject::BudgetSpent(_)
             | Reject::UnsafeTarget(_)
             | Reject::BodyTooLarge { .. }
             | Reject::BodyUnreadable
@@ -206,6 +243,8 @@ impl Reject {
                 | Reject::ModelUnreadable
                 | Reject::EndpointNotAllowed { .. }
                 | Reject::RateLimited(_)
+                | Reject::BudgetSpent(_)
+                | Reject::BudgetHeldBack(_)
         )
     }
 
@@ -235,6 +274,16 @@ impl Reject {
                 r.per_minute,
                 r.kind.as_str(),
                 r.retry_after_secs
+            ),
+            Reject::BudgetSpent(b) => format!(
+                "{} is spent. It resets at {}; ask your platform team if you need more before then.",
+                b.whose(),
+                b.resets_at
+            ),
+            Reject::BudgetHeldBack(b) => format!(
+                "{} is nearly spent, and this proxy replica has served its share of what is left until usage is next collected. Try again in {} s.",
+                b.whose(),
+                b.retry_after_secs
             ),
             Reject::UnsafeTarget(u) => u.message().into(),
             Reject::BodyTooLarge { limit } => format!("The request body is larger than this proxy accepts ({limit} bytes)."),
@@ -317,6 +366,9 @@ impl Reject {
                 ("invalid_request_error", Some("endpoint_not_allowed"))
             }
             Reject::RateLimited(r) => (r.kind.as_str(), Some("rate_limit_exceeded")),
+            // OpenAI's own answer when an account's quota or budget is used up.
+            Reject::BudgetSpent(_) => ("insufficient_quota", Some("insufficient_quota")),
+            Reject::BudgetHeldBack(_) => ("tokens", Some("rate_limit_exceeded")),
             Reject::UnsafeTarget(_) => ("invalid_request_error", Some("invalid_path")),
             Reject::BodyTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
             Reject::BodyTimeout | Reject::BodyAborted | Reject::BodyUnreadable => {
@@ -358,6 +410,11 @@ impl Reject {
         if let Retry::After(secs) = retry {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        // Every 429 says when it may pass: a spent budget at its reset.
+        // `x-should-retry: false` keeps SDKs from sleeping until then.
+        if let Reject::BudgetSpent(b) = self {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(b.retry_after_secs));
+        }
         resp
     }
 }
@@ -397,6 +454,12 @@ mod tests {
                 per_minute: 60,
                 retry_after_secs: 7,
             }),
+            Reject::BudgetSpent(spent(None)),
+            Reject::BudgetSpent(spent(Some("openai"))),
+            Reject::BudgetHeldBack(BudgetRefusal {
+                retry_after_secs: 11,
+                ..spent(None)
+            }),
             Reject::UnsafeTarget(UnsafeTarget::DotSegment),
             Reject::BodyTooLarge { limit: 10 },
             Reject::BodyTimeout,
@@ -417,6 +480,53 @@ mod tests {
             Reject::UpstreamKeyRejected { status: 401 },
             Reject::UpstreamSwitchedProtocols,
         ]
+    }
+
+    fn spent(upstream: Option<&str>) -> BudgetRefusal {
+        BudgetRefusal {
+            upstream: upstream.map(str::to_string),
+            budget: "monthly budget of $50".into(),
+            resets_at: "2027-01-01T00:00:00Z".into(),
+            retry_after_secs: 2_592_000,
+        }
+    }
+
+    #[test]
+    fn a_spent_budget_is_the_providers_quota_error_and_ends_retries() {
+        let r = Reject::BudgetSpent(spent(None)).response(ApiStyle::OpenAi);
+        assert_eq!(r.status(), 429);
+        let v = parse(&r);
+        assert_eq!(v["error"]["type"], "insufficient_quota");
+        assert_eq!(v["error"]["code"], "insufficient_quota");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(
+            m.contains("monthly budget of $50 of this Strake token is spent"),
+            "{m}"
+        );
+        assert!(m.contains("resets at 2027-01-01T00:00:00Z"), "{m}");
+        assert_eq!(r.headers()[SHOULD_RETRY_HEADER], "false");
+        assert_eq!(r.headers()["retry-after"], "2592000");
+        let r = Reject::BudgetSpent(spent(Some("openai"))).response(ApiStyle::Anthropic);
+        let v = parse(&r);
+        assert_eq!(
+            (r.status().as_u16(), v["type"].as_str()),
+            (429, Some("error"))
+        );
+        assert_eq!(v["error"]["type"], "rate_limit_error");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("upstream 'openai', shared by every token")
+        );
+        let held = Reject::BudgetHeldBack(BudgetRefusal {
+            retry_after_secs: 11,
+            ..spent(None)
+        });
+        let r = held.response(ApiStyle::OpenAi);
+        assert_eq!(r.headers()[SHOULD_RETRY_HEADER], "true");
+        assert_eq!(r.headers()["retry-after"], "11");
+        assert_eq!(parse(&r)["error"]["code"], "rate_limit_exceeded");
     }
 
     fn parse(r: &Response<Bytes>) -> Value {
@@ -517,7 +627,12 @@ mod tests {
             match rej.retry() {
                 Retry::Never => {
                     assert_eq!(should, "false", "{rej:?}");
-                    assert!(!r.headers().contains_key("retry-after"), "{rej:?}");
+                    // Only a spent budget, which resets at a known instant.
+                    assert_eq!(
+                        r.headers().contains_key("retry-after"),
+                        matches!(rej, Reject::BudgetSpent(_)),
+                        "{rej:?}"
+                    );
                 }
                 Retry::After(secs) => {
                     assert_eq!(should, "true", "{rej:?}");
@@ -526,10 +641,10 @@ mod tests {
                 Retry::Transient => assert_eq!(should, "true", "{rej:?}"),
             }
             if status == 429 {
-                assert!(matches!(rej.retry(), Retry::After(s) if s >= 1), "{rej:?}");
+                assert!(r.headers().contains_key("retry-after"), "{rej:?}");
             }
             // Rate limits and failures on the way can pass; the rest cannot.
-            let transient = status == 429
+            let transient = (status == 429 && !matches!(rej, Reject::BudgetSpent(_)))
                 || status == 408
                 || (status >= 500
                     && !matches!(

@@ -124,6 +124,7 @@ mod tests {
             headers: BTreeMap::from([("OpenAI-Organization".into(), "org-1".into())]),
             endpoints: vec![],
             source: None,
+            budget: None,
         };
         Upstream::new(&record, &ApiKey::new("sk-real")).unwrap()
     }

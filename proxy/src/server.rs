@@ -59,6 +59,9 @@ pub struct Settings {
     /// Price each forwarded request (spend and unpriced series, the
     /// token's exact spend). Off only to measure what pricing costs.
     pub pricing: bool,
+    /// "Now" for budget periods (shifted only by the test-only
+    /// `--dev-clock-offset-file`).
+    pub clock: strake_crds::clock::Clock,
 }
 
 impl Default for Settings {
@@ -76,6 +79,7 @@ impl Default for Settings {
             // benchmark) shuts down at once unless it asks for one.
             drain_window: Duration::ZERO,
             pricing: true,
+            clock: strake_crds::clock::Clock::system(),
         }
     }
 }

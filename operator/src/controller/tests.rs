@@ -955,6 +955,7 @@ async fn orphan_sweep_deletes_only_secrets_whose_source_is_gone() {
                 headers: BTreeMap::new(),
                 endpoints: vec![],
                 source: Some(source.clone()),
+                budget: None,
             };
             objects::upstream_secret(PROXY_NS, &source, &record, &key, None)
         };

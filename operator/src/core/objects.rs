@@ -294,6 +294,7 @@ mod tests {
             limits: None,
             endpoints: vec![],
             source: Some(src.clone()),
+            budget: None,
         };
         let s = token_secret("strake-system", &src, &record, None);
         assert_eq!(

@@ -296,6 +296,7 @@ pub fn record(token: &StrakeToken, sha256: TokenHash) -> TokenRecord {
         limits: spec.limits,
         endpoints: spec.endpoints.clone(),
         source: Some(source),
+        budget: None,
     }
 }
 

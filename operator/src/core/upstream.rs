@@ -178,6 +178,7 @@ pub fn evaluate(
             headers: spec.headers.clone(),
             endpoints: spec.endpoints.clone(),
             source: Some(source),
+            budget: None,
         },
         key: ApiKey(key.to_vec()),
     }

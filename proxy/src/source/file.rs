@@ -564,6 +564,7 @@ mod tests {
                 endpoints: vec![],
                 limits: None,
                 source: None,
+                budget: None,
             })
         };
         let err = index_of(

@@ -13,7 +13,9 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use strake_crds::contract::{self, API_KEY_KEY, RECORD_KEY, Role, TokenRecord, UpstreamRecord};
+use strake_crds::contract::{
+    self, API_KEY_KEY, BUDGET_KEY, BudgetRecord, RECORD_KEY, Role, TokenRecord, UpstreamRecord,
+};
 
 use crate::config::redact;
 use crate::index::{ApiKey, Record, Removed, TokenIndex};
@@ -47,21 +49,23 @@ pub fn decode(secret: &Secret) -> Result<Option<(&'static str, Record)>, DecodeE
     };
     match Role::of(secret.metadata.labels.as_ref()) {
         Some(Role::Token) => {
-            let record: TokenRecord =
+            let mut record: TokenRecord =
                 serde_json::from_slice(data(RECORD_KEY)?).map_err(|e| DecodeError::Record {
                     key: RECORD_KEY,
                     what: "token",
                     reason: redact(&e.to_string()),
                 })?;
+            record.budget = budget(secret)?;
             Ok(Some((Role::Token.as_str(), Record::Token(record))))
         }
         Some(Role::Upstream) => {
-            let record: UpstreamRecord =
+            let mut record: UpstreamRecord =
                 serde_json::from_slice(data(RECORD_KEY)?).map_err(|e| DecodeError::Record {
                     key: RECORD_KEY,
                     what: "upstream",
                     reason: redact(&e.to_string()),
                 })?;
+            record.budget = budget(secret)?;
             let key = std::str::from_utf8(data(API_KEY_KEY)?)
                 .map_err(|_| DecodeError::KeyNotUtf8(API_KEY_KEY))?;
             Ok(Some((
@@ -74,6 +78,22 @@ pub fn decode(secret: &Secret) -> Result<Option<(&'static str, Record)>, DecodeE
         }
         None => Ok(None),
     }
+}
+
+/// The budget a Secret carries beside its record: none without the key. A
+/// broken one refuses the whole Secret, so the last good version (with its
+/// budget) keeps serving.
+fn budget(secret: &Secret) -> Result<Option<BudgetRecord>, DecodeError> {
+    let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(BUDGET_KEY)) else {
+        return Ok(None);
+    };
+    serde_json::from_slice(&bytes.0)
+        .map(Some)
+        .map_err(|e| DecodeError::Record {
+            key: BUDGET_KEY,
+            what: "budget",
+            reason: redact(&e.to_string()),
+        })
 }
 
 /// The role label of a Secret, for counting rejected records.
@@ -283,6 +303,7 @@ mod tests {
             headers: BTreeMap::new(),
             endpoints: vec![],
             source: None,
+            budget: None,
         };
         let json = serde_json::to_vec(&up).unwrap();
         named(
@@ -306,6 +327,7 @@ mod tests {
             endpoints: vec![],
             limits: None,
             source: None,
+            budget: None,
         };
         let json = serde_json::to_vec(&rec).unwrap();
         named(secret("token", &[(RECORD_KEY, &json)]), name)
@@ -430,6 +452,7 @@ mod tests {
             limits: None,
             endpoints: vec![],
             source: None,
+            budget: None,
         };
         let json = serde_json::to_vec(&rec).unwrap();
         let (role, decoded) = decode(&secret("token", &[(RECORD_KEY, &json)]))
@@ -445,6 +468,7 @@ mod tests {
             headers: BTreeMap::new(),
             endpoints: vec![],
             source: None,
+            budget: None,
         };
         let json = serde_json::to_vec(&up).unwrap();
         let s = secret(
@@ -456,6 +480,44 @@ mod tests {
         };
         assert_eq!(record, up);
         assert_eq!(api_key.expose(), "sk-real");
+    }
+
+    #[test]
+    fn a_budget_travels_beside_the_record_and_a_broken_one_refuses_the_secret() {
+        let rec = TokenRecord {
+            name: "team-a/alice".into(),
+            identity: "alice@example.com".into(),
+            sha256: Token::mint().hash(),
+            upstreams: vec!["team-a/openai".into()],
+            expires_at: None,
+            suspended: false,
+            allowed_models: vec![],
+            limits: None,
+            endpoints: vec![],
+            source: None,
+            budget: None,
+        };
+        let json = serde_json::to_vec(&rec).unwrap();
+        let budget = br#"{"period":"month","usdPicodollars":50000000000000,"resetsAt":1798761600,"spent":{"picodollars":1,"tokens":2},"exhausted":true,"collectEverySecs":10}"#;
+        let (_, Record::Token(got)) = decode(&secret(
+            "token",
+            &[(RECORD_KEY, &json), (BUDGET_KEY, budget)],
+        ))
+        .unwrap()
+        .unwrap() else {
+            panic!()
+        };
+        let b = got.budget.unwrap();
+        assert!(b.exhausted);
+        assert_eq!(b.usd_picodollars, Some(50_000_000_000_000));
+        // The record itself never carries it (a proxy without budgets
+        // would refuse the unknown field).
+        assert!(!String::from_utf8(json.clone()).unwrap().contains("budget"));
+        let err = decode(&secret("token", &[(RECORD_KEY, &json), (BUDGET_KEY, b"{")])).unwrap_err();
+        assert!(
+            err.to_string().contains("not a valid budget record"),
+            "{err}"
+        );
     }
 
     #[test]
