@@ -80,6 +80,8 @@ else
 	suite fleet --test-threads=1
 	suite disruption --test-threads=1
 	suite usage --test-threads=1
+	# Shifts the stack's clock (budget periods roll over): alone, last.
+	suite budgets --test-threads=1
 fi
 suite no_leaks
 

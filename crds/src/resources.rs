@@ -456,7 +456,7 @@ pub struct BudgetAlerts {
     pub period: String,
     /// Percentages of `spec.budget.alertAt`, and 100 once exhausted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub sent: Vec<u8>,
+    pub sent: Vec<AlertPercent>,
 }
 
 /// Usage the proxy replicas have counted, summed over all of them.

@@ -56,8 +56,13 @@ ports_load() {
 	OPERATOR_ADMIN_PORT="${STRAKE_OPERATOR_ADMIN_PORT:-${OPERATOR_ADMIN_PORT:-18092}}"
 	ENDPOINT="http://127.0.0.1:$PROXY_PORT"
 	# How often the operator collects usage from the replicas: shorter than
-	# its 10 s default so that tests and the demo see usage sooner.
-	USAGE_INTERVAL="${STRAKE_USAGE_INTERVAL:-2s}"
+	# its 10 s default so that tests and the demo see usage sooner, and so
+	# that a spent budget reaches every replica within 2 s (one collection
+	# plus the record's publication).
+	USAGE_INTERVAL="${STRAKE_USAGE_INTERVAL:-1s}"
+	# Seconds the operator's and the proxies' clocks are shifted by (the
+	# test-only --dev-clock-offset-file): budget tests roll periods over.
+	CLOCK_OFFSET_FILE="$DEV/clock-offset"
 	MOCK_HOST=127.0.0.1
 	PROXY_ADMIN_URL="http://127.0.0.1:$PROXY_ADMIN_PORT"
 	PROXY2_URL="http://127.0.0.1:$PROXY2_PORT"
@@ -325,7 +330,8 @@ start() {
 		local -a ports
 		read -r -a ports <<<"$(ports_of "$name")"
 		args=(--kube --namespace "$NAMESPACE" --replica-service "$RELEASE-proxy-admin"
-			--listen "127.0.0.1:${ports[0]}" --admin "127.0.0.1:${ports[1]}")
+			--listen "127.0.0.1:${ports[0]}" --admin "127.0.0.1:${ports[1]}"
+			--dev-clock-offset-file "$CLOCK_OFFSET_FILE")
 		;;
 	operator)
 		service_kubeconfig "$(service_account operator)" "$KUBECONFIGS/operator.kubeconfig"
@@ -337,7 +343,8 @@ start() {
 			--allowed-upstream-hosts "http://127.0.0.1:$MOCK_PORT"
 			--leader-elect --lease-namespace "$NAMESPACE"
 			--proxy-admin-urls "http://127.0.0.1:$PROXY_ADMIN_PORT,http://127.0.0.1:$PROXY2_ADMIN_PORT"
-			--usage-interval "$USAGE_INTERVAL")
+			--usage-interval "$USAGE_INTERVAL"
+			--dev-clock-offset-file "$CLOCK_OFFSET_FILE")
 		;;
 	esac
 	printf '\n=== %s starting %s\n' "$(date -u +%FT%TZ)" "$name" >>"$LOGS/$name.log"

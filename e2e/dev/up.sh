@@ -54,6 +54,8 @@ helm upgrade --install "$RELEASE" "$ROOT/charts/strake" -n "$NAMESPACE" \
 	--set "endpoint=$ENDPOINT" --set operator.replicas=0 --set proxy.replicas=0 >/dev/null
 log "CRDs applied, chart installed in $NAMESPACE"
 
+# A fresh stack keeps real time, whatever a test left behind.
+rm -f "$CLOCK_OFFSET_FILE"
 for name in mock proxy proxy2 operator; do start "$name"; done
 wait_ready mock proxy proxy2 operator
 replica_slice

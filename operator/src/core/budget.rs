@@ -19,6 +19,7 @@ use k8s_openapi::jiff::Timestamp;
 use strake_crds::budget::{self, Period, Spent};
 use strake_crds::contract::{BudgetCursor, BudgetRecord, BudgetSpend};
 use strake_crds::pricing::Picodollars;
+use strake_crds::resources::AlertPercent;
 use strake_crds::usage::Counters;
 use strake_crds::{Budget, BudgetAlerts, BudgetStatus, UsageCursor};
 
@@ -193,7 +194,7 @@ pub fn plan(o: &Observed<'_>) -> BudgetPlan {
     let mut sent: Vec<u8> = o
         .alerts
         .filter(|a| a.period == p.key)
-        .map(|a| a.sent.clone())
+        .map(|a| a.sent.iter().map(|p| p.0).collect())
         .unwrap_or_default();
     let mut notices = Vec::new();
     let mut due: Vec<u8> = o
@@ -269,7 +270,7 @@ pub fn plan(o: &Observed<'_>) -> BudgetPlan {
         exceeded,
         alerts: BudgetAlerts {
             period: p.key,
-            sent,
+            sent: sent.into_iter().map(AlertPercent).collect(),
         },
         notices,
         // Rounded up, so the look is not early.
@@ -292,7 +293,6 @@ pub fn trigger_hash(bucket: Option<&BudgetStatus>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use strake_crds::resources::AlertPercent;
     use strake_crds::{BudgetPeriod, usage::Counters};
 
     const MINUTE: Duration = Duration::from_secs(60);
@@ -385,7 +385,7 @@ mod tests {
             "50% of the monthly budget of $50 of StrakeToken team-a/alice used ($41 of $50)"
         ));
         assert!(reasons[1].starts_with("80% "));
-        assert_eq!(p.alerts.sent, [50, 80]);
+        assert_eq!(p.alerts.sent, [AlertPercent(50), AlertPercent(80)]);
         assert_eq!(p.condition.status, "False");
         assert!(p.exceeded.is_none() && !p.record.exhausted);
         // The same standing again: nothing new.
