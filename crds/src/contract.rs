@@ -153,7 +153,7 @@ pub struct TokenRecord {
     pub source: Option<SourceRef>,
     /// Read from the Secret's [`BUDGET_KEY`], never from the record itself.
     #[serde(skip)]
-    pub budget: Option<BudgetRecord>,
+    pub budget: Option<Box<BudgetRecord>>,
 }
 
 /// One upstream, without its key (which travels beside it in the Secret).
@@ -175,7 +175,7 @@ pub struct UpstreamRecord {
     pub source: Option<SourceRef>,
     /// Read from the Secret's [`BUDGET_KEY`], never from the record itself.
     #[serde(skip)]
-    pub budget: Option<BudgetRecord>,
+    pub budget: Option<Box<BudgetRecord>>,
 }
 
 /// What a replica needs to enforce a budget without asking anyone: the

@@ -292,7 +292,7 @@ impl TokenPolicy {
             endpoints,
             source: record.source,
             state,
-            budget: record.budget.map(Box::new),
+            budget: record.budget,
         })
     }
 
@@ -415,7 +415,7 @@ impl Upstream {
             endpoints,
             source: record.source.clone(),
             usage: Arc::default(),
-            budget: record.budget.clone().map(Box::new),
+            budget: record.budget.clone(),
             metrics: OnceLock::new(),
         })
     }

@@ -55,7 +55,7 @@ pub fn decode(secret: &Secret) -> Result<Option<(&'static str, Record)>, DecodeE
                     what: "token",
                     reason: redact(&e.to_string()),
                 })?;
-            record.budget = budget(secret)?;
+            record.budget = budget(secret)?.map(Box::new);
             Ok(Some((Role::Token.as_str(), Record::Token(record))))
         }
         Some(Role::Upstream) => {
@@ -65,7 +65,7 @@ pub fn decode(secret: &Secret) -> Result<Option<(&'static str, Record)>, DecodeE
                     what: "upstream",
                     reason: redact(&e.to_string()),
                 })?;
-            record.budget = budget(secret)?;
+            record.budget = budget(secret)?.map(Box::new);
             let key = std::str::from_utf8(data(API_KEY_KEY)?)
                 .map_err(|_| DecodeError::KeyNotUtf8(API_KEY_KEY))?;
             Ok(Some((
