@@ -113,13 +113,14 @@ pub fn resets_at(record: &BudgetRecord) -> String {
 
 /// The token's budget as its holder sees it on `/strake/v1/me`: the limits,
 /// the period's spend as this replica knows it (the last fold plus what it
-/// served since), what is left and when it resets.
-pub fn view(record: &BudgetRecord, own: &Own<'_>, now: i64) -> serde_json::Value {
+/// served since), what is left and when it resets. `replicas` is the live
+/// replica count ([`crate::fleet::Fleet::live_replicas`]).
+pub fn view(record: &BudgetRecord, own: &Own<'_>, now: i64, replicas: u32) -> serde_json::Value {
     let (folded, unreported) = known_spend(record, own, now);
     let spent_usd = folded.picodollars.saturating_add(unreported.picodollars);
     let spent_tokens = folded.tokens.saturating_add(unreported.tokens);
     let usd = |p: u64| Picodollars(p).to_decimal_string();
-    let state = match decide(record, own, now, live_replicas()) {
+    let state = match decide(record, own, now, replicas) {
         Verdict::Open => "open",
         Verdict::Spent => "spent",
         Verdict::HeldBack(_) => "heldBack",
@@ -136,13 +137,6 @@ pub fn view(record: &BudgetRecord, own: &Own<'_>, now: i64) -> serde_json::Value
         "resetsAt": resets_at(record),
         "state": state,
     })
-}
-
-/// The one place the live replica count comes from. One, until the
-/// replicas count each other: the share of what is left is then the whole
-/// of it, and holding back coincides with being spent.
-pub fn live_replicas() -> u32 {
-    1
 }
 
 #[cfg(test)]
@@ -238,7 +232,12 @@ mod tests {
             decide(&record(6, false), &own(7, 4), now, 2),
             Verdict::HeldBack(11)
         );
-        assert_eq!(live_replicas(), 1);
+        // The holder's view says so too.
+        assert_eq!(
+            view(&record(6, false), &own(7, 4), now, 2)["state"],
+            "heldBack"
+        );
+        assert_eq!(view(&record(6, false), &own(7, 4), now, 1)["state"], "open");
     }
 
     #[test]
@@ -256,12 +255,12 @@ mod tests {
         o.counters.output_tokens = 40;
         assert_eq!(decide(&r, &o, 0, 1), Verdict::Spent);
         assert_eq!(describe(&r), "monthly budget of 100 tokens");
-        let v = view(&r, &o, 0);
+        let v = view(&r, &o, 0, 1);
         assert_eq!(v["spentTokens"], 100);
         assert_eq!(v["remainingTokens"], 0);
         assert_eq!(v["limitUsd"], serde_json::Value::Null);
         assert_eq!(v["state"], "spent");
-        let v = view(&record(6, false), &own(7, 3), RESET - 1);
+        let v = view(&record(6, false), &own(7, 3), RESET - 1, 1);
         assert_eq!(
             (v["spentUsd"].as_str(), v["remainingUsd"].as_str()),
             (Some("7"), Some("3"))

@@ -144,7 +144,12 @@ fn introspect(ex: &mut Exchange, parts: &Parts) -> Result<Response<Bytes>, Rejec
             series: token.state.usage.series,
             counters: token.state.usage.counters(),
         };
-        budget::view(record, &own, ex.shared.settings.clock.now().as_second())
+        budget::view(
+            record,
+            &own,
+            ex.shared.settings.clock.now().as_second(),
+            ex.shared.fleet.live_replicas(),
+        )
     });
     let body = me::render(
         &token,
@@ -318,7 +323,7 @@ fn authorize_budget(
             resets_at: budget::resets_at(record),
             retry_after_secs,
         };
-        match budget::decide(record, &own, now, budget::live_replicas()) {
+        match budget::decide(record, &own, now, shared.fleet.live_replicas()) {
             budget::Verdict::Open => {}
             budget::Verdict::Spent => {
                 let until_reset = u64::try_from(record.resets_at - now).unwrap_or(0).max(1);
