@@ -207,7 +207,7 @@ skip() {
 # The process behind each target, for its CPU and memory.
 declare -A SERVER=([direct]=mock [direct-repeat]=mock [nginx]=nginx [strake]=strake
 	[strake-nolog]=strake-nolog [strake-nopricing]=strake-nopricing [litellm]=litellm
-	[portkey]=portkey)
+	[portkey]=portkey [strake-policy]=strake [strake-h2]=strake)
 
 # --- build ----------------------------------------------------------------------
 
@@ -358,6 +358,22 @@ gen_tokens() { # COUNT LISTEN ADMIN CONFIG TOKENS
 gen_tokens 10 "127.0.0.1:$STRAKE_PORT" "127.0.0.1:$STRAKE_ADMIN_PORT" \
 	"$work/conf/strake.yaml" "$work/conf/strake-tokens.txt"
 strake_token="$(head -n1 "$work/conf/strake-tokens.txt")"
+# The second token carries the policy a platform team would set: an
+# allowed-model list and per-minute limits far above the load, so every
+# request takes the glob match and both limiters without being refused.
+policy_token="$(sed -n 2p "$work/conf/strake-tokens.txt")"
+python3 - "$work/conf/strake.yaml" <<'PY'
+import sys
+path = sys.argv[1]
+lines = open(path).read().split("\n")
+at = lines.index("  - name: bench-000001")
+up = next(i for i in range(at, len(lines)) if lines[i].startswith("    upstreams:"))
+lines[up + 1:up + 1] = [
+    '    allowedModels: ["gpt-4o*", "gpt-4.1*", "o3*", "claude-*"]',
+    "    limits: {requestsPerMinute: 100000000, tokensPerMinute: 1000000000}",
+]
+open(path, "w").write("\n".join(lines))
+PY
 # The benchmark's model priced as a platform team would (prices:), so every
 # request takes the priced path.
 cat >>"$work/conf/strake.yaml" <<EOF
@@ -450,7 +466,7 @@ url_of() {
 	case "$1" in
 	direct | direct-repeat) echo "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" ;;
 	nginx) echo "http://127.0.0.1:$NGINX_PORT/v1/chat/completions" ;;
-	strake) echo "http://127.0.0.1:$STRAKE_PORT/v1/chat/completions" ;;
+	strake | strake-policy | strake-h2) echo "http://127.0.0.1:$STRAKE_PORT/v1/chat/completions" ;;
 	strake-nolog) echo "http://127.0.0.1:$NOLOG_PORT/v1/chat/completions" ;;
 	strake-nopricing) echo "http://127.0.0.1:$NOPRICING_PORT/v1/chat/completions" ;;
 	litellm) echo "http://127.0.0.1:$LITELLM_PORT/v1/chat/completions" ;;
@@ -461,15 +477,18 @@ cred_of() {
 	case "$1" in
 	direct | direct-repeat) echo "$UPSTREAM_KEY" ;;
 	nginx) echo "sk-client-credential-nginx-replaces" ;;
-	strake | strake-nolog | strake-nopricing) echo "$strake_token" ;;
+	strake | strake-nolog | strake-nopricing | strake-h2) echo "$strake_token" ;;
+	strake-policy) echo "$policy_token" ;;
 	litellm) echo "$LITELLM_KEY" ;;
 	portkey) echo "$UPSTREAM_KEY" ;;
 	esac
 }
-# extra_of TARGET: the headers a target needs beyond the credential.
+# extra_of TARGET: what a target needs on the load generator beyond the credential.
 extra_of() {
-	[[ $1 == portkey ]] && printf '%s\n' "${portkey_headers[@]}"
-	return 0
+	case "$1" in
+	portkey) printf '%s\n' "${portkey_headers[@]}" ;;
+	strake-h2) echo --http2 ;;
+	esac
 }
 targets=(direct nginx)
 ((strake_ok)) && targets+=(strake)
@@ -487,6 +506,9 @@ for rate in "${rates[@]}"; do
 	fi
 	((nolog_ok && aa)) && these+=(strake-nolog)
 	((nopricing_ok)) && these+=(strake-nopricing)
+	# What the features cost, on the same process: a token with a policy,
+	# and the same token as strake over HTTP/2.
+	((strake_ok)) && these+=(strake-policy strake-h2)
 	((aa)) && these+=(direct-repeat)
 	for t in "${these[@]}"; do
 		mapfile -t extra < <(extra_of "$t")

@@ -1,15 +1,18 @@
-//! One HTTP/1.1 keep-alive connection per client task, on bare hyper: no
-//! pool, no retries, nothing between the clock and the socket.
+//! One keep-alive connection per client task (HTTP/1.1, or HTTP/2 with prior
+//! knowledge), on bare hyper: no pool, no retries, nothing between the clock
+//! and the socket.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Method, Request};
+use http::{HeaderName, HeaderValue, Method, Request, Response};
 use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 /// What every request of a run looks like, except its credential.
@@ -157,4 +160,65 @@ pub async fn connect(addr: SocketAddr) -> anyhow::Result<SendRequest<Full<Bytes>
         let _ = conn.await;
     });
     Ok(send)
+}
+
+/// A client connection of either protocol, one request at a time.
+pub enum Sender {
+    Http1(http1::SendRequest<Full<Bytes>>),
+    Http2 {
+        send: http2::SendRequest<Full<Bytes>>,
+        authority: String,
+    },
+}
+
+impl Sender {
+    /// Opens a connection (`http2`: h2c with prior knowledge, as `curl
+    /// --http2-prior-knowledge` and the SDKs' HTTP/2 clients speak it to a
+    /// plain-text listener) and drives it on the current runtime.
+    pub async fn connect(addr: SocketAddr, http2: bool) -> anyhow::Result<Sender> {
+        if !http2 {
+            return Ok(Sender::Http1(connect(addr).await?));
+        }
+        let stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        stream.set_nodelay(true)?;
+        let (send, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Sender::Http2 {
+            send,
+            authority: addr.to_string(),
+        })
+    }
+
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_closed(),
+            Sender::Http2 { send, .. } => send.is_closed(),
+        }
+    }
+
+    /// Waits until the connection can take a request, then sends it.
+    pub async fn send(
+        &mut self,
+        mut req: Request<Full<Bytes>>,
+    ) -> hyper::Result<Response<Incoming>> {
+        match self {
+            Sender::Http1(s) => {
+                s.ready().await?;
+                s.send_request(req).await
+            }
+            Sender::Http2 { send, authority } => {
+                // HTTP/2 carries the scheme and authority as pseudo-headers.
+                let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+                *req.uri_mut() = format!("http://{authority}{path}")
+                    .parse()
+                    .expect("an address and a validated path");
+                send.ready().await?;
+                send.send_request(req).await
+            }
+        }
+    }
 }

@@ -22,13 +22,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::SendRequest;
+use http_body_util::BodyExt;
 use tokio::sync::{Mutex, mpsc};
 
 use crate::Output;
-use crate::conn::{self, RequestArgs, Template};
+use crate::conn::{RequestArgs, Sender, Template};
 use crate::histogram::Recorder;
 use crate::proc;
 use crate::results::{self, LoadResult, Meta, Record, ServerUsage};
@@ -51,6 +49,10 @@ pub struct Args {
     /// Keep-alive connections.
     #[arg(long, default_value_t = 32)]
     connections: usize,
+    /// Speak HTTP/2 with prior knowledge (h2c), one request at a time on
+    /// each connection, as HTTP/1.1 does.
+    #[arg(long)]
+    http2: bool,
     /// Per-request timeout in seconds; also how long queued slots may wait
     /// after the schedule ends before they count as failed.
     #[arg(long, default_value_t = 10.0)]
@@ -222,6 +224,7 @@ async fn open_loop(
         .map(|_| {
             let rx = rx.clone();
             let template = template.clone();
+            let http2 = args.http2;
             tokio::spawn(async move {
                 let mut tally = Tally::default();
                 let mut conn = None;
@@ -231,7 +234,7 @@ async fn open_loop(
                     let status = if Instant::now() > give_up {
                         0
                     } else {
-                        send(&template, &mut conn, slot.n, timeout).await
+                        send(&template, &mut conn, http2, slot.n, timeout).await
                     };
                     if slot.measured {
                         tally.record(status, slot.released.elapsed());
@@ -263,6 +266,7 @@ async fn closed_loop(
         .map(|_| {
             let template = template.clone();
             let budget = budget.clone();
+            let http2 = args.http2;
             tokio::spawn(async move {
                 let mut tally = Tally::default();
                 let mut conn = None;
@@ -272,7 +276,7 @@ async fn closed_loop(
                     if sent >= window.1 || n >= max {
                         break;
                     }
-                    let status = send(&template, &mut conn, n, timeout).await;
+                    let status = send(&template, &mut conn, http2, n, timeout).await;
                     if sent >= window.0 {
                         tally.record(status, sent.elapsed());
                     }
@@ -292,17 +296,17 @@ async fn closed_loop(
 /// response. Returns its status, or 0 for a transport error or timeout.
 async fn send(
     template: &Template,
-    conn: &mut Option<SendRequest<Full<Bytes>>>,
+    conn: &mut Option<Sender>,
+    http2: bool,
     n: u64,
     timeout: Duration,
 ) -> u16 {
     let attempt = async {
         if conn.as_ref().is_none_or(|c| c.is_closed()) {
-            *conn = Some(conn::connect(template.addr).await.ok()?);
+            *conn = Some(Sender::connect(template.addr, http2).await.ok()?);
         }
         let c = conn.as_mut()?;
-        c.ready().await.ok()?;
-        let resp = c.send_request(template.request(n)).await.ok()?;
+        let resp = c.send(template.request(n)).await.ok()?;
         let status = resp.status().as_u16();
         resp.into_body().collect().await.ok()?;
         Some(status)

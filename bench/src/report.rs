@@ -33,14 +33,28 @@ pub struct Args {
 /// The ways a request reaches the mock, in report order. `strake-nolog` is
 /// strake-proxy with its access log filtered out, as nginx runs here;
 /// `strake-nopricing` is strake-proxy with `--no-pricing`.
-const TARGETS: [&str; 7] = [
+/// `strake-policy` is the same process with a token that has an
+/// allowed-model list and per-minute limits; `strake-h2` the same token as
+/// `strake` over HTTP/2 (h2c).
+const TARGETS: [&str; 9] = [
     "direct",
     "nginx",
     "strake",
+    "strake-policy",
+    "strake-h2",
     "strake-nolog",
     "strake-nopricing",
     "litellm",
     "portkey",
+];
+
+/// The features whose cost is a row of their own: (target, what it is).
+const FEATURES: [(&str, &str); 2] = [
+    (
+        "strake-policy",
+        "a token with an allowed-model list (4 globs) and requests- and tokens-per-minute limits",
+    ),
+    ("strake-h2", "HTTP/2 from the client (h2c, prior knowledge)"),
 ];
 
 /// The LLM gateways a user would pick instead of Strake: (target, name).
@@ -801,6 +815,62 @@ fn overhead(w: &mut String, r: &Results) {
     }
     let _ = writeln!(w);
     pricing(w, r, &rates);
+    features(w, r, &rates);
+}
+
+/// What each feature adds over plain `strake`: the same process, the same
+/// run, another token or protocol.
+fn features(w: &mut String, r: &Results, rates: &[f64]) {
+    if !FEATURES.iter().any(|(t, _)| {
+        rates
+            .iter()
+            .any(|&rate| r.load("overhead", t, Some(rate)).is_some())
+    }) {
+        return;
+    }
+    let _ = writeln!(
+        w,
+        "### Cost of the features\n\nThe same strake-proxy process as *strake*, in the same run: \
+         a row differs from *strake* only by the feature named. *Δ* is the feature's added latency \
+         minus strake's at that rate (within the run's noise, see direct-repeat, it is zero), and \
+         its CPU per request over strake's.\n\n\
+         | feature | rate (rps) | added p50 | added p99 | Δ p50 | Δ p99 | CPU / req | ÷ strake CPU |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    let cpu = |l: Option<&LoadResult>| {
+        l.and_then(|l| l.server.as_ref())
+            .map(|s| s.cpu_us_per_request)
+    };
+    for (t, what) in FEATURES {
+        for &rate in rates {
+            let (Some(f), Some(s)) = (
+                added(r, "overhead", t, rate),
+                added(r, "overhead", "strake", rate),
+            ) else {
+                continue;
+            };
+            let (fc, sc) = (
+                cpu(r.load("overhead", t, Some(rate))),
+                cpu(r.load("overhead", "strake", Some(rate))),
+            );
+            let _ = writeln!(
+                w,
+                "| {what} | {rate:.0} | {} | {} | {} | {} | {} | {} |",
+                us(f.0),
+                us(f.1),
+                us(f.0 - s.0),
+                us(f.1 - s.1),
+                fc.map_or("—".into(), us),
+                fc.zip(sc)
+                    .map_or("—".into(), |(a, b)| format!("{:.2}", a / b)),
+            );
+        }
+    }
+    let _ = writeln!(
+        w,
+        "\nOther features' costs are in their own sections: a streamed request (added time to \
+         first byte, section 2), 100,000 tokens against 10 (section 4), pricing (the table \
+         above).\n"
+    );
 }
 
 /// Pricing on (`strake`, the benchmark's model priced) against off
