@@ -309,6 +309,7 @@ pub fn table(tokens: &[StrakeToken], all_namespaces: bool, now: Timestamp) -> St
                 "REQUESTS",
                 "TOKENS IN/OUT",
                 "SPEND",
+                "BUDGET",
             ]
             .map(String::from),
         );
@@ -342,10 +343,35 @@ pub fn table(tokens: &[StrakeToken], all_namespaces: bool, now: Timestamp) -> St
                 count(usage.output_tokens)
             ),
             month.map_or_else(|| "-".into(), |m| usd(&m.spend_usd)),
+            budget_standing(t, &status, now),
         ]);
         rows.push(row);
     }
     columns(&rows)
+}
+
+/// The share of the budget used this period, e.g. `80% of month`; `-`
+/// without a budget. A bucket of a past period has spent nothing of this
+/// one.
+fn budget_standing(
+    t: &StrakeToken,
+    status: &strake_crds::StrakeTokenStatus,
+    now: Timestamp,
+) -> String {
+    let Some(budget) = &t.spec.budget else {
+        return "-".into();
+    };
+    let period = match budget.period {
+        BudgetPeriod::Day => "day",
+        BudgetPeriod::Week => "week",
+        BudgetPeriod::Month => "month",
+    };
+    let percent = status
+        .budget
+        .as_ref()
+        .filter(|b| b.resets_at.0 > now)
+        .map_or(0, |b| b.percent);
+    format!("{percent}% of {period}")
 }
 
 /// Left-aligned columns three spaces apart, as kubectl prints them.
@@ -732,6 +758,17 @@ mod tests {
             }),
             ..Default::default()
         });
+        a.spec.budget = Some(budget("2usd/month").unwrap());
+        a.status.as_mut().unwrap().budget = Some(strake_crds::BudgetStatus {
+            period: "2026-12".into(),
+            starts_at: Time("2026-12-01T00:00:00Z".parse().unwrap()),
+            resets_at: Time("2027-01-01T00:00:00Z".parse().unwrap()),
+            spent_usd: "1.6".into(),
+            tokens: 0,
+            percent: 80,
+            overshoot_usd: None,
+            overshoot_tokens: None,
+        });
         let mut b = with_status(Phase::Suspended, "False", 1, 1);
         b.metadata.name = Some("bob".into());
         b.spec.identity = "bob@example.com".into();
@@ -755,7 +792,8 @@ mod tests {
                 "3m ago",
                 "12",
                 "12.3k/67",
-                "$1.23"
+                "$1.23",
+                "80% of month"
             ]
         );
         assert!(
