@@ -19,7 +19,7 @@
 # STRAKE_MOCK_PORT (18080), STRAKE_PROXY_PORT (18081), STRAKE_PROXY_ADMIN_PORT
 # (18091), a second proxy replica's STRAKE_PROXY2_PORT (18082) and
 # STRAKE_PROXY2_ADMIN_PORT (18093), STRAKE_OPERATOR_ADMIN_PORT (18092), and
-# the cluster's own (see e2e/cluster/up.sh); STRAKE_USAGE_INTERVAL (2s), how
+# the cluster's own (see e2e/cluster/up.sh); STRAKE_USAGE_INTERVAL (1s), how
 # often the operator collects usage from the proxy replicas.
 set -euo pipefail
 # shellcheck source=lib.sh

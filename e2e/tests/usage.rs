@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
-/// Collection runs every 2 s on the dev stack; status must be fresh within
+/// Collection runs every 1 s on the dev stack; status must be fresh within
 /// 30 s of use whatever the interval, so this is also the freshness bound
 /// the test holds the operator to.
 const FRESH: Duration = Duration::from_secs(30);
