@@ -154,6 +154,20 @@ pub struct TokenRecord {
     /// Read from the Secret's [`BUDGET_KEY`], never from the record itself.
     #[serde(skip)]
     pub budget: Option<Box<BudgetRecord>>,
+    /// The token this one replaced in a rotation with a grace period: it
+    /// is accepted, with this record's policy, until `validUntil`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<PreviousToken>,
+}
+
+/// A rotated-out token still in its grace period.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PreviousToken {
+    pub sha256: TokenHash,
+    /// The proxy refuses it from this instant on, whatever the operator
+    /// does meanwhile.
+    pub valid_until: Time,
 }
 
 /// One upstream, without its key (which travels beside it in the Secret).
@@ -303,6 +317,7 @@ mod tests {
                 name: "alice".into(),
             }),
             budget: None,
+            previous: None,
         };
         let json = serde_json::to_string(&rec).unwrap();
         assert!(json.contains("\"expiresAt\":\"2027-03-01T00:00:00Z\""));

@@ -200,10 +200,42 @@ pub struct StrakeTokenSpec {
         regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     )]
     pub secret_name: Option<String>,
-    /// Bump to mint a new token; the old one stops working at once.
+    /// Bump to mint a new token; the old one stops working at once, or
+    /// after rotationGracePeriod.
     #[serde(default, skip_serializing_if = "is_zero")]
     #[schemars(range(min = 0))]
     pub rotation: i64,
+    /// How long the previous token keeps working after a rotation, so that
+    /// its users can pick up the new one: a number and a unit (s, m, h or
+    /// d), at most 7d. Unset or 0s: it stops at once. A second rotation
+    /// within the period ends the oldest token at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 2, max = 8),
+        regex(pattern = r"^[0-9]{1,6}[smhd]$"),
+        extend("x-kubernetes-validations" = [{
+            "rule": "!self.matches('^[0-9]{1,6}[smhd]$') || int(self.substring(0, size(self) - 1)) * (self.endsWith('d') ? 86400 : self.endsWith('h') ? 3600 : self.endsWith('m') ? 60 : 1) <= 604800",
+            "message": "rotationGracePeriod is at most 7d (a leaked previous token lives this long)"
+        }])
+    )]
+    pub rotation_grace_period: Option<String>,
+}
+
+/// The longest `spec.rotationGracePeriod` (the CRD's CEL rule says the
+/// same).
+pub const MAX_ROTATION_GRACE: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
+impl StrakeTokenSpec {
+    /// How long a rotated-out token stays valid: zero when unset or
+    /// unreadable (admission rejects those; a stored one errs short), never
+    /// more than [`MAX_ROTATION_GRACE`].
+    pub fn rotation_grace(&self) -> std::time::Duration {
+        self.rotation_grace_period
+            .as_deref()
+            .and_then(|g| crate::duration::parse(g).ok())
+            .unwrap_or_default()
+            .min(MAX_ROTATION_GRACE)
+    }
 }
 
 /// The name of an UpstreamKey in the token's namespace.
@@ -281,7 +313,8 @@ impl HttpMethod {
     }
 }
 
-/// Per-token rate limits, enforced by each proxy replica.
+/// Per-token rate limits, for all proxy replicas together (each admits
+/// its share: the limit divided by the live replica count).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TokenLimits {
@@ -412,6 +445,10 @@ pub struct StrakeTokenStatus {
     pub last_used_at: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<TokenUsage>,
+    /// After a rotation with spec.rotationGracePeriod: until when the
+    /// previous token still works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_token_valid_until: Option<Time>,
     /// The spend of `spec.budget`'s current period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetStatus>,

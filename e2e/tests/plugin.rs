@@ -6,9 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use serde_json::Value;
+use http::Method;
+use jiff::Timestamp;
+use serde_json::{Value, json};
 use strake_crds::Phase;
 use strake_e2e::env::{python, repo_root, workspace_bin};
 use strake_e2e::stack::{Output, RECONCILE};
@@ -256,6 +259,184 @@ async fn suspend_resume_rotate_and_revoke_reach_the_proxy() -> Result<()> {
     ensure!(ns.tokens().get_opt("carol").await?.is_none());
     let revoked = stack.chat_until(&second, &marker, 401).await?;
     ensure!(revoked.headers.get("x-should-retry").map(String::as_str) == Some("false"));
+    Ok(())
+}
+
+/// How long a rotated-out token may still be accepted after its deadline,
+/// or after a rotation or a revocation ends it (the watch event's way to
+/// both replicas, on two shared cores).
+const ENDS_WITHIN: Duration = Duration::from_secs(1);
+
+/// `issued`'s chat completion status on the replica at `proxy_url`.
+async fn status_on(stack: &Stack, issued: &Issued, proxy_url: &str) -> Result<u16> {
+    let base = issued
+        .env("OPENAI_BASE_URL")?
+        .replacen(&stack.env.proxy_url, proxy_url, 1);
+    let reply = stack
+        .http
+        .send(
+            Method::POST,
+            &format!("{base}/chat/completions"),
+            &[("authorization", &format!("Bearer {}", issued.token))],
+            Some(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "grace"}]})),
+        )
+        .await?;
+    Ok(reply.status)
+}
+
+/// The status on both replicas, which must agree.
+async fn status_everywhere(stack: &Stack, issued: &Issued) -> Result<u16> {
+    let one = status_on(stack, issued, &stack.env.proxy_url).await?;
+    let two = status_on(stack, issued, &stack.env.proxy2_url).await?;
+    ensure!(
+        one == two,
+        "{}: replica 1 says {one}, replica 2 {two}",
+        issued.name
+    );
+    Ok(one)
+}
+
+/// Polls until `issued` gets 401 on both replicas; how long that took.
+async fn refused_after(
+    stack: &Stack,
+    issued: &Issued,
+    from: Instant,
+    limit: Duration,
+) -> Result<Duration> {
+    loop {
+        let one = status_on(stack, issued, &stack.env.proxy_url).await?;
+        let two = status_on(stack, issued, &stack.env.proxy2_url).await?;
+        if one == 401 && two == 401 {
+            return Ok(from.elapsed());
+        }
+        ensure!(from.elapsed() < limit, "still {one}/{two} after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The current token after a `rotate`, and until when the one it replaced works.
+async fn rotate(ns: &TestNs<'_>, name: &str, args: &[&str]) -> Result<(Issued, Option<Timestamp>)> {
+    let mut argv = vec!["rotate", name];
+    argv.extend_from_slice(args);
+    let out = plugin(ns, &argv).await?;
+    ensure!(out.ok, "rotate failed: {}", out.stderr.trim());
+    let status = ns.tokens().get(name).await?.status.unwrap_or_default();
+    let until = status.previous_token_valid_until.map(|t| t.0);
+    let said = match until {
+        Some(t) => format!("the previous token works until {t}"),
+        None => "the previous token no longer works".into(),
+    };
+    ensure!(
+        out.stderr.contains(&said),
+        "rotate said {:?}, status {until:?}",
+        out.stderr
+    );
+    let env = dotenv(&plugin_ok(ns, &["env", name]).await?);
+    Ok((Issued::from_env(&ns.stack.env, name, env)?, until))
+}
+
+#[tokio::test]
+async fn a_rotation_grace_keeps_the_old_token_until_the_instant_and_no_longer() -> Result<()> {
+    let stack = Stack::connect().await?;
+    let ns = stack.namespace("plugin-grace").await?;
+    ns.default_upstreams().await?;
+    let out = plugin_ok(
+        &ns,
+        &[
+            "issue",
+            "dana",
+            "--identity",
+            "dana@example.com",
+            "--upstream",
+            "openai",
+        ],
+    )
+    .await?;
+    let t0 = Issued::from_env(&stack.env, "dana", dotenv(&out))?;
+    stack.chat_until(&t0, &ns.marker("grace"), 200).await?;
+
+    // A long grace: the old and the new token both work, on both replicas.
+    let (t1, until) = rotate(&ns, "dana", &["--grace", "1h"]).await?;
+    let until = until.context("a grace period gives a deadline")?;
+    let left = until.duration_since(Timestamp::now());
+    ensure!(
+        left > jiff::SignedDuration::from_secs(3590)
+            && left <= jiff::SignedDuration::from_secs(3600),
+        "deadline {until}, {left:?} from now"
+    );
+    let events = ns
+        .kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=Rotated",
+            "-o",
+            "json",
+        ])
+        .await?;
+    ensure!(
+        events.contains(&format!("keeps working until {until}")),
+        "no Rotated event says until when: {events}"
+    );
+    stack.chat_until(&t1, &ns.marker("grace"), 200).await?;
+    ensure!(
+        status_everywhere(&stack, &t0).await? == 200,
+        "the old token is refused in its grace"
+    );
+    ensure!(status_everywhere(&stack, &t1).await? == 200);
+
+    // A second rotation inside the grace, now of 3 s: t0 ends at once, t1
+    // works until its own deadline, then stops by itself.
+    let rotated = Instant::now();
+    let (t2, until) = rotate(&ns, "dana", &["--grace", "3s"]).await?;
+    let until = until.context("a deadline")?;
+    let oldest_gone = refused_after(&stack, &t0, rotated, RECONCILE).await?;
+    stack.chat_until(&t2, &ns.marker("grace"), 200).await?;
+    let before_deadline = until.duration_since(Timestamp::now());
+    let t1_status = status_everywhere(&stack, &t1).await?;
+    if before_deadline > jiff::SignedDuration::from_millis(200) {
+        ensure!(
+            t1_status == 200,
+            "t1 refused {before_deadline:?} before its deadline"
+        );
+    }
+    let wait = Instant::now();
+    let after = refused_after(&stack, &t1, wait, Duration::from_secs(10)).await?;
+    let late = Timestamp::now().duration_since(until);
+    ensure!(
+        late >= -jiff::SignedDuration::from_millis(50)
+            && late <= jiff::SignedDuration::try_from(ENDS_WITHIN)?,
+        "t1 refused {late:?} after its deadline {until}"
+    );
+    ensure!(
+        status_everywhere(&stack, &t2).await? == 200,
+        "the new token works after the grace"
+    );
+    println!(
+        "grace: second rotation ended the oldest token on both replicas within {oldest_gone:?} of the rotate command; \
+         the previous one worked until its deadline and was refused {late:?} after it (waited {after:?})"
+    );
+
+    // Revoked inside a grace: both tokens stop.
+    let (t3, until) = rotate(&ns, "dana", &["--grace", "1h"]).await?;
+    ensure!(until.is_some());
+    stack.chat_until(&t3, &ns.marker("grace"), 200).await?;
+    ensure!(status_everywhere(&stack, &t2).await? == 200);
+    let revoked = Instant::now();
+    ns.tokens()
+        .delete("dana", &kube::api::DeleteParams::default())
+        .await?;
+    let both = async {
+        let a = refused_after(&stack, &t2, revoked, Duration::from_secs(5)).await?;
+        let b = refused_after(&stack, &t3, revoked, Duration::from_secs(5)).await?;
+        anyhow::Ok(a.max(b))
+    }
+    .await?;
+    ensure!(
+        both <= ENDS_WITHIN,
+        "revoked tokens still worked {both:?} after the revoke"
+    );
+    println!("grace: revoke ended both tokens on both replicas within {both:?}");
     Ok(())
 }
 

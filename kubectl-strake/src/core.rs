@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use jiff::Timestamp;
@@ -58,6 +59,7 @@ pub fn new_token(req: &IssueRequest, now: Timestamp) -> Result<StrakeToken> {
         budget: req.budget.as_deref().map(budget).transpose()?,
         secret_name: req.secret_name.clone(),
         rotation: 0,
+        rotation_grace_period: None,
     };
     let mut token = StrakeToken::new(&req.name, spec);
     token.metadata = ObjectMeta {
@@ -134,9 +136,16 @@ pub fn suspend_patch(suspended: bool) -> Value {
     json!({"spec": {"suspended": suspended}})
 }
 
-/// The merge patch that mints a new token: the next `spec.rotation`.
-pub fn rotate_patch(token: &StrakeToken) -> Value {
-    json!({"spec": {"rotation": token.spec.rotation + 1}})
+/// The merge patch that mints a new token: the next `spec.rotation`, and
+/// with `grace` how long the current token keeps working (in seconds, a
+/// form the field's admission rule reads; it refuses more than 7 days).
+/// Without it the spec's `rotationGracePeriod` applies.
+pub fn rotate_patch(token: &StrakeToken, grace: Option<Duration>) -> Value {
+    let mut spec = json!({"rotation": token.spec.rotation + 1});
+    if let Some(grace) = grace {
+        spec["rotationGracePeriod"] = format!("{}s", grace.as_secs()).into();
+    }
+    json!({ "spec": spec })
 }
 
 /// Where a token stands for someone waiting on it.
@@ -646,9 +655,13 @@ mod tests {
     #[test]
     fn patches() {
         let mut t = new_token(&request(), now()).unwrap();
-        assert_eq!(rotate_patch(&t), json!({"spec": {"rotation": 1}}));
+        assert_eq!(rotate_patch(&t, None), json!({"spec": {"rotation": 1}}));
+        assert_eq!(
+            rotate_patch(&t, Some(Duration::from_secs(3600))),
+            json!({"spec": {"rotation": 1, "rotationGracePeriod": "3600s"}})
+        );
         t.spec.rotation = 4;
-        assert_eq!(rotate_patch(&t), json!({"spec": {"rotation": 5}}));
+        assert_eq!(rotate_patch(&t, None), json!({"spec": {"rotation": 5}}));
         assert_eq!(suspend_patch(true), json!({"spec": {"suspended": true}}));
         assert_eq!(suspend_patch(false), json!({"spec": {"suspended": false}}));
     }

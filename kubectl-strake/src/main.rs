@@ -70,9 +70,12 @@ enum Command {
     Suspend { name: String },
     /// Accept a suspended token again.
     Resume { name: String },
-    /// Mint a new token; the old one stops working.
+    /// Mint a new token; the old one stops working now, or after --grace.
     Rotate {
         name: String,
+        /// How long the current token keeps working beside the new one (e.g. 1h, at most 7d); sets spec.rotationGracePeriod
+        #[arg(long, value_parser = duration)]
+        grace: Option<Duration>,
         /// How long to wait for the new token.
         #[arg(long, default_value = "60s", value_parser = duration)]
         timeout: Duration,
@@ -333,10 +336,16 @@ async fn run(cli: Cli) -> Result<()> {
             eprintln!("StrakeToken {name} resumed");
             Ok(())
         }
-        Command::Rotate { name, timeout } => {
+        Command::Rotate {
+            name,
+            grace,
+            timeout,
+        } => {
             let before = kube.token(&name).await?;
             let old_prefix = before.status.as_ref().and_then(|s| s.token_prefix.clone());
-            let patched = kube.patch(&name, core::rotate_patch(&before)).await?;
+            let patched = kube
+                .patch(&name, core::rotate_patch(&before, grace))
+                .await?;
             let generation = patched.metadata.generation;
             let after = kube
                 .wait(&name, timeout, |t| {
@@ -345,13 +354,14 @@ async fn run(cli: Cli) -> Result<()> {
                         && status.and_then(|s| s.token_prefix.clone()) != old_prefix
                 })
                 .await?;
+            let status = after.status.clone().unwrap_or_default();
+            let previous = match &status.previous_token_valid_until {
+                Some(until) => format!("the previous token works until {}", until.0),
+                None => "the previous token no longer works".into(),
+            };
             eprintln!(
-                "StrakeToken {name} rotated: the new token ({}…) is in Secret {}; `kubectl strake env {name}` prints it",
-                after
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.token_prefix.clone())
-                    .unwrap_or_default(),
+                "StrakeToken {name} rotated: the new token ({}…) is in Secret {}; {previous}; `kubectl strake env {name}` prints it",
+                status.token_prefix.unwrap_or_default(),
                 after.secret_name()
             );
             Ok(())

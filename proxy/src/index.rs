@@ -490,11 +490,24 @@ impl Hasher for DigestHasher {
 }
 
 type Shard = HashMap<TokenHash, Arc<TokenPolicy>, BuildHasherDefault<DigestHasher>>;
+type PreviousShard = HashMap<TokenHash, Previous, BuildHasherDefault<DigestHasher>>;
+
+/// A token rotated out with a grace period: it authenticates as the
+/// token that replaced it until the deadline, checked on every request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Previous {
+    /// The hash of the token that replaced it.
+    pub current: TokenHash,
+    /// Unix milliseconds: refused from this instant on.
+    pub valid_until_ms: i64,
+}
 
 /// An immutable view of the index, as one request sees it.
 #[derive(Clone)]
 pub struct Snapshot {
     shards: Vec<Arc<Shard>>,
+    /// Rotated-out tokens in their grace period, sharded like `shards`.
+    previous: Vec<Arc<PreviousShard>>,
     upstreams: Arc<HashMap<Arc<str>, Arc<Upstream>>>,
     tokens: usize,
     /// Tokens that left the index with usage, by source: no request
@@ -521,6 +534,9 @@ impl Default for Snapshot {
     fn default() -> Self {
         Snapshot {
             shards: (0..SHARDS).map(|_| Arc::new(Shard::default())).collect(),
+            previous: (0..SHARDS)
+                .map(|_| Arc::new(PreviousShard::default()))
+                .collect(),
             upstreams: Arc::default(),
             tokens: 0,
             departed: Arc::default(),
@@ -540,6 +556,27 @@ impl fmt::Debug for Snapshot {
 impl Snapshot {
     pub fn token(&self, hash: &TokenHash) -> Option<&Arc<TokenPolicy>> {
         self.shards[usize::from(hash.0[0])].get(hash)
+    }
+
+    /// The policy a presented token's hash authenticates as at `now_ms`
+    /// (unix milliseconds): its own, or, for a rotated-out token before its
+    /// deadline, its successor's. The deadline is the proxy's to enforce:
+    /// no later record is needed to end it.
+    pub fn authenticate(&self, hash: &TokenHash, now_ms: i64) -> Option<&Arc<TokenPolicy>> {
+        if let Some(policy) = self.token(hash) {
+            return Some(policy);
+        }
+        let previous = self.previous[usize::from(hash.0[0])].get(hash)?;
+        if now_ms < previous.valid_until_ms {
+            self.token(&previous.current)
+        } else {
+            None
+        }
+    }
+
+    /// The rotated-out token `hash`, while the index holds it.
+    pub fn previous(&self, hash: &TokenHash) -> Option<&Previous> {
+        self.previous[usize::from(hash.0[0])].get(hash)
     }
 
     pub fn upstream(&self, id: &str) -> Option<&Arc<Upstream>> {
@@ -571,8 +608,18 @@ impl Snapshot {
 /// What a source key contributed to the index.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Contribution {
-    Token(TokenHash),
+    /// A token, and the token it replaced while that one is in its grace.
+    Token(TokenHash, Option<TokenHash>),
     Upstream(Arc<str>),
+}
+
+impl Contribution {
+    fn token_hash(&self) -> Option<TokenHash> {
+        match self {
+            Contribution::Token(hash, _) => Some(*hash),
+            Contribution::Upstream(_) => None,
+        }
+    }
 }
 
 /// The writer side: a snapshot under construction plus which source (a
@@ -614,8 +661,9 @@ impl TokenIndex {
     ) -> Result<Removed, IndexError> {
         let hash = record.sha256;
         let mine = self.sources.get(source).cloned();
+        let mine_hash = mine.as_ref().and_then(Contribution::token_hash);
         if let Some(existing) = self.view.token(&hash)
-            && mine != Some(Contribution::Token(hash))
+            && mine_hash != Some(hash)
         {
             return Err(IndexError::DuplicateHash {
                 name: record.name,
@@ -626,7 +674,7 @@ impl TokenIndex {
         // here or (for a reset) in the index being replaced.
         let before = previous.unwrap_or(self);
         let state = match before.sources.get(source) {
-            Some(Contribution::Token(h)) => before
+            Some(Contribution::Token(h, _)) => before
                 .view
                 .token(h)
                 .filter(|p| *p.name == *record.name)
@@ -643,9 +691,14 @@ impl TokenIndex {
                 shared
             }
         };
+        let previous = record.previous.clone();
         let policy = Arc::new(TokenPolicy::new(record, state, &mut intern)?);
         let mut removed = match &mine {
-            Some(c) if *c != Contribution::Token(hash) => self.remove(c),
+            Some(c) if mine_hash != Some(hash) => self.remove(c),
+            Some(Contribution::Token(_, Some(old))) => {
+                self.remove_previous(old);
+                Vec::new()
+            }
             _ => Vec::new(),
         };
         removed.retain(|p| p.name != policy.name);
@@ -653,8 +706,23 @@ impl TokenIndex {
         if shard.insert(hash, policy).is_none() {
             self.view.tokens += 1;
         }
+        // A replaced token that is some other token's current hash (it
+        // cannot be, short of a hash collision) is not taken over.
+        let previous = previous
+            .filter(|p| p.sha256 != hash && self.view.token(&p.sha256).is_none())
+            .map(|p| {
+                let shard = Arc::make_mut(&mut self.view.previous[usize::from(p.sha256.0[0])]);
+                shard.insert(
+                    p.sha256,
+                    Previous {
+                        current: hash,
+                        valid_until_ms: p.valid_until.0.as_millisecond(),
+                    },
+                );
+                p.sha256
+            });
         self.sources
-            .insert(source.into(), Contribution::Token(hash));
+            .insert(source.into(), Contribution::Token(hash, previous));
         // Back (an extended expiry, a re-created resource): its new counters
         // are reported from here on, under a new series.
         if self.view.departed.contains_key(source) {
@@ -740,9 +808,16 @@ impl TokenIndex {
         self.depart(std::iter::empty(), now);
     }
 
+    fn remove_previous(&mut self, hash: &TokenHash) {
+        Arc::make_mut(&mut self.view.previous[usize::from(hash.0[0])]).remove(hash);
+    }
+
     fn remove(&mut self, c: &Contribution) -> Removed {
         match c {
-            Contribution::Token(hash) => {
+            Contribution::Token(hash, previous) => {
+                if let Some(old) = previous {
+                    self.remove_previous(old);
+                }
                 let shard = Arc::make_mut(&mut self.view.shards[usize::from(hash.0[0])]);
                 match shard.remove(hash) {
                     Some(p) => {
@@ -822,7 +897,9 @@ impl TokenIndex {
             .iter()
             .filter(|(source, _)| !next.sources.contains_key(*source))
             .filter_map(|(source, c)| match c {
-                Contribution::Token(h) => self.view.token(h).map(|p| (source.clone(), p.clone())),
+                Contribution::Token(h, _) => {
+                    self.view.token(h).map(|p| (source.clone(), p.clone()))
+                }
                 Contribution::Upstream(_) => None,
             })
             .collect();
@@ -846,6 +923,76 @@ pub(crate) mod tests {
     use super::*;
     use std::collections::BTreeMap;
     use strake_crds::token::Token;
+
+    #[test]
+    fn a_rotated_out_token_authenticates_as_its_successor_until_its_deadline() {
+        use strake_crds::contract::PreviousToken;
+        let (oldest, old, new) = (Token::mint(), Token::mint(), Token::mint());
+        let deadline = 1_800_000_000_000;
+        let with_previous = |current: &Token, previous: &Token| {
+            let mut r = token_record("team-a/alice", current.hash(), &["openai"]);
+            r.previous = Some(PreviousToken {
+                sha256: previous.hash(),
+                valid_until: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::from_millisecond(deadline).unwrap(),
+                ),
+            });
+            Record::Token(r)
+        };
+        let mut idx = TokenIndex::new();
+        idx.apply(
+            "alice",
+            Record::Token(token_record("team-a/alice", oldest.hash(), &["openai"])),
+        )
+        .unwrap();
+        idx.apply("alice", with_previous(&old, &oldest)).unwrap();
+        let v = idx.snapshot();
+        let who = |v: &Snapshot, t: &Token, at: i64| v.authenticate(&t.hash(), at).map(|p| p.hash);
+        assert_eq!(who(&v, &old, deadline - 1), Some(old.hash()));
+        assert_eq!(
+            who(&v, &oldest, deadline - 1),
+            Some(old.hash()),
+            "as its successor"
+        );
+        assert_eq!(
+            who(&v, &oldest, deadline),
+            None,
+            "the deadline ends it by itself"
+        );
+        assert_eq!(v.token_count(), 1, "one token, not two");
+        assert_eq!(v.tokens().count(), 1);
+        // The same state: a request with either token shares one bucket.
+        assert!(Arc::ptr_eq(
+            &v.authenticate(&oldest.hash(), 0).unwrap().state,
+            &v.token(&old.hash()).unwrap().state
+        ));
+
+        // A second rotation: only the token it replaced survives.
+        idx.apply("alice", with_previous(&new, &old)).unwrap();
+        let v = idx.snapshot();
+        assert_eq!(who(&v, &old, 0), Some(new.hash()));
+        assert_eq!(who(&v, &oldest, 0), None);
+        // The grace ended by the operator: the record names one token.
+        idx.apply(
+            "alice",
+            Record::Token(token_record("team-a/alice", new.hash(), &["openai"])),
+        )
+        .unwrap();
+        assert_eq!(who(&idx.snapshot(), &old, 0), None);
+        // Deleting the token ends both.
+        idx.apply("alice", with_previous(&new, &old)).unwrap();
+        idx.delete("alice");
+        let v = idx.snapshot();
+        assert_eq!((who(&v, &new, 0), who(&v, &old, 0)), (None, None));
+        // A relist keeps the pair.
+        let (_, errors) = idx.reset([("alice".to_string(), with_previous(&new, &old))]);
+        assert!(errors.is_empty());
+        assert_eq!(who(&idx.snapshot(), &old, 0), Some(new.hash()));
+        assert_eq!(
+            idx.snapshot().previous(&old.hash()).map(|p| p.current),
+            Some(new.hash())
+        );
+    }
 
     /// A token `name` with one upstream, as the index builds them.
     pub(crate) fn policy_and_upstream(
@@ -885,6 +1032,7 @@ pub(crate) mod tests {
             endpoints: vec![],
             source: None,
             budget: None,
+            previous: None,
         }
     }
 

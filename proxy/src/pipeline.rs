@@ -229,7 +229,7 @@ fn authenticate(
         CredentialError::Malformed(e) => Reject::MalformedToken(e),
     })?;
     snapshot
-        .token(&TokenHash::of(token))
+        .authenticate(&TokenHash::of(token), unix_now().as_millis() as i64)
         .cloned()
         .ok_or(Reject::UnknownToken)
 }

@@ -24,6 +24,7 @@ pub fn token_spec(upstreams: &[&str]) -> StrakeTokenSpec {
         budget: None,
         secret_name: None,
         rotation: 0,
+        rotation_grace_period: None,
     }
 }
 

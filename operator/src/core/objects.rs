@@ -295,6 +295,7 @@ mod tests {
             endpoints: vec![],
             source: Some(src.clone()),
             budget: None,
+            previous: None,
         };
         let s = token_secret("strake-system", &src, &record, None);
         assert_eq!(

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use strake_crds::contract::{self, SourceRef, TokenRecord};
+use strake_crds::contract::{self, PreviousToken, SourceRef, TokenRecord};
 use strake_crds::pricing::Picodollars;
 use strake_crds::token::{Token, TokenHash};
 use strake_crds::{Phase, StrakeToken, StrakeTokenStatus};
@@ -232,7 +232,13 @@ pub fn choose_token(
 
 impl MintReason {
     /// The event announcing a new token: (reason, note). Shows only the prefix.
-    pub fn event(self, secret: &str, prefix: &str, rotation: i64) -> (&'static str, String) {
+    pub fn event(
+        self,
+        secret: &str,
+        prefix: &str,
+        rotation: i64,
+        previous_until: Option<&Time>,
+    ) -> (&'static str, String) {
         match self {
             MintReason::First => (
                 event::ISSUED,
@@ -261,13 +267,64 @@ impl MintReason {
             ),
             MintReason::Rotated => (
                 event::ROTATED,
-                format!(
-                    "rotation {rotation}: issued a new token {prefix}… into Secret {secret}; the \
-                     previous token stops working now"
-                ),
+                match previous_until {
+                    Some(until) => format!(
+                        "rotation {rotation}: issued a new token {prefix}… into Secret {secret}; the \
+                         previous token keeps working until {}",
+                        until.0
+                    ),
+                    None => format!(
+                        "rotation {rotation}: issued a new token {prefix}… into Secret {secret}; the \
+                         previous token stops working now"
+                    ),
+                },
             ),
         }
     }
+}
+
+/// What decides whether a replaced token still works.
+#[derive(Clone, Copy, Debug)]
+pub struct Succession<'a> {
+    /// Why a token was minted in this reconcile, if one was.
+    pub minted: Option<MintReason>,
+    /// The record the proxy has now (the replaced token's, if one was minted).
+    pub published: Option<&'a TokenRecord>,
+    /// When the token now issued was minted.
+    pub issued_at: Timestamp,
+    /// `spec.rotationGracePeriod`.
+    pub grace: Duration,
+    pub suspended: bool,
+    pub now: Timestamp,
+}
+
+/// The token a rotation replaced, while its grace period lasts. Only a
+/// rotation grants one (a token re-minted because its Secret was lost or
+/// edited is not trusted), for the token the proxy had, until the new
+/// token's issue time plus the grace. A later reconcile keeps it until
+/// then, ending it sooner if the grace is shortened (never later if it is
+/// lengthened); a second rotation replaces it with the token it replaced,
+/// so the oldest ends at once; suspending ends it.
+pub fn previous_token(s: Succession<'_>) -> Option<PreviousToken> {
+    if s.suspended || s.grace.is_zero() {
+        return None;
+    }
+    let deadline = s.issued_at.checked_add(jiff_span(s.grace)).ok()?;
+    let previous = match s.minted {
+        Some(MintReason::Rotated) => PreviousToken {
+            sha256: s.published?.sha256,
+            valid_until: Time(deadline),
+        },
+        Some(_) => return None,
+        None => {
+            let kept = s.published?.previous.clone()?;
+            PreviousToken {
+                valid_until: Time(kept.valid_until.0.min(deadline)),
+                ..kept
+            }
+        }
+    };
+    (previous.valid_until.0 > s.now).then_some(previous)
 }
 
 pub fn source(token: &StrakeToken) -> SourceRef {
@@ -297,6 +354,7 @@ pub fn record(token: &StrakeToken, sha256: TokenHash) -> TokenRecord {
         endpoints: spec.endpoints.clone(),
         source: Some(source),
         budget: None,
+        previous: None,
     }
 }
 
@@ -415,6 +473,8 @@ pub fn next_look(
 pub struct Issued {
     pub prefix: String,
     pub at: Option<Time>,
+    /// Until when the token it replaced still works (a rotation's grace).
+    pub previous_until: Option<Time>,
 }
 
 /// The status this operator owns. `lastUsedAt` and `usage` are left out: they
@@ -440,9 +500,9 @@ pub fn status(
         previous,
         now,
     );
-    let (token_prefix, issued_at) = match issued {
-        Some(i) => (Some(i.prefix), i.at),
-        None => (None, None),
+    let (token_prefix, issued_at, previous_until) = match issued {
+        Some(i) => (Some(i.prefix), i.at, i.previous_until),
+        None => (None, None, None),
     };
     StrakeTokenStatus {
         phase: Some(verdict.phase),
@@ -457,6 +517,7 @@ pub fn status(
         usage: None,
         budget: None,
         budget_alerts: None,
+        previous_token_valid_until: previous_until,
     }
 }
 
@@ -592,6 +653,134 @@ mod tests {
     }
 
     use UpstreamState::{Missing, NotReady, Ready};
+
+    /// The record the proxy has for a token, optionally still accepting
+    /// the one before it.
+    fn published(token: &Token, previous: Option<(&Token, &str)>) -> TokenRecord {
+        let alice = StrakeToken::new("alice", crate::core::fixtures::token_spec(&["openai"]));
+        TokenRecord {
+            previous: previous.map(|(t, until)| PreviousToken {
+                sha256: t.hash(),
+                valid_until: Time(ts(until)),
+            }),
+            ..record(&alice, token.hash())
+        }
+    }
+
+    #[test]
+    fn a_rotation_with_a_grace_keeps_the_replaced_token_until_the_deadline() {
+        let (oldest, old, new) = (Token::mint(), Token::mint(), Token::mint());
+        let hour = Duration::from_secs(3600);
+        let at = |minted, published: &TokenRecord, issued: &str, grace, now: &str| {
+            previous_token(Succession {
+                minted,
+                published: Some(published),
+                issued_at: ts(issued),
+                grace,
+                suspended: false,
+                now: ts(now),
+            })
+        };
+        // Rotated: the token the proxy had, until issue + grace.
+        let before = published(&old, None);
+        let p = at(Some(MintReason::Rotated), &before, NOW, hour, NOW).unwrap();
+        assert_eq!(p.sha256, old.hash());
+        assert_eq!(p.valid_until.0, ts("2026-06-01T13:00:00Z"));
+        // No grace, or a re-mint for any other reason: it dies now.
+        assert_eq!(
+            at(Some(MintReason::Rotated), &before, NOW, Duration::ZERO, NOW),
+            None
+        );
+        for why in [
+            MintReason::First,
+            MintReason::SecretDeleted,
+            MintReason::Edited,
+            MintReason::Mismatch,
+        ] {
+            assert_eq!(at(Some(why), &before, NOW, hour, NOW), None, "{why:?}");
+        }
+        // Later looks keep it until the deadline, and no longer.
+        let after = published(&new, Some((&old, "2026-06-01T13:00:00Z")));
+        assert_eq!(
+            at(None, &after, NOW, hour, "2026-06-01T12:59:59Z"),
+            Some(p.clone())
+        );
+        assert_eq!(at(None, &after, NOW, hour, "2026-06-01T13:00:00Z"), None);
+        // A shorter grace ends it sooner; a longer one never extends it.
+        let shorter = at(
+            None,
+            &after,
+            NOW,
+            Duration::from_secs(60),
+            "2026-06-01T12:00:30Z",
+        )
+        .unwrap();
+        assert_eq!(shorter.valid_until.0, ts("2026-06-01T12:01:00Z"));
+        assert_eq!(
+            at(
+                None,
+                &after,
+                NOW,
+                Duration::from_secs(60),
+                "2026-06-01T12:01:00Z"
+            ),
+            None
+        );
+        assert_eq!(at(None, &after, NOW, 5 * hour, NOW), Some(p));
+        assert_eq!(
+            at(None, &after, NOW, Duration::ZERO, NOW),
+            None,
+            "grace removed"
+        );
+        // A second rotation inside the grace: the token it replaced
+        // survives, the oldest is gone.
+        let during = published(&old, Some((&oldest, "2026-06-01T12:30:00Z")));
+        let second = at(
+            Some(MintReason::Rotated),
+            &during,
+            "2026-06-01T12:10:00Z",
+            hour,
+            "2026-06-01T12:10:00Z",
+        )
+        .unwrap();
+        assert_eq!(second.sha256, old.hash());
+        assert_ne!(second.sha256, oldest.hash());
+        // Suspended: both stop.
+        let suspended = previous_token(Succession {
+            minted: None,
+            published: Some(&after),
+            issued_at: ts(NOW),
+            grace: hour,
+            suspended: true,
+            now: ts(NOW),
+        });
+        assert_eq!(suspended, None);
+        // Nothing published yet: nothing to keep.
+        let unpublished = previous_token(Succession {
+            minted: Some(MintReason::Rotated),
+            published: None,
+            issued_at: ts(NOW),
+            grace: hour,
+            suspended: false,
+            now: ts(NOW),
+        });
+        assert_eq!(unpublished, None);
+    }
+
+    #[test]
+    fn the_rotated_event_says_until_when_the_previous_token_works() {
+        let t = Token::mint();
+        let until = Time(ts("2026-06-01T13:00:00Z"));
+        let (reason, note) =
+            MintReason::Rotated.event("alice-strake", t.display_prefix(), 2, Some(&until));
+        assert_eq!(reason, event::ROTATED);
+        assert!(
+            note.ends_with("the previous token keeps working until 2026-06-01T13:00:00Z"),
+            "{note}"
+        );
+        let (_, now) = MintReason::Rotated.event("alice-strake", t.display_prefix(), 2, None);
+        assert!(now.ends_with("stops working now"), "{now}");
+    }
 
     #[test]
     fn phase_decision_table() {
@@ -831,7 +1020,7 @@ mod tests {
             MintReason::Mismatch,
             MintReason::Rotated,
         ] {
-            let (reason, note) = r.event("alice-strake", t.display_prefix(), 3);
+            let (reason, note) = r.event("alice-strake", t.display_prefix(), 3, None);
             assert!(!note.contains(t.expose()));
             assert!(note.contains(t.display_prefix()));
             let expected = match r {
@@ -943,6 +1132,7 @@ mod tests {
                 budget: None,
                 secret_name: None,
                 rotation: 0,
+                rotation_grace_period: None,
             },
         );
         t.metadata.namespace = Some("team-a".into());
@@ -984,6 +1174,7 @@ mod tests {
         let issued = Some(Issued {
             prefix: "sk-strk-AbCd".into(),
             at: Some(Time(ts(NOW))),
+            previous_until: None,
         });
         let s = status(
             &t,

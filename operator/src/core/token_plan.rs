@@ -17,8 +17,8 @@ use crate::core::budget::{self, BudgetPlan};
 use crate::core::env::{self, EnvUpstream};
 use crate::core::objects::{self, ISSUED_AT_ANNOTATION, ROTATION_ANNOTATION, TOKEN_KEY};
 use crate::core::token::{
-    self, Facts, FinalUsage, Held, Issued, MintReason, Notice, Publish, TokenChoice, UpstreamState,
-    Verdict, reason,
+    self, Facts, FinalUsage, Held, Issued, MintReason, Notice, Publish, Succession, TokenChoice,
+    UpstreamState, Verdict, reason,
 };
 use crate::core::upstream;
 
@@ -118,6 +118,7 @@ fn issued_before(obj: &StrakeToken) -> Option<Issued> {
         s.token_prefix.clone().map(|prefix| Issued {
             prefix,
             at: s.issued_at.clone(),
+            previous_until: s.previous_token_valid_until.clone(),
         })
     })
 }
@@ -241,13 +242,18 @@ pub fn plan(o: Observed<'_>) -> Plan {
             )
         } else {
             // Expired: the holder's Secret is left as is, so extending
-            // expiresAt brings the same token back.
+            // expiresAt brings the same token back. A rotated-out token
+            // went with the record.
             let endpoint = previous.and_then(|s| s.endpoint.clone());
+            let issued = issued_before(obj).map(|i| Issued {
+                previous_until: None,
+                ..i
+            });
             report(
                 obj,
                 verdict,
                 endpoint,
-                issued_before(obj),
+                issued,
                 (o.now, o.expiry_warning),
                 Vec::new(),
                 None,
@@ -256,10 +262,8 @@ pub fn plan(o: Observed<'_>) -> Plan {
         return withdrawn(report);
     }
 
-    let published_hash = o
-        .published
-        .and_then(objects::read_record::<TokenRecord>)
-        .map(|r| r.sha256);
+    let published_record = o.published.and_then(objects::read_record::<TokenRecord>);
+    let published_hash = published_record.as_ref().map(|r| r.sha256);
     let held = o.held.map(|s| Held {
         token: s
             .data
@@ -301,7 +305,17 @@ pub fn plan(o: Observed<'_>) -> Plan {
         .filter(|old| *old != secret_name)
         .filter(|_| o.old_secret.is_some_and(|m| objects::controlled_by(m, uid)))
         .map(str::to_string);
-    let record = token::record(obj, token.hash());
+    let rotated_out = token::previous_token(Succession {
+        minted,
+        published: published_record.as_ref(),
+        issued_at: issued_at.0,
+        grace: obj.spec.rotation_grace(),
+        suspended: obj.spec.suspended,
+        now: o.now,
+    });
+    let previous_until = rotated_out.as_ref().map(|p| p.valid_until.clone());
+    let mut record = token::record(obj, token.hash());
+    record.previous = rotated_out;
     let desired_record = objects::token_secret(
         o.proxy_namespace,
         &token::source(obj),
@@ -315,7 +329,12 @@ pub fn plan(o: Observed<'_>) -> Plan {
 
     let mut notices = Vec::new();
     if let Some(why) = minted {
-        let (reason, note) = why.event(&secret_name, token.display_prefix(), obj.spec.rotation);
+        let (reason, note) = why.event(
+            &secret_name,
+            token.display_prefix(),
+            obj.spec.rotation,
+            previous_until.as_ref(),
+        );
         notices.push(Notice {
             warning: false,
             reason,
@@ -326,9 +345,24 @@ pub fn plan(o: Observed<'_>) -> Plan {
         .into_iter()
         .next()
         .unwrap_or_else(|| o.endpoint.to_string());
+    // The proxy ends a rotated-out token by itself at the instant; look
+    // again then so the record and status stop naming it.
+    let requeue = token::next_look(
+        obj.spec.expires_at.as_ref(),
+        o.expiry_warning,
+        o.now,
+        o.resync,
+    )
+    .min(token::requeue_after(
+        previous_until.as_ref(),
+        o.now,
+        o.resync,
+    ))
+    .min(budget.as_ref().map_or(o.resync, |b| b.requeue));
     let issued = Issued {
         prefix: token.display_prefix().to_string(),
         at: Some(issued_at),
+        previous_until,
     };
     Plan {
         recount_upstreams,
@@ -346,13 +380,7 @@ pub fn plan(o: Observed<'_>) -> Plan {
             notices,
             budget.as_ref(),
         ),
-        requeue: token::next_look(
-            obj.spec.expires_at.as_ref(),
-            o.expiry_warning,
-            o.now,
-            o.resync,
-        )
-        .min(budget.as_ref().map_or(o.resync, |b| b.requeue)),
+        requeue,
     }
 }
 
@@ -573,6 +601,74 @@ mod tests {
         assert_eq!(b.spent.picodollars, 6_000_000_000_000);
         // The token was already refused for 0 s; the look comes at the reset.
         assert!(p.requeue <= RESYNC);
+    }
+
+    #[test]
+    fn a_rotation_with_a_grace_publishes_both_hashes_says_until_when_and_looks_again_then() {
+        let t = token(|s| s.rotation_grace_period = Some("90s".into()));
+        let key = ready_key();
+        let ups = [("openai", Some(&key))];
+        let first = Token::mint();
+        let p = plan(observe(&t, &ups, None, None, first.clone()));
+        let (held, record) = (
+            p.holder_secret.clone().unwrap(),
+            p.record_secret.clone().unwrap(),
+        );
+        let t = applied(&t, &p);
+
+        let mut rotated = t.clone();
+        rotated.spec.rotation = 1;
+        let second = Token::mint();
+        let p = plan(observe(
+            &rotated,
+            &ups,
+            Some(&held),
+            Some(&record),
+            second.clone(),
+        ));
+        assert_eq!(p.minted.as_ref().map(|m| m.0), Some(MintReason::Rotated));
+        let r: TokenRecord = objects::read_record(p.record_secret.as_ref().unwrap()).unwrap();
+        assert_eq!(r.sha256, second.hash());
+        let previous = r.previous.clone().expect("the replaced token, in grace");
+        assert_eq!(previous.sha256, first.hash());
+        // now() is 2026-06-15T12:00:00Z.
+        assert_eq!(
+            previous.valid_until.0,
+            "2026-06-15T12:01:30Z".parse().unwrap()
+        );
+        let status = p.report.status.clone().unwrap();
+        assert_eq!(
+            status.previous_token_valid_until,
+            Some(previous.valid_until.clone())
+        );
+        let rotated_note = &p.report.notices[0];
+        assert_eq!(rotated_note.reason, "Rotated");
+        assert!(
+            rotated_note
+                .note
+                .contains("keeps working until 2026-06-15T12:01:30Z"),
+            "{}",
+            rotated_note.note
+        );
+        assert_eq!(p.requeue, Duration::from_secs(90), "at the deadline");
+
+        // Suspended inside the grace: the record names only the current token.
+        let (held, record) = (
+            p.holder_secret.clone().unwrap(),
+            p.record_secret.clone().unwrap(),
+        );
+        let mut suspended = applied(&rotated, &p);
+        suspended.spec.suspended = true;
+        let p = plan(observe(
+            &suspended,
+            &ups,
+            Some(&held),
+            Some(&record),
+            Token::mint(),
+        ));
+        let r: TokenRecord = objects::read_record(p.record_secret.as_ref().unwrap()).unwrap();
+        assert_eq!((r.sha256, r.previous), (second.hash(), None));
+        assert_eq!(p.report.status.unwrap().previous_token_valid_until, None);
     }
 
     #[test]

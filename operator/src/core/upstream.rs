@@ -542,6 +542,7 @@ mod tests {
                     budget: None,
                     secret_name: None,
                     rotation: 0,
+                    rotation_grace_period: None,
                 },
             );
             t.metadata.namespace = Some(ns.into());

@@ -565,6 +565,7 @@ mod tests {
                 limits: None,
                 source: None,
                 budget: None,
+                previous: None,
             })
         };
         let err = index_of(

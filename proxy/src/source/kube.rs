@@ -328,6 +328,7 @@ mod tests {
             limits: None,
             source: None,
             budget: None,
+            previous: None,
         };
         let json = serde_json::to_vec(&rec).unwrap();
         named(secret("token", &[(RECORD_KEY, &json)]), name)
@@ -453,6 +454,7 @@ mod tests {
             endpoints: vec![],
             source: None,
             budget: None,
+            previous: None,
         };
         let json = serde_json::to_vec(&rec).unwrap();
         let (role, decoded) = decode(&secret("token", &[(RECORD_KEY, &json)]))
@@ -496,6 +498,7 @@ mod tests {
             endpoints: vec![],
             source: None,
             budget: None,
+            previous: None,
         };
         let json = serde_json::to_vec(&rec).unwrap();
         let budget = br#"{"period":"month","usdPicodollars":50000000000000,"resetsAt":1798761600,"spent":{"picodollars":1,"tokens":2},"exhausted":true,"collectEverySecs":10}"#;
