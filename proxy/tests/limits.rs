@@ -236,3 +236,21 @@ async fn one_of_two_replicas_admits_half_and_shows_the_tokens_limit() {
     h.proxy.shutdown().await;
     mock.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_replica_service_needs_kube_mode() {
+    let dir = TempDir::new();
+    let config = dir.path("strake.yaml");
+    std::fs::write(&config, config_yaml("http://127.0.0.1:9", &[])).unwrap();
+    let err = strake_proxy::start(strake_proxy::Options {
+        source: strake_proxy::ConfigSource::File(config),
+        listen: Some("127.0.0.1:0".parse().unwrap()),
+        admin: Some("127.0.0.1:0".parse().unwrap()),
+        replicas: Replicas::Service("strake-proxy-admin".into()),
+        ..strake_proxy::Options::default()
+    })
+    .await
+    .err()
+    .expect("a config file with --replica-service is refused");
+    assert!(err.to_string().contains("needs kube mode"), "{err}");
+}
