@@ -270,6 +270,7 @@ fn kind_of(e: &crate::index::IndexError) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::index::tests::token_record;
     use k8s_openapi::ByteString;
     use std::collections::BTreeMap;
     use strake_crds::provider::Provider;
@@ -442,20 +443,7 @@ mod tests {
 
     #[test]
     fn token_and_upstream_secrets_decode() {
-        let rec = TokenRecord {
-            name: "team-a/alice".into(),
-            identity: "alice@example.com".into(),
-            sha256: Token::mint().hash(),
-            upstreams: vec!["team-a/openai".into()],
-            expires_at: None,
-            suspended: false,
-            allowed_models: vec![],
-            limits: None,
-            endpoints: vec![],
-            source: None,
-            budget: None,
-            previous: None,
-        };
+        let rec = token_record("team-a/alice", Token::mint().hash(), &["team-a/openai"]);
         let json = serde_json::to_vec(&rec).unwrap();
         let (role, decoded) = decode(&secret("token", &[(RECORD_KEY, &json)]))
             .unwrap()
@@ -486,20 +474,7 @@ mod tests {
 
     #[test]
     fn a_budget_travels_beside_the_record_and_a_broken_one_refuses_the_secret() {
-        let rec = TokenRecord {
-            name: "team-a/alice".into(),
-            identity: "alice@example.com".into(),
-            sha256: Token::mint().hash(),
-            upstreams: vec!["team-a/openai".into()],
-            expires_at: None,
-            suspended: false,
-            allowed_models: vec![],
-            limits: None,
-            endpoints: vec![],
-            source: None,
-            budget: None,
-            previous: None,
-        };
+        let rec = token_record("team-a/alice", Token::mint().hash(), &["team-a/openai"]);
         let json = serde_json::to_vec(&rec).unwrap();
         let budget = br#"{"period":"month","usdPicodollars":50000000000000,"resetsAt":1798761600,"spent":{"picodollars":1,"tokens":2},"exhausted":true,"collectEverySecs":10}"#;
         let (_, Record::Token(got)) = decode(&secret(
