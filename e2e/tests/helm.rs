@@ -230,6 +230,11 @@ async fn rbac_is_minimal() -> Result<()> {
             false,
         ),
         (&proxy, "list", "straketokens.strake.sh", ns, false),
+        // Its caller's own StrakeToken, for the usage /strake/v1/me shows.
+        (&proxy, "get", "straketokens.strake.sh", "team-x", true),
+        (&proxy, "list", "straketokens.strake.sh", "team-x", false),
+        (&proxy, "watch", "straketokens.strake.sh", "", false),
+        (&proxy, "update", "straketokens.strake.sh", "team-x", false),
         (&operator, "create", "secrets", "team-x", true),
         (
             &operator,

@@ -357,6 +357,35 @@ async fn usage_sums_both_replicas_through_restarts() -> Result<()> {
         "usage: alice {:?}, ci {:?} after both replicas",
         expected.alice, expected.ci
     );
+    // The holder sees the same totals in /strake/v1/me, on either replica:
+    // their own, never ci's.
+    let auth = format!("Bearer {}", alice.env("OPENAI_API_KEY")?);
+    for url in &replicas {
+        let want = expected.alice;
+        eventually("/strake/v1/me shows the collected usage", FRESH, || async {
+            let reply = stack
+                .http
+                .send(
+                    Method::GET,
+                    &format!("{url}/strake/v1/me"),
+                    &[("authorization", &auth)],
+                    None,
+                )
+                .await?;
+            ensure!(reply.status == 200, "{}: {}", reply.status, reply.body);
+            let usage = &reply.json()["usage"];
+            let (month, lifetime) = (
+                Totals::from_status(&usage["month"]),
+                Totals::from_status(&usage["lifetime"]),
+            );
+            ensure!(
+                month == want && lifetime == want,
+                "{url}: month {month:?}, lifetime {lifetime:?}, want {want:?}: {usage}"
+            );
+            Ok(())
+        })
+        .await?;
+    }
 
     // A proxy replica restarts (a new instance whose counters start at 0);
     // traffic on both sides of it.

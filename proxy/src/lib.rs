@@ -64,6 +64,7 @@ pub mod route;
 pub mod server;
 pub mod source;
 pub mod spend;
+pub mod status_usage;
 pub mod target;
 pub mod usage;
 
@@ -221,6 +222,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         ConfigSource::Kube { namespace } => {
             proxy.set_prices(options.prices.clone());
             let client = kube::Client::try_default().await?;
+            proxy.read_usage_from(client.clone());
             let namespace = namespace
                 .clone()
                 .unwrap_or_else(|| client.default_namespace().to_owned());

@@ -7,14 +7,16 @@
 //! (for the whole fleet if the other replicas are where this one is, and
 //! what this replica alone still admits; see [`Window`]), the token's
 //! budget with the period's spend and what is left (an UpstreamKey's
-//! budget, a whole team's spend, is not shown). Nothing about other
+//! budget, a whole team's spend, is not shown), and in kube mode its usage
+//! and spend this month and in all as its StrakeToken's status has them
+//! ([`crate::status_usage`]). Nothing about other
 //! tokens, and nothing of the upstreams
 //! but what a client configures anyway: no base URL, static header, key,
 //! or Secret name.
 
 use http::Method;
 use serde_json::{Value, json};
-use strake_crds::Provider;
+use strake_crds::{Provider, TokenUsage, UsageTotals};
 
 use crate::endpoint::Allowance;
 use crate::index::TokenPolicy;
@@ -91,7 +93,40 @@ pub fn render(
             "tokens": window(left.tokens),
         })),
         "budget": budget,
+        // Filled in by the caller, after the status read (see [`usage`]).
+        "usage": null,
     })
+}
+
+/// What the holder is told about the token's usage and spend.
+#[derive(Debug)]
+pub enum UsageSeen<'a> {
+    /// No usage collector sums the replicas (file mode): `null`.
+    NotCollected,
+    /// The StrakeToken's status as of the collector's last fold (`None`:
+    /// nothing counted yet).
+    Collected(Option<&'a TokenUsage>),
+    /// The status could not be read just now.
+    Unavailable,
+}
+
+/// The `usage` member of the answer: the month's and the lifetime's totals
+/// as `kubectl get straketoken -o yaml` shows them, without the per-replica
+/// cursors.
+pub fn usage(seen: &UsageSeen<'_>) -> Value {
+    let totals = |t: &Option<UsageTotals>| t.as_ref().map_or(Value::Null, |t| json!(t));
+    match seen {
+        UsageSeen::NotCollected => Value::Null,
+        UsageSeen::Collected(usage) => {
+            json!({
+                "month": usage.map_or(Value::Null, |u| totals(&u.month)),
+                "lifetime": usage.map_or(Value::Null, |u| totals(&u.lifetime)),
+            })
+        }
+        UsageSeen::Unavailable => json!({
+            "error": "the token's usage could not be read just now; ask again in a few seconds",
+        }),
+    }
 }
 
 #[cfg(test)]
@@ -186,6 +221,7 @@ mod tests {
                     "tokens": null,
                 },
                 "budget": null,
+                "usage": null,
             })
         );
         let later = "2027-03-01T00:00:00Z"
@@ -197,5 +233,56 @@ mod tests {
             "expired"
         );
         assert!(!v.to_string().contains(&t.hash().to_hex()));
+    }
+
+    #[test]
+    fn usage_shows_the_folded_totals_without_the_replicas_cursors() {
+        let month = UsageTotals {
+            period: Some("2026-12".into()),
+            requests: 3,
+            input_tokens: 30,
+            output_tokens: 12,
+            cached_input_tokens: 0,
+            cache_write_tokens: 0,
+            spend_usd: "0.000195".into(),
+            unpriced_requests: 0,
+        };
+        let usage = TokenUsage {
+            month: Some(month.clone()),
+            lifetime: Some(UsageTotals {
+                period: None,
+                ..month
+            }),
+            collected: [(
+                "instance-a".to_string(),
+                strake_crds::UsageCursor {
+                    series: 1,
+                    seen_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        "2026-12-01T12:00:00Z".parse().unwrap(),
+                    ),
+                    counters: Default::default(),
+                },
+            )]
+            .into(),
+        };
+        let v = super::usage(&UsageSeen::Collected(Some(&usage)));
+        assert_eq!(v["month"]["period"], "2026-12");
+        assert_eq!(v["month"]["requests"], 3);
+        assert_eq!(v["month"]["spendUsd"], "0.000195");
+        assert_eq!(v["lifetime"]["outputTokens"], 12);
+        assert!(v["lifetime"].get("period").is_none());
+        assert!(!v.to_string().contains("instance-a"));
+
+        assert_eq!(
+            super::usage(&UsageSeen::Collected(None)),
+            json!({"month": null, "lifetime": null})
+        );
+        assert_eq!(super::usage(&UsageSeen::NotCollected), Value::Null);
+        assert!(
+            super::usage(&UsageSeen::Unavailable)["error"]
+                .as_str()
+                .unwrap()
+                .contains("could not be read")
+        );
     }
 }

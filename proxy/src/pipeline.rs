@@ -43,8 +43,8 @@ use crate::reject::{BudgetRefusal, Reject};
 use crate::route::{self, BodyModel, Candidate};
 use crate::server::Shared;
 use crate::usage::{BodyKind, Usage, UsageParser};
-use crate::{budget, endpoint, glob, limit_headers, me, rewrite, spend, target};
-use strake_crds::contract::route_name;
+use crate::{budget, endpoint, glob, limit_headers, me, rewrite, spend, status_usage, target};
+use strake_crds::contract::{SourceRef, route_name};
 
 /// Bodies up to this size have their model read for the access log even
 /// when the token has no model restrictions.
@@ -100,7 +100,7 @@ pub async fn handle(
         reject: None,
     };
     if me::requested(&parts.method, parts.uri.path()) {
-        return Ok(match introspect(&mut ex, &parts) {
+        return Ok(match introspect(&mut ex, &parts).await {
             Ok(answer) => ex.answer(answer),
             Err(reject) => ex.reject(reject),
         });
@@ -114,8 +114,36 @@ pub async fn handle(
 /// `GET /strake/v1/me` ([`me`]): the presented token's own policy, decided
 /// on one snapshot like a request. An expired or suspended token is shown
 /// (its holder wants to know why it is refused); an unknown one is not.
-fn introspect(ex: &mut Exchange, parts: &Parts) -> Result<Response<Bytes>, Reject> {
+async fn introspect(ex: &mut Exchange, parts: &Parts) -> Result<Response<Bytes>, Reject> {
     check_target(&parts.method, &parts.uri, parts.version)?;
+    let (mut body, source) = introspect_snapshot(ex, parts)?;
+    let looked_up = match (ex.shared.status_usage.get(), source) {
+        (Some(status), Some(source)) => Some(status.lookup(&source).await),
+        _ => None,
+    };
+    body["usage"] = me::usage(&match &looked_up {
+        None => me::UsageSeen::NotCollected,
+        Some(Ok(usage)) => me::UsageSeen::Collected(usage.as_ref()),
+        Some(Err(status_usage::Unavailable)) => me::UsageSeen::Unavailable,
+    });
+    let mut response = Response::new(Bytes::from(body.to_string()));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    Ok(response)
+}
+
+/// Everything `/me` answers from one snapshot of the index, and the
+/// StrakeToken whose status has the token's usage.
+fn introspect_snapshot(
+    ex: &mut Exchange,
+    parts: &Parts,
+) -> Result<(serde_json::Value, Option<SourceRef>), Reject> {
     let snapshot = ex.shared.index.load();
     let token = authenticate(&snapshot, &parts.headers, parts.uri.query())?;
     ex.token = Some(token.clone());
@@ -158,16 +186,7 @@ fn introspect(ex: &mut Exchange, parts: &Parts) -> Result<Response<Bytes>, Rejec
         budget,
         unix_now().as_millis() as i64,
     );
-    let mut response = Response::new(Bytes::from(body.to_string()));
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    response.headers_mut().insert(
-        http::header::CACHE_CONTROL,
-        http::HeaderValue::from_static("no-store"),
-    );
-    Ok(response)
+    Ok((body, token.source.clone()))
 }
 
 /// Stages 1–8: everything up to the upstream's response head.

@@ -3,8 +3,8 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -22,6 +22,7 @@ use strake_crds::pricing::PriceTable;
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::spend::Prices;
+use crate::status_usage::StatusUsage;
 use crate::{admin, pipeline};
 
 /// Limits and timeouts. `Default` gives the CLI's defaults.
@@ -104,6 +105,8 @@ pub struct Shared {
     pub(crate) instance: admin::Instance,
     /// The replicas sharing each token's rate limits.
     pub(crate) fleet: Fleet,
+    /// Kube mode: where `/strake/v1/me` reads a token's folded usage.
+    pub(crate) status_usage: OnceLock<StatusUsage>,
 }
 
 /// A proxy instance: its index, client and metrics. Cheap to clone.
@@ -129,6 +132,7 @@ impl Proxy {
                 epoch: Instant::now(),
                 instance: admin::Instance::new(),
                 fleet: Fleet::fixed(1),
+                status_usage: OnceLock::new(),
             }),
         }
     }
@@ -189,6 +193,12 @@ impl Proxy {
     /// ([`Fleet::live_replicas`]).
     pub fn fleet(&self) -> &Fleet {
         &self.shared.fleet
+    }
+
+    /// Kube mode: `/strake/v1/me` shows the usage folded into each token's
+    /// StrakeToken status, read with this client. Set once.
+    pub fn read_usage_from(&self, client: kube::Client) {
+        let _ = self.shared.status_usage.set(StatusUsage::new(client));
     }
 
     /// Prices requests with `table` from now on.
