@@ -211,11 +211,13 @@ declare -A SERVER=([direct]=mock [direct-repeat]=mock [nginx]=nginx [strake]=str
 
 # --- build ----------------------------------------------------------------------
 
-log "building (release): strake-bench, strake-mock-upstream, strake-proxy"
-timeout 1800 cargo build --release -q -p strake-bench -p strake-mock-upstream -p strake-proxy -p strake-operator >&2 ||
+# The release build the images carry (images/release.sh): the node suite
+# runs these very binaries, and after make images this is a no-op.
+log "building (release): strake-bench, strake-mock-upstream, strake-proxy, strake-operator"
+timeout 1800 images/release.sh -q >&2 ||
 	die "cargo build failed"
 # The hyper floor the profile compares with (proxy/examples/floor.rs).
-timeout 600 cargo build --release -q -p strake-proxy --example floor >&2 ||
+timeout 600 images/release.sh -q -p strake-proxy --example floor >&2 ||
 	log "the hyper floor did not build; the profile leaves it out"
 
 litellm_ok=0 venv=""

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on a fresh Debian machine, and
 # nothing when it is all there already: Debian packages (Lua for the Argo CD
-# health check test, nginx, wrk and npm (the Node.js gateways) for the benchmarks; containerd, runc, the
-# CNI plugins, iptables, nftables, iproute2 and procps for the node; jq,
-# musl-gcc and readelf for the images), Rust's musl target, and a Python virtualenv with the official
-# SDKs, keyed by the requirements file so it is rebuilt only when that
-# changes. None of the packages starts a daemon here (no init system); the
+# health check test, nginx, wrk and npm (the Node.js gateways) for the
+# benchmarks; containerd, runc, the CNI plugins, iptables, nftables, iproute2
+# and procps for the node; jq and readelf for the images, whose glibc comes
+# from the machine's own libc6 and libgcc-s1), and a Python virtualenv with
+# the official SDKs, keyed by the requirements file so it is rebuilt only
+# when that changes. The node's Go binaries are built and cached with the
+# control plane's (e2e/cluster/build.sh). None of the packages starts a daemon here (no init system); the
 # node starts its own containerd.
 set -euo pipefail
 
@@ -20,7 +22,6 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v openssl >/dev/null || need+=(openssl)
 command -v curl >/dev/null || need+=(curl)
 command -v jq >/dev/null || need+=(jq)
-command -v musl-gcc >/dev/null || need+=(musl-tools)
 command -v containerd >/dev/null || need+=(containerd)
 command -v runc >/dev/null || [[ -x /usr/sbin/runc ]] || need+=(runc)
 [[ -x /usr/lib/cni/bridge ]] || need+=(containernetworking-plugins)
@@ -36,12 +37,6 @@ if ((${#need[@]})); then
   [[ $(id -u) -eq 0 ]] || sudo="sudo"
   $sudo apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
-fi
-
-# The images' static binaries (images/build.sh).
-if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-linux-musl; then
-  echo "deps: adding Rust's x86_64-unknown-linux-musl target" >&2
-  rustup target add x86_64-unknown-linux-musl >&2
 fi
 
 req="$root/e2e/requirements.txt"

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# oci.sh NAME BINARY USER OUT: writes an OCI image tarball OUT holding one
-# layer -- the files under images/rootfs (passwd and group) and BINARY at
-# /NAME -- with USER (uid:gid) and /NAME as the entrypoint, named
+# oci.sh NAME BINARY USER OUT [FILE...]: writes an OCI image tarball OUT
+# holding one layer -- the files under images/rootfs (passwd and group),
+# each FILE (an absolute path: the binary's shared libraries and loader) at
+# its own path, its contents rather than a symlink, and BINARY at /NAME --
+# with USER (uid:gid) and /NAME as the entrypoint, named
 # REGISTRY/NAME:sha-<first 12 hex digits of the manifest digest>. Prints the
 # name and the digest. Tar entries have fixed owners (0:0), modes and mtimes
-# (SOURCE_DATE_EPOCH, default 0), so the same binary gives the same digest,
+# (SOURCE_DATE_EPOCH, default 0), so the same files give the same digest,
 # whatever its mtime, the checkout's modes or the umask. Needs tar, jq and
 # sha256sum, no container engine.
 #
@@ -13,8 +15,10 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-[[ $# == 4 ]] || { echo "usage: oci.sh NAME BINARY USER OUT" >&2; exit 2; }
+[[ $# -ge 4 ]] || { echo "usage: oci.sh NAME BINARY USER OUT [FILE...]" >&2; exit 2; }
 name="$1" binary="$2" user="$3" out="$4"
+shift 4
+files=("$@")
 registry="${STRAKE_IMAGE_REGISTRY:-strake.local}"
 epoch="${SOURCE_DATE_EPOCH:-0}"
 created="$(date -u -d "@$epoch" +%Y-%m-%dT%H:%M:%SZ)"
@@ -44,11 +48,23 @@ write_image() {
 	mkdir -p "$layout/blobs/sha256"
 	cp -r "$here/rootfs" "$stage"
 	cp "$binary" "$stage/$name"
-	# Modes from here, not from the checkout or the umask.
+	local file
+	for file in "${files[@]}"; do
+		[[ "$file" == /* ]] || { echo "oci.sh: $file is not an absolute path" >&2; exit 2; }
+		mkdir -p "$stage$(dirname "$file")"
+		cp -L "$file" "$stage$file"
+	done
+	# Modes from here, not from the checkout or the umask; shared objects
+	# and the loader are mapped executable, like the binary.
 	find "$stage" -type d -exec chmod 0755 {} +
 	find "$stage" -type f -exec chmod 0644 {} +
 	chmod 0755 "$stage/$name"
-	tar_fixed "$stage" "$layout/layer.tar" etc "$name"
+	for file in "${files[@]}"; do
+		chmod 0755 "$stage$file"
+	done
+	local entries
+	mapfile -t entries < <(cd "$stage" && LC_ALL=C ls -A)
+	tar_fixed "$stage" "$layout/layer.tar" "${entries[@]}"
 	local layer layer_size config config_size manifest manifest_size
 	layer_size="$(size "$layout/layer.tar")"
 	layer="$(blob "$layout/layer.tar" "$layout")"

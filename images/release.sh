@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# release.sh [CARGO BUILD ARGS...]: the one release build, shared by the
+# images (images/build.sh) and the benchmarks (bench/run.sh), so that the
+# node suite runs the very binaries the benchmarks measure and cargo builds
+# them once. Without arguments it builds every release binary either needs
+# (strake-operator, strake-proxy, strake-mock-upstream, strake-bench) in one
+# invocation: features are unified across the packages of one invocation,
+# so building a subset would give other binaries and a second build of the
+# dependencies. With arguments, cargo build --release --locked ARGS with the
+# same flags (the benchmarks' hyper floor: --example floor -p strake-proxy).
+#
+# The only flag: cargo's home is remapped to /usr/local/cargo (where the
+# Dockerfiles' rust image keeps it), so the user who builds does not change
+# the binary. The clone's path needs no remap: cargo hands rustc the
+# workspace's sources relative to the workspace root and the release
+# profile writes no debuginfo (images/build.sh --check verifies that the
+# path is not in the binary). Flags that vary with the clone's path would
+# rebuild every dependency on every new clone.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cargo_home="${CARGO_HOME:-$HOME/.cargo}"
+args=("$@")
+if ((${#args[@]} == 0)); then
+	args=(-p strake-operator -p strake-proxy -p strake-mock-upstream -p strake-bench)
+fi
+RUSTFLAGS="--remap-path-prefix=$cargo_home=/usr/local/cargo" \
+	exec cargo build --release --locked --manifest-path "$root/Cargo.toml" "${args[@]}"
