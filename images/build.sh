@@ -102,7 +102,9 @@ no_build_paths() {
 packages() {
 	local lib pkg
 	for lib in "$@"; do
-		pkg="$(dpkg -S "$(readlink -f "$lib")" 2>/dev/null | head -n1 | cut -d: -f1)" || true
+		# dpkg knows a file by the path its package ships it at, which on a
+		# merged-/usr system may be the symlinked one.
+		pkg="$({ dpkg -S "$lib" || dpkg -S "$(readlink -f "$lib")"; } 2>/dev/null | head -n1 | cut -d: -f1)" || true
 		if [[ -n "$pkg" ]]; then
 			echo "$pkg=$(dpkg-query -W -f '${Version}' "$pkg")"
 		fi
