@@ -21,6 +21,9 @@ DEV_DIR := $(CURDIR)/target/$(if $(filter 1,$(NODE)),node,dev)
 IMAGES_DIR := $(CARGO_TARGET_DIR)/images
 export STRAKE_NODE := $(NODE)
 export STRAKE_IMAGES_ENV ?= $(IMAGES_DIR)/images.env
+# The cargo profile of the images and the benchmarks: release, or quick
+# (no LTO; Cargo.toml) for what make test and make bench-short build.
+export STRAKE_BUILD_PROFILE ?= release
 
 .PHONY: help
 help:
@@ -67,9 +70,9 @@ e2e: deps build $(if $(filter 1,$(NODE)),images) dev-up
 
 # The chart's pods on a kubelet node: its own stack in target/node, torn
 # down afterwards (the host restored and verified) whether it passed or not.
-# Its images carry the release build the benchmarks use (images/release.sh),
-# so in CI make bench-short finds it built (e2e/README.md, "What the node
-# adds to CI").
+# Its images carry the build the benchmarks use (images/release.sh), so in
+# CI make bench-short finds it built (e2e/README.md, "What the node adds to
+# CI").
 # It first stops the process-only stack (its data stays in target/dev): the
 # two control planes share the etcd ports on loopback.
 .PHONY: e2e-node
@@ -82,15 +85,12 @@ e2e-node: deps build images-check
 e2e-run:
 	e2e/run-e2e.sh "$(DEV_DIR)"
 
-# In this order; .ci/run times them one by one (make test-steps).
-TEST_STEPS := lint unit sdk e2e e2e-node
-
 .PHONY: test
-test: $(TEST_STEPS)
+test: lint unit sdk e2e e2e-node
 
-.PHONY: test-steps
-test-steps:
-	@echo $(TEST_STEPS)
+# Their images and binaries only need to behave like the release build's, and
+# the quick profile builds in a fraction of the time on a new clone.
+test bench-short: export STRAKE_BUILD_PROFILE := quick
 
 .PHONY: dev-up
 dev-up: deps build $(if $(filter 1,$(NODE)),images)

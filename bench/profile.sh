@@ -13,7 +13,7 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bin="${CARGO_TARGET_DIR:-$root/target}/release"
+bin="${CARGO_TARGET_DIR:-$root/target}/${STRAKE_BUILD_PROFILE:-release}"
 out="$(mkdir -p "${1:-$root/target/bench/profile}" && cd "${1:-$root/target/bench/profile}" && pwd)"
 work="$root/target/bench/profile-work"
 warm=300 requests=2000
@@ -27,7 +27,7 @@ command -v valgrind >/dev/null || {
 }
 for b in strake-bench strake-mock-upstream strake-proxy; do
 	[[ -x $bin/$b ]] || {
-		log "$bin/$b is not built (cargo build --release)"
+		log "$bin/$b is not built (images/release.sh)"
 		exit 1
 	}
 done

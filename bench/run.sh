@@ -33,7 +33,8 @@ esac
 
 export STRAKE_CACHE="${STRAKE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/strake}"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
-bin="$target_dir/release"
+profile="${STRAKE_BUILD_PROFILE:-release}"
+bin="$target_dir/$profile"
 work="$root/target/bench/$mode"
 results="$work/results"
 logs="$work/logs"
@@ -213,7 +214,7 @@ declare -A SERVER=([direct]=mock [direct-repeat]=mock [nginx]=nginx [strake]=str
 
 # The release build the images carry (images/release.sh): the node suite
 # runs these very binaries, and after make images this is a no-op.
-log "building (release): strake-bench, strake-mock-upstream, strake-proxy, strake-operator"
+log "building (profile $profile): strake-bench, strake-mock-upstream, strake-proxy, strake-operator"
 timeout 1800 images/release.sh -q >&2 ||
 	die "cargo build failed"
 # The hyper floor the profile compares with (proxy/examples/floor.rs).
@@ -277,7 +278,7 @@ items = [
     ["nginx", "$nginx_v (Debian package)"],
     ["LiteLLM", "$litellm_v (PyPI, Python $(python3 -c 'import platform; print(platform.python_version())'))"],
     ["Portkey gateway", "$portkey_v"],
-    ["Strake", "commit $commit, release build"],
+    ["Strake", "commit $commit, $profile build"],
     ["pinning", "$layout"],
     ["background load", "${background}% CPU busy with other work just before the run (0-5% is a quiet machine)"],
     ["load", "$connections keep-alive HTTP/1.1 connections; ${warmup} s warm-up + ${duration} s measured per point"],

@@ -19,7 +19,8 @@
 # the same libraries copied from a build stage on this machine's Debian
 # release, the binary, the user and the entrypoint).
 #
-# Env: CARGO_TARGET_DIR (default target/), SOURCE_DATE_EPOCH,
+# Env: CARGO_TARGET_DIR (default target/), STRAKE_BUILD_PROFILE (see
+# release.sh), SOURCE_DATE_EPOCH,
 # STRAKE_IMAGE_REGISTRY (see oci.sh).
 set -euo pipefail
 
@@ -114,12 +115,12 @@ packages() {
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-log "images/release.sh (the benchmarks' release build)"
+log "images/release.sh (the benchmarks' build, profile ${STRAKE_BUILD_PROFILE:-release})"
 "$here/release.sh" -q
 env_file="$out/images.env"
 : >"$env_file.tmp"
 for name in "${names[@]}"; do
-	binary="${CARGO_TARGET_DIR:-$root/target}/release/$name"
+	binary="${CARGO_TARGET_DIR:-$root/target}/${STRAKE_BUILD_PROFILE:-release}/$name"
 	mapfile -t libs < <(runtime_libs "$binary")
 	((${#libs[@]})) || die "$name: could not list the libraries $binary loads"
 	read -r ref digest < <(SOURCE_DATE_EPOCH="$epoch" "$here/oci.sh" "$name" "$binary" "$user" "$out/$name.oci.tar" "${libs[@]}")

@@ -6,7 +6,7 @@
 # (strake-operator, strake-proxy, strake-mock-upstream, strake-bench) in one
 # invocation: features are unified across the packages of one invocation,
 # so building a subset would give other binaries and a second build of the
-# dependencies. With arguments, cargo build --release --locked ARGS with the
+# dependencies. With arguments, cargo build --locked ARGS with the
 # same flags (the benchmarks' hyper floor: --example floor -p strake-proxy).
 #
 # The only flag: cargo's home is remapped to /usr/local/cargo (where the
@@ -16,6 +16,9 @@
 # profile writes no debuginfo (images/build.sh --check verifies that the
 # path is not in the binary). Flags that vary with the clone's path would
 # rebuild every dependency on every new clone.
+#
+# STRAKE_BUILD_PROFILE picks the cargo profile: release (the default) or
+# quick (Cargo.toml says when); the binaries land in CARGO_TARGET_DIR/PROFILE.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,4 +28,4 @@ if ((${#args[@]} == 0)); then
 	args=(-p strake-operator -p strake-proxy -p strake-mock-upstream -p strake-bench)
 fi
 RUSTFLAGS="--remap-path-prefix=$cargo_home=/usr/local/cargo" \
-	exec cargo build --release --locked --manifest-path "$root/Cargo.toml" "${args[@]}"
+	exec cargo build --profile "${STRAKE_BUILD_PROFILE:-release}" --locked --manifest-path "$root/Cargo.toml" "${args[@]}"
