@@ -103,6 +103,38 @@ impl Stack {
         Ok(out.stdout)
     }
 
+    /// The operator's `/metrics`: its admin port on the process-only stack;
+    /// on the node, every operator pod's through the API server's pod proxy,
+    /// joined (the leader's series are the ones that matter).
+    pub async fn operator_metrics(&self) -> Result<String> {
+        if !self.env.operator_admin_url.is_empty() {
+            let url = format!("{}/metrics", self.env.operator_admin_url);
+            return Ok(self.http.get(&url).await?.body);
+        }
+        let ns = self.env.namespace.as_str();
+        let pods = self
+            .kubectl_ok(
+                &[
+                    "get",
+                    "pods",
+                    "-n",
+                    ns,
+                    "-l",
+                    "app.kubernetes.io/component=operator",
+                    "-o",
+                    "jsonpath={.items[*].metadata.name}",
+                ],
+                None,
+            )
+            .await?;
+        let mut all = String::new();
+        for pod in pods.split_whitespace() {
+            let path = format!("/api/v1/namespaces/{ns}/pods/{pod}:admin/proxy/metrics");
+            all += &self.kubectl_ok(&["get", "--raw", &path], None).await?;
+        }
+        Ok(all)
+    }
+
     pub async fn helm(&self, args: &[&str]) -> Result<Output> {
         self.run(&self.env.cluster_bin.join("helm"), args, None)
             .await

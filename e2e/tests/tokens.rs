@@ -544,11 +544,7 @@ async fn a_token_warns_days_before_it_expires() -> Result<()> {
     .await?;
 
     // The expiry metric, for the chart's alert.
-    let metrics = stack
-        .http
-        .get(&format!("{}/metrics", stack.env.operator_admin_url))
-        .await?
-        .body;
+    let metrics = stack.operator_metrics().await?;
     let expires = soon.parse::<jiff::Timestamp>()?.as_second();
     let series = format!(
         "strake_operator_token_expiry_timestamp_seconds{{token=\"{}/soon\",identity=\"soon@example.com\"}} {expires}",

@@ -459,16 +459,12 @@ async fn usage_sums_both_replicas_through_restarts() -> Result<()> {
             && note.contains(&format!("${spend}")),
         "Revoked event: {note}"
     );
-    let metrics = stack
-        .http
-        .get(&format!("{}/metrics", stack.env.operator_admin_url))
-        .await?;
+    let metrics = stack.operator_metrics().await?;
     let series = format!(
         "strake_operator_token_final_spend_usd{{namespace=\"{}\",name=\"alice\",identity=\"alice@example.com\"}} ",
         ns.name
     );
     let value: f64 = metrics
-        .body
         .lines()
         .find_map(|l| l.strip_prefix(series.as_str()))
         .and_then(|v| v.trim().parse().ok())
