@@ -100,6 +100,17 @@ pub struct Cli {
     #[arg(long, env = "STRAKE_USAGE_WRITES_PER_SECOND", default_value_t = 100)]
     pub usage_writes_per_second: u32,
 
+    /// StrakeToken reconciles in flight at once (per watched namespace). Each
+    /// holds a few API requests open; the API server's own limits are the
+    /// bound behind it.
+    #[arg(long, env = "STRAKE_TOKEN_CONCURRENCY", default_value_t = DEFAULT_TOKEN_CONCURRENCY)]
+    pub token_concurrency: u16,
+
+    /// Deleted StrakeTokens withdrawn from the proxies at once, ahead of the
+    /// reconcile queue (per watched namespace).
+    #[arg(long, env = "STRAKE_REVOCATION_CONCURRENCY", default_value_t = DEFAULT_REVOCATION_CONCURRENCY)]
+    pub revocation_concurrency: u16,
+
     /// How long a cursor of a proxy instance that no longer answers is kept
     /// in status (a replica that comes back within it is not counted twice).
     #[arg(long, env = "STRAKE_USAGE_CURSOR_RETENTION", default_value = "1h", value_parser = strake_crds::duration::parse)]
@@ -151,7 +162,17 @@ pub struct Settings {
     /// The built-in price table with `--prices` applied.
     pub prices: PriceTable,
     pub usage: UsageSettings,
+    /// StrakeToken reconciles in flight ([`Cli::token_concurrency`]).
+    pub token_concurrency: u16,
+    /// Revocations in flight ([`Cli::revocation_concurrency`]).
+    pub revocation_concurrency: u16,
 }
+
+pub const DEFAULT_TOKEN_CONCURRENCY: u16 = 32;
+pub const DEFAULT_REVOCATION_CONCURRENCY: u16 = 8;
+/// Beyond this a reconcile waits on the API server's inflight limit, not on
+/// the operator.
+const MAX_CONCURRENCY: u16 = 256;
 
 /// Where usage is collected from, and how fast it may be written.
 #[derive(Debug, Clone, Default)]
@@ -260,6 +281,16 @@ impl Cli {
                 "--usage-writes-per-second must be at least 1".into(),
             ));
         }
+        for (flag, n) in [
+            ("--token-concurrency", self.token_concurrency),
+            ("--revocation-concurrency", self.revocation_concurrency),
+        ] {
+            if !(1..=MAX_CONCURRENCY).contains(&n) {
+                return Err(Error::Config(format!(
+                    "{flag} must be between 1 and {MAX_CONCURRENCY}"
+                )));
+            }
+        }
         Ok(Settings {
             proxy_namespace: self.proxy_namespace.clone(),
             endpoint: endpoint.to_string(),
@@ -279,6 +310,8 @@ impl Cli {
                 writes_per_second: self.usage_writes_per_second,
                 cursor_retention: self.usage_cursor_retention,
             },
+            token_concurrency: self.token_concurrency,
+            revocation_concurrency: self.revocation_concurrency,
         })
     }
 

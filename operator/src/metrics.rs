@@ -8,6 +8,7 @@
 //! | `strake_operator_tokens` | gauge | `phase` |
 //! | `strake_operator_upstream_keys_ready` | gauge | |
 //! | `strake_operator_orphans_deleted_total` | counter | `role` |
+//! | `strake_operator_revocations_total` | counter | `outcome` (`ok`, `error`): records withdrawn by the revoker, ahead of the reconcile queue |
 //! | `strake_operator_leader` | gauge | |
 //! | `strake_operator_usage_scrapes_total` | counter | `outcome` (`ok`, `error`) |
 //! | `strake_operator_usage_replicas` | gauge | |
@@ -114,6 +115,7 @@ pub struct Metrics {
     tokens: Family<PhaseLabels, Gauge>,
     upstream_keys_ready: Gauge,
     orphans_deleted: Family<RoleLabels, Counter>,
+    revocations: Family<OutcomeLabels, Counter>,
     leader: Gauge,
     usage_scrapes: Family<OutcomeLabels, Counter>,
     usage_replicas: Gauge,
@@ -150,6 +152,7 @@ impl Metrics {
         let tokens = Family::<PhaseLabels, Gauge>::default();
         let upstream_keys_ready = Gauge::default();
         let orphans_deleted = Family::<RoleLabels, Counter>::default();
+        let revocations = Family::<OutcomeLabels, Counter>::default();
         let leader = Gauge::default();
         let token_expiry = Family::<TokenLabels, Gauge>::default();
         registry.register(
@@ -179,6 +182,11 @@ impl Metrics {
             "orphans_deleted",
             "Proxy-namespace Secrets deleted because their resource no longer exists",
             orphans_deleted.clone(),
+        );
+        registry.register(
+            "revocations",
+            "Deleted StrakeTokens' proxy records withdrawn by the revoker, ahead of the reconcile queue",
+            revocations.clone(),
         );
         registry.register(
             "leader",
@@ -253,6 +261,7 @@ impl Metrics {
             tokens,
             upstream_keys_ready,
             orphans_deleted,
+            revocations,
             leader,
             usage_scrapes,
             usage_replicas,
@@ -357,6 +366,13 @@ impl Metrics {
     pub fn orphan_deleted(&self, role: &'static str) {
         self.orphans_deleted
             .get_or_create(&RoleLabels { role })
+            .inc();
+    }
+
+    pub fn revoked_ahead(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.revocations
+            .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }
 

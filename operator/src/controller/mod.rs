@@ -19,6 +19,7 @@
 //! Every object is also reconciled again after `--resync`.
 
 pub mod orphans;
+pub mod revoker;
 pub mod strake_token;
 pub mod upstream_key;
 pub mod usage;
@@ -28,7 +29,7 @@ mod fake_api;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -52,6 +53,7 @@ use tracing::{debug, info, warn};
 
 use crate::admin::Health;
 use crate::cli::{Scope, Settings};
+use crate::core::echo::Echoes;
 use crate::core::objects::{self, FIELD_MANAGER};
 use crate::core::token::Notice;
 use crate::core::{budget, retry, upstream};
@@ -75,6 +77,12 @@ pub struct Context {
     recount: mpsc::UnboundedSender<ObjectRef<UpstreamKey>>,
     /// Consecutive failures per object, for the retry backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// The token controller's own Secret writes, so their watch events do
+    /// not wake it again.
+    pub echoes: Echoes,
+    /// Uids of deleted StrakeTokens whose record the revoker withdrew; the
+    /// cleanup that follows reports the revocation.
+    revoked_ahead: Mutex<HashSet<String>>,
 }
 
 impl Context {
@@ -96,7 +104,26 @@ impl Context {
             upstreams,
             recount,
             failures: Mutex::default(),
+            echoes: Echoes::default(),
+            revoked_ahead: Mutex::default(),
         }
+    }
+
+    /// The revoker withdrew the record of the token `uid`.
+    pub fn revoked_ahead(&self, uid: &str) {
+        self.revoked_ahead
+            .lock()
+            .expect("revoked_ahead lock")
+            .insert(uid.to_string());
+    }
+
+    /// Whether the revoker withdrew the record of the token `uid` (asked
+    /// once, by its cleanup).
+    pub fn take_revoked_ahead(&self, uid: &str) -> bool {
+        self.revoked_ahead
+            .lock()
+            .expect("revoked_ahead lock")
+            .remove(uid)
     }
 
     /// Records one more failure of `key` and returns how long to wait.
@@ -221,21 +248,23 @@ pub fn object_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
 }
 
 /// Server-side applies `secret` under the operator's field manager, taking
-/// over fields someone else changed by hand.
-pub async fn apply_secret(api: &Api<Secret>, secret: &Secret) -> Result<()> {
+/// over fields someone else changed by hand. Returns the resourceVersion it
+/// left the Secret at.
+pub async fn apply_secret(api: &Api<Secret>, secret: &Secret) -> Result<Option<String>> {
     let name = secret.metadata.name.clone().unwrap_or_default();
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(secret),
-    )
-    .await
-    .map_err(|source| Error::ApplySecret {
-        namespace: secret.metadata.namespace.clone().unwrap_or_default(),
-        name,
-        source: Box::new(source),
-    })?;
-    Ok(())
+    let written = api
+        .patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(secret),
+        )
+        .await
+        .map_err(|source| Error::ApplySecret {
+            namespace: secret.metadata.namespace.clone().unwrap_or_default(),
+            name,
+            source: Box::new(source),
+        })?;
+    Ok(written.metadata.resource_version)
 }
 
 /// Deletes a Secret; one that is already gone is success (cleanup must be
@@ -326,6 +355,7 @@ pub async fn run(
         ));
         usage_caches.tokens.push(tokens.clone());
         usage_caches.upstreams.push(upstreams.clone());
+        running.push(revoker::run(scope, &client, ctx.clone(), shutdown.clone()).boxed());
         running.push(
             token_controller(scope, &client, ctx.clone(), token_writer, shutdown.clone()).boxed(),
         );
@@ -405,17 +435,25 @@ fn token_controller(
         .backoff(strake_crds::watch::backoff())
         .modify(|uk| uk.managed_fields_mut().clear()),
     );
-    let published_tokens = watcher(
-        Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), &settings.proxy_namespace),
-        watcher::Config::default().labels(&Role::Token.selector()),
-    )
-    .backoff(strake_crds::watch::backoff())
-    .touched_objects();
-    Controller::for_stream(trigger, ctx.tokens.clone())
-        .owns(
-            scoped::<Secret>(client, scope),
+    let published_tokens = without_echoes(
+        watcher(
+            Api::<PartialObjectMeta<Secret>>::namespaced(client.clone(), &settings.proxy_namespace),
+            watcher::Config::default().labels(&Role::Token.selector()),
+        )
+        .backoff(strake_crds::watch::backoff()),
+        ctx.clone(),
+    );
+    let held_secrets = without_echoes(
+        watcher(
+            scoped::<PartialObjectMeta<Secret>>(client, scope),
             watcher::Config::default().labels(objects::MANAGED_SELECTOR),
         )
+        .backoff(strake_crds::watch::backoff()),
+        ctx.clone(),
+    );
+    let concurrency = settings.token_concurrency;
+    Controller::for_stream(trigger, ctx.tokens.clone())
+        .owns_stream(held_secrets)
         .watches_stream(upstream_changes, move |uk| {
             let namespace = uk.metadata.namespace.unwrap_or_default();
             let name = uk.metadata.name.unwrap_or_default();
@@ -433,7 +471,7 @@ fn token_controller(
             published_source(&secret.metadata, Role::Token, &settings)
         })
         .trigger_backoff(strake_crds::watch::backoff())
-        .with_config(controller::Config::default().concurrency(16))
+        .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(on_shutdown(shutdown))
         .run(strake_token::reconcile, strake_token::error_policy, ctx)
         .for_each(|result| async move { log_outcome("StrakeToken", result) })
@@ -506,6 +544,41 @@ fn upstream_controller(
         .graceful_shutdown_on(on_shutdown(shutdown))
         .run(upstream_key::reconcile, upstream_key::error_policy, ctx)
         .for_each(|result| async move { log_outcome("UpstreamKey", result) })
+}
+
+/// Watch events of Secrets the token controller writes, as triggers, less
+/// the echoes of its own writes ([`Echoes`]).
+fn without_echoes(
+    events: impl Stream<Item = Result<watcher::Event<PartialObjectMeta<Secret>>, watcher::Error>>
+    + Send
+    + 'static,
+    ctx: Arc<Context>,
+) -> impl Stream<Item = Result<PartialObjectMeta<Secret>, watcher::Error>> + Send + 'static {
+    events.filter_map(move |event| {
+        let at = |m: &PartialObjectMeta<Secret>| {
+            (
+                m.metadata.namespace.clone().unwrap_or_default(),
+                m.metadata.name.clone().unwrap_or_default(),
+            )
+        };
+        let trigger = match event {
+            Err(error) => Some(Err(error)),
+            Ok(watcher::Event::Apply(m) | watcher::Event::InitApply(m)) => {
+                let (namespace, name) = at(&m);
+                let echo =
+                    ctx.echoes
+                        .is_echo(&namespace, &name, m.metadata.resource_version.as_deref());
+                (!echo).then_some(Ok(m))
+            }
+            Ok(watcher::Event::Delete(m)) => {
+                let (namespace, name) = at(&m);
+                ctx.echoes.forget(&namespace, &name);
+                Some(Ok(m))
+            }
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+        };
+        futures::future::ready(trigger)
+    })
 }
 
 /// What a token's phase can depend on in an UpstreamKey: which object it

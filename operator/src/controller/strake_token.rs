@@ -131,20 +131,33 @@ async fn apply(obj: &StrakeToken, ctx: &Context) -> Result<Action> {
         delete_secret(&proxy_secrets, &settings.proxy_namespace, &proxy_name).await?;
     }
     if let Some(desired) = &plan.holder_secret {
-        publish_or_fail(obj, ctx, now, apply_secret(&secrets, desired)).await?;
+        publish_or_fail(obj, ctx, now, write_secret(ctx, &secrets, desired)).await?;
     }
     if let Some(old) = &plan.delete_old_secret {
         delete_secret(&secrets, &namespace, old).await?;
         info!(%namespace, secret = %old, "deleted the Secret of a previous spec.secretName");
     }
     if let Some(desired) = &plan.record_secret {
-        publish_or_fail(obj, ctx, now, apply_secret(&proxy_secrets, desired)).await?;
+        publish_or_fail(obj, ctx, now, write_secret(ctx, &proxy_secrets, desired)).await?;
     }
     if let Some((why, prefix)) = &plan.minted {
         info!(%namespace, %name, %prefix, ?why, "minted a token");
     }
     report(obj, ctx, &plan.report).await?;
     Ok(Action::requeue(plan.requeue))
+}
+
+/// Applies `desired`, remembering the version written so that its watch
+/// event does not bring another reconcile.
+async fn write_secret(ctx: &Context, api: &Api<Secret>, desired: &Secret) -> Result<()> {
+    if let Some(version) = apply_secret(api, desired).await? {
+        ctx.echoes.wrote(
+            desired.metadata.namespace.as_deref().unwrap_or_default(),
+            desired.metadata.name.as_deref().unwrap_or_default(),
+            &version,
+        );
+    }
+    Ok(())
 }
 
 async fn get_secret(api: &Api<Secret>, namespace: &str, name: &str) -> Result<Option<Secret>> {
@@ -254,7 +267,8 @@ async fn withdraw(obj: &StrakeToken, ctx: &Context) -> Result<bool> {
 async fn revoke(obj: &StrakeToken, ctx: &Context) -> Result<Action> {
     let namespace = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
-    let deleted = withdraw(obj, ctx).await?;
+    let uid = obj.metadata.uid.as_deref().unwrap_or_default();
+    let deleted = withdraw(obj, ctx).await? | ctx.take_revoked_ahead(uid);
     // Held for the final collection: the record went then, not now.
     let held = final_collection(ctx) > std::time::Duration::ZERO;
     if deleted || held {

@@ -73,6 +73,8 @@ fn harness_with(usage: crate::cli::UsageSettings) -> Harness {
         allowed_upstream_hosts: AllowedHosts::defaults(),
         prices: strake_crds::pricing::PriceTable::builtin(),
         usage,
+        token_concurrency: crate::cli::DEFAULT_TOKEN_CONCURRENCY,
+        revocation_concurrency: crate::cli::DEFAULT_REVOCATION_CONCURRENCY,
     });
     let (tokens, mut token_writer) = reflector::store::<StrakeToken>();
     let (upstreams, mut upstream_writer) = reflector::store::<UpstreamKey>();
@@ -642,6 +644,81 @@ async fn revoke_deletes_the_record_and_tolerates_it_being_gone() {
         .unwrap();
     assert_eq!(action, Action::await_change());
     assert!(h.fake.events().is_empty(), "no second Revoked event");
+}
+
+#[tokio::test]
+async fn the_revoker_withdraws_ahead_and_the_cleanup_still_reports_the_revocation_once() {
+    let h = harness();
+    h.create_ready_upstream("openai", Provider::OpenAi);
+    h.create_token("alice", token_spec(&["openai"]));
+    h.reconcile_token("alice").await;
+    let mut t = h.token("alice");
+    t.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+    h.fake.put(&token_path("alice"), &t);
+    h.fake.clear_requests();
+
+    let due = crate::core::revoker::Withdrawal {
+        namespace: NS.into(),
+        name: "alice".into(),
+        uid: "uid-alice".into(),
+    };
+    super::revoker::withdraw(h.ctx.clone(), due).await;
+    assert_eq!(
+        h.fake.calls(),
+        [format!("DELETE {}", proxy_token_path("alice"))],
+        "the revoker only withdraws the record"
+    );
+    assert!(h.fake.events().is_empty(), "no event before the cleanup");
+
+    // The queued reconcile finds the record gone, and still says so.
+    h.reconcile_token("alice").await;
+    assert_eq!(event_reasons(&h.fake), ["Revoked"]);
+    assert!(
+        h.token("alice")
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn the_token_controller_is_not_woken_by_the_echo_of_its_own_secret_writes() {
+    use futures::StreamExt;
+    use kube::core::PartialObjectMeta;
+
+    let h = harness();
+    h.create_ready_upstream("openai", Provider::OpenAi);
+    h.create_token("alice", token_spec(&["openai"]));
+    h.reconcile_token("alice").await;
+    let meta = |s: Secret| PartialObjectMeta::<Secret> {
+        types: None,
+        metadata: s.metadata,
+        _phantom: Default::default(),
+    };
+    let held = meta(h.plaintext("alice"));
+    let record = meta(h.fake.get(&proxy_token_path("alice")).unwrap());
+    let mut edited = held.clone();
+    edited.metadata.resource_version = Some("edited-by-hand".into());
+
+    let events = futures::stream::iter([
+        Ok(watcher::Event::Apply(held.clone())),
+        Ok(watcher::Event::Apply(record.clone())),
+        Ok(watcher::Event::Apply(edited.clone())),
+        Ok(watcher::Event::Delete(held.clone())),
+    ]);
+    let triggers: Vec<_> = super::without_echoes(events, h.ctx.clone())
+        .map(|t| t.unwrap().metadata.resource_version)
+        .collect()
+        .await;
+    assert_eq!(
+        triggers,
+        [
+            edited.metadata.resource_version,
+            held.metadata.resource_version
+        ],
+        "the two writes' echoes are dropped; an edit and a delete wake it"
+    );
 }
 
 #[tokio::test]

@@ -5,12 +5,14 @@
 
 pub mod budget;
 pub mod condition;
+pub mod echo;
 pub mod env;
 #[cfg(test)]
 pub mod fixtures;
 pub mod lease;
 pub mod objects;
 pub mod retry;
+pub mod revoker;
 pub mod token;
 pub mod token_plan;
 pub mod upstream;
