@@ -8,7 +8,8 @@
 #   streaming    time to first byte and gaps between SSE events
 #   scale        strake-proxy with 10 / 10,000 / 100,000 tokens: startup, RSS, latency
 #   revocation   on the local control plane (make dev-up): delete -> 401
-#   operator     1,000 StrakeTokens to Ready on the local control plane
+#   operator     10,000 StrakeTokens to Ready on the local control plane, tokens
+#                revoked meanwhile (delete -> 401 during the storm)
 #   usage        the operator's usage status writes per second with 10,000
 #                active tokens (a simulated proxy replica reports them all)
 #
@@ -58,7 +59,7 @@ if [[ $mode == full ]]; then
 	scale_counts=(10 10000 100000)
 	scale_rate=2000
 	revocation_trials=30 revocation_timeout=30
-	operator_tokens=1000
+	operator_tokens=10000 operator_revocations=30 operator_revocation_every=2
 	usage_tokens=10000 usage_window=60
 	aa=1 # direct measured twice per rate: the run-to-run noise floor
 else
@@ -70,7 +71,7 @@ else
 	scale_counts=(10 10000)
 	scale_rate=2000
 	revocation_trials=5 revocation_timeout=15
-	operator_tokens=100
+	operator_tokens=100 operator_revocations=3 operator_revocation_every=0.5
 	usage_tokens=300 usage_window=10
 	aa=0
 fi
@@ -610,10 +611,12 @@ if ((dev_ok)); then
 		--timeout "$revocation_timeout" ||
 		log "revocation failed"
 	log "operator: $operator_tokens StrakeTokens to Ready"
-	timeout 900 "$bin/strake-bench" operator-scale --target strake --experiment operator \
+	timeout 3600 "$bin/strake-bench" operator-scale --target strake --experiment operator \
 		--out "$results/operator.json" --namespace strake-bench-scale \
 		--mock-url "$MOCK_UPSTREAM_URL" --mock-key "$MOCK_OPENAI_KEY" \
-		--count "$operator_tokens" --operator-pid-file "$dev/run/operator.pid" --timeout 300 ||
+		--count "$operator_tokens" --concurrency 32 --operator-pid-file "$dev/run/operator.pid" \
+		--proxy-url "$STRAKE_PROXY_URL" --revocations "$operator_revocations" \
+		--revocation-every "$operator_revocation_every" --timeout 900 ||
 		log "operator scale failed"
 
 	# A dedicated operator whose only proxy replica is the bench's simulated

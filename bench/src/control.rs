@@ -2,7 +2,10 @@
 //! StrakeToken keeps working at the proxy, and how long the operator takes
 //! to bring many StrakeTokens to Ready.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -10,8 +13,9 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use http_body_util::{BodyExt, Full};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
 use serde_json::json;
 use strake_crds::resources::{StrakeToken, UpstreamKey};
 
@@ -19,7 +23,7 @@ use crate::Output;
 use crate::conn;
 use crate::histogram::nearest_rank;
 use crate::proc;
-use crate::results::{self, Meta, OperatorScaleResult, Record, RevocationResult};
+use crate::results::{self, ApiCalls, Meta, OperatorScaleResult, Record, RevocationResult};
 
 const MANAGER: &str = "strake-bench";
 const UPSTREAM: &str = "openai";
@@ -71,10 +75,24 @@ pub struct OperatorScaleArgs {
     /// Creates in flight at once.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// The proxy's traffic URL (STRAKE_PROXY_URL): tokens issued before the
+    /// storm are revoked during it and probed there until they get 401.
+    #[arg(long)]
+    proxy_url: Option<String>,
+    /// Tokens revoked during the storm, at most (one every `--revocation-every`).
+    #[arg(long, default_value_t = 30)]
+    revocations: usize,
+    /// Seconds between two revocations during the storm.
+    #[arg(long, default_value_t = 1.0)]
+    revocation_every: f64,
+    /// Milliseconds between two probes of the proxy after a delete.
+    #[arg(long, default_value_t = 5.0)]
+    poll_ms: f64,
     /// The operator's pid (its pid file), for its memory.
     #[arg(long)]
     operator_pid_file: Option<PathBuf>,
-    /// Seconds to wait for every token to be Ready.
+    /// Seconds to wait for every token to be Ready (and for a cleanup, and
+    /// for one revoked token's 401).
     #[arg(long, default_value_t = 300.0)]
     timeout: f64,
 }
@@ -343,8 +361,10 @@ pub fn operator_scale(args: OperatorScaleArgs) -> anyhow::Result<()> {
         ensure_upstream(&client, &args.upstream).await?;
         let ns = args.upstream.namespace.clone();
         let tokens: Api<StrakeToken> = Api::namespaced(client.clone(), &ns);
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
         let selector = ListParams::default().labels("app.kubernetes.io/part-of=strake-bench");
-        cleanup(&tokens, &selector).await?;
+        let limit = Duration::from_secs_f64(args.timeout);
+        cleanup(&tokens, &selector, limit).await?;
         let operator_pid = match &args.operator_pid_file {
             Some(f) => Some(
                 std::fs::read_to_string(f)
@@ -354,72 +374,286 @@ pub fn operator_scale(args: OperatorScaleArgs) -> anyhow::Result<()> {
             ),
             None => None,
         };
+
+        // The tokens revoked during the storm, issued and accepted first.
+        let probes = match &args.proxy_url {
+            Some(url) => issue_probes(&tokens, &secrets, url, args.revocations, limit).await?,
+            None => Vec::new(),
+        };
+        eprintln!(
+            "operator-scale: {} probe tokens accepted by the proxy",
+            probes.len()
+        );
+
         let rss_before = operator_pid.map(proc::rss_kib);
         let mut rss_peak = rss_before;
+        let calls_before = api_request_counts(&client).await?;
+        let storm_over = Arc::new(AtomicBool::new(false));
+        let mut ready_watch = watcher(
+            tokens.clone(),
+            watcher::Config::default().labels(STORM_SELECTOR),
+        )
+        .default_backoff()
+        .boxed();
 
         let start = Instant::now();
         let names: Vec<String> = (0..args.count).map(|i| format!("scale-{i:05}")).collect();
-        futures::stream::iter(names.iter().map(|name| {
+        let creates = tokio::spawn({
             let tokens = tokens.clone();
+            let concurrency = args.concurrency;
             async move {
-                tokens
-                    .create(&PostParams::default(), &strake_token(name)?)
-                    .await
-                    .with_context(|| format!("creating StrakeToken {name}"))
+                futures::stream::iter(names.into_iter().map(|name| {
+                    let tokens = tokens.clone();
+                    async move {
+                        tokens
+                            .create(&PostParams::default(), &storm_token(&name)?)
+                            .await
+                            .with_context(|| format!("creating StrakeToken {name}"))
+                    }
+                }))
+                .buffer_unordered(concurrency)
+                .try_collect::<Vec<_>>()
+                .await
+                .map(|_| start.elapsed().as_secs_f64())
             }
-        }))
-        .buffer_unordered(args.concurrency)
-        .try_collect::<Vec<_>>()
-        .await?;
-        let create_s = start.elapsed().as_secs_f64();
-        eprintln!(
-            "operator-scale: {} StrakeTokens created in {create_s:.1} s",
-            args.count
-        );
+        });
+        let revocations = tokio::spawn(revoke_during(
+            tokens.clone(),
+            probes,
+            Duration::from_secs_f64(args.revocation_every),
+            Duration::from_secs_f64(args.poll_ms / 1000.0),
+            limit,
+            storm_over.clone(),
+        ));
 
-        let limit = Duration::from_secs_f64(args.timeout);
-        let (all_ready, ready) = loop {
-            let list = tokens.list(&selector).await?;
-            let ready = list.items.iter().filter(|t| token_is_ready(t)).count();
-            if let Some(pid) = operator_pid {
-                rss_peak = rss_peak.max(Some(proc::rss_kib(pid)));
+        let mut ready = std::collections::HashSet::new();
+        let mut sample = tokio::time::interval(Duration::from_millis(200));
+        let all_ready = loop {
+            tokio::select! {
+                event = ready_watch.next() => match event {
+                    Some(Ok(watcher::Event::Apply(t) | watcher::Event::InitApply(t))) => {
+                        if token_is_ready(&t) {
+                            ready.insert(t.name_any());
+                        }
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => eprintln!("operator-scale: watching StrakeTokens: {e}"),
+                    None => bail!("the StrakeToken watch ended"),
+                },
+                _ = sample.tick() => {
+                    if let Some(pid) = operator_pid {
+                        rss_peak = rss_peak.max(Some(proc::rss_kib(pid)));
+                    }
+                }
             }
-            if ready >= args.count {
-                break (Some(start.elapsed()), ready);
+            if ready.len() >= args.count {
+                break Some(start.elapsed());
             }
             if start.elapsed() > limit {
-                break (None, ready);
+                break None;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         };
+        storm_over.store(true, Ordering::Relaxed);
+        let create_s = creates.await??;
+        let revocation_ms = revocations.await??;
+        let calls = per_token(
+            &api_request_counts(&client).await?,
+            &calls_before,
+            args.count,
+        );
         let all_ready_s = all_ready.map_or(f64::NAN, |d| d.as_secs_f64());
+        let mut sorted = revocation_ms.clone();
+        sorted.sort_by(f64::total_cmp);
         eprintln!(
-            "operator-scale: {ready}/{} Ready after {:.1} s; operator RSS {} -> peak {} MiB",
+            "operator-scale: {} created in {create_s:.1} s; {}/{} Ready after {:.1} s ({:.0}/s); \
+             operator RSS {} -> peak {} MiB; {} revocations during it: p50 {:.0} ms p99 {:.0} ms; \
+             {:.1} API requests per token ({:.1} writes)",
+            args.count,
+            ready.len(),
             args.count,
             start.elapsed().as_secs_f64(),
+            ready.len() as f64 / start.elapsed().as_secs_f64(),
             rss_before.unwrap_or(0) / 1024,
             rss_peak.unwrap_or(0) / 1024,
+            revocation_ms.len(),
+            nearest_rank(&sorted, 50.0),
+            nearest_rank(&sorted, 99.0),
+            calls.iter().map(|c| c.per_token).sum::<f64>(),
+            calls
+                .iter()
+                .filter(|c| c.is_write())
+                .map(|c| c.per_token)
+                .sum::<f64>(),
         );
+        for c in &calls {
+            eprintln!(
+                "operator-scale:   {:6.2} {} {}",
+                c.per_token, c.verb, c.resource
+            );
+        }
         let record = Record::OperatorScale(OperatorScaleResult {
             meta: Meta {
                 target: args.output.target.clone(),
                 experiment: args.output.experiment.clone(),
             },
             tokens: args.count,
+            concurrency: args.concurrency,
             all_ready_s,
             create_s,
-            ready,
+            ready: ready.len(),
             operator_rss_kib: rss_peak,
             operator_rss_before_kib: rss_before,
+            revocation_ms,
+            api_calls: calls,
         });
         results::write(&args.output.out, &record)?;
-        cleanup(&tokens, &selector).await
+        cleanup(&tokens, &selector, limit).await
     })
+}
+
+/// The storm's tokens, apart from the probes the bench revokes during it.
+const STORM_SELECTOR: &str = "strake-bench/set=storm";
+
+fn storm_token(name: &str) -> anyhow::Result<StrakeToken> {
+    let mut token = strake_token(name)?;
+    token
+        .labels_mut()
+        .insert("strake-bench/set".into(), "storm".into());
+    Ok(token)
+}
+
+/// `count` tokens, each accepted by the proxy at `proxy_url`.
+async fn issue_probes(
+    tokens: &Api<StrakeToken>,
+    secrets: &Api<Secret>,
+    proxy_url: &str,
+    count: usize,
+    limit: Duration,
+) -> anyhow::Result<Vec<(String, Probe)>> {
+    futures::stream::iter((0..count).map(|i| async move {
+        let name = format!("probe-{i:03}");
+        tokens
+            .create(&PostParams::default(), &strake_token(&name)?)
+            .await
+            .with_context(|| format!("creating StrakeToken {name}"))?;
+        let token = wait_for_token(secrets, &format!("{name}-strake"), limit)
+            .await
+            .with_context(|| format!("{name}: no token Secret after {limit:?}"))?;
+        let mut probe = Probe::new(proxy_url, &token)?;
+        if probe
+            .until(200, Duration::from_millis(20), limit)
+            .await
+            .is_none()
+        {
+            bail!("{name}: the proxy never accepted the token");
+        }
+        Ok((name, probe))
+    }))
+    .buffer_unordered(8)
+    .try_collect()
+    .await
+}
+
+/// Deletes one probe token every `every` until `over` (or the probes run
+/// out), timing each delete -> 401 at the proxy.
+async fn revoke_during(
+    tokens: Api<StrakeToken>,
+    probes: Vec<(String, Probe)>,
+    every: Duration,
+    poll: Duration,
+    limit: Duration,
+    over: Arc<AtomicBool>,
+) -> anyhow::Result<Vec<f64>> {
+    let mut trials = Vec::new();
+    let mut next = Instant::now() + every;
+    for (name, mut probe) in probes {
+        tokio::time::sleep_until(next.into()).await;
+        next += every;
+        if over.load(Ordering::Relaxed) {
+            break;
+        }
+        let deleted = Instant::now();
+        tokens
+            .delete(&name, &DeleteParams::default())
+            .await
+            .with_context(|| format!("deleting StrakeToken {name}"))?;
+        match probe.until(401, poll, limit).await {
+            Some(_) => trials.push(deleted.elapsed().as_secs_f64() * 1000.0),
+            None => bail!("{name}: still accepted {limit:?} after the delete"),
+        }
+    }
+    Ok(trials)
+}
+
+/// `apiserver_request_total` summed by verb and resource, long-running
+/// WATCH requests left out (they are counted when they start, not per item).
+async fn api_request_counts(client: &Client) -> anyhow::Result<BTreeMap<(String, String), f64>> {
+    let request = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client
+        .request_text(request)
+        .await
+        .context("reading the API server's /metrics (an admin KUBECONFIG is needed)")?;
+    Ok(request_counts(&text))
+}
+
+fn request_counts(metrics: &str) -> BTreeMap<(String, String), f64> {
+    let mut counts = BTreeMap::new();
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.rsplit_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels.split(',').find_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                (k == name).then(|| v.trim_matches('"').to_string())
+            })
+        };
+        let (Some(verb), Some(resource)) = (label("verb"), label("resource")) else {
+            continue;
+        };
+        if verb == "WATCH" || verb == "CONNECT" {
+            continue;
+        }
+        let resource = match label("subresource").filter(|s| !s.is_empty()) {
+            Some(sub) => format!("{resource}/{sub}"),
+            None => resource,
+        };
+        *counts.entry((verb, resource)).or_default() += value.trim().parse::<f64>().unwrap_or(0.0);
+    }
+    counts
+}
+
+/// The requests made between `before` and `after`, per token, most first.
+fn per_token(
+    after: &BTreeMap<(String, String), f64>,
+    before: &BTreeMap<(String, String), f64>,
+    tokens: usize,
+) -> Vec<ApiCalls> {
+    let mut calls: Vec<ApiCalls> = after
+        .iter()
+        .filter_map(|(key, n)| {
+            let made = n - before.get(key).copied().unwrap_or(0.0);
+            (made > 0.0).then(|| ApiCalls {
+                verb: key.0.clone(),
+                resource: key.1.clone(),
+                per_token: made / tokens.max(1) as f64,
+            })
+        })
+        .collect();
+    calls.sort_by(|a, b| b.per_token.total_cmp(&a.per_token));
+    calls
 }
 
 /// Deletes the bench's StrakeTokens and waits until the operator's
 /// finalizers let them go, so the next measurement starts clean.
-async fn cleanup(tokens: &Api<StrakeToken>, selector: &ListParams) -> anyhow::Result<()> {
+async fn cleanup(
+    tokens: &Api<StrakeToken>,
+    selector: &ListParams,
+    limit: Duration,
+) -> anyhow::Result<()> {
     let names: Vec<String> = tokens
         .list(selector)
         .await?
@@ -438,7 +672,7 @@ async fn cleanup(tokens: &Api<StrakeToken>, selector: &ListParams) -> anyhow::Re
             Err(e) => Err(e).with_context(|| format!("deleting StrakeToken {name}")),
         }
     }))
-    .buffer_unordered(16)
+    .buffer_unordered(32)
     .try_collect::<Vec<_>>()
     .await?;
     loop {
@@ -451,9 +685,50 @@ async fn cleanup(tokens: &Api<StrakeToken>, selector: &ListParams) -> anyhow::Re
             );
             return Ok(());
         }
-        if start.elapsed() > Duration::from_secs(300) {
-            bail!("{left} bench StrakeTokens still present 300 s after the delete");
+        if start.elapsed() > limit {
+            bail!("{left} bench StrakeTokens still present {limit:?} after the delete");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_counts_sum_by_verb_and_resource_without_watches() {
+        let metrics = r#"# HELP apiserver_request_total counter
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="secrets",scope="resource",subresource="",verb="GET",version="v1"} 3
+apiserver_request_total{code="404",component="apiserver",dry_run="",group="",resource="secrets",scope="resource",subresource="",verb="GET",version="v1"} 2
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="strake.sh",resource="straketokens",scope="resource",subresource="status",verb="APPLY",version="v1alpha1"} 7
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="secrets",scope="namespace",subresource="",verb="WATCH",version="v1"} 9
+apiserver_request_duration_seconds_bucket{verb="GET",resource="secrets",le="1"} 100
+"#;
+        let counts = request_counts(metrics);
+        assert_eq!(counts.len(), 2, "{counts:?}");
+        assert_eq!(counts[&("GET".into(), "secrets".into())], 5.0);
+        assert_eq!(counts[&("APPLY".into(), "straketokens/status".into())], 7.0);
+    }
+
+    #[test]
+    fn per_token_divides_what_was_made_in_between_most_first() {
+        let key = |v: &str, r: &str| (v.to_string(), r.to_string());
+        let before = BTreeMap::from([(key("GET", "secrets"), 10.0)]);
+        let after = BTreeMap::from([
+            (key("GET", "secrets"), 30.0),
+            (key("POST", "straketokens"), 10.0),
+            (key("LIST", "namespaces"), 0.0),
+        ]);
+        let calls = per_token(&after, &before, 10);
+        let got: Vec<_> = calls
+            .iter()
+            .map(|c| (c.verb.as_str(), c.resource.as_str(), c.per_token))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("GET", "secrets", 2.0), ("POST", "straketokens", 1.0)]
+        );
+        assert!(calls[1].is_write() && !calls[0].is_write());
     }
 }

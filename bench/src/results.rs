@@ -127,6 +127,8 @@ pub struct OperatorScaleResult {
     #[serde(flatten)]
     pub meta: Meta,
     pub tokens: usize,
+    /// Creates in flight at once.
+    pub concurrency: usize,
     /// First create sent -> every token Ready.
     pub all_ready_s: f64,
     /// Time for the creates themselves (API server bound).
@@ -134,6 +136,25 @@ pub struct OperatorScaleResult {
     pub ready: usize,
     pub operator_rss_kib: Option<u64>,
     pub operator_rss_before_kib: Option<u64>,
+    /// Delete -> 401 at the proxy of tokens revoked during the storm, ms.
+    pub revocation_ms: Vec<f64>,
+    /// API server requests during the storm (every client: the bench's
+    /// creates, the operator, the proxies), per token created.
+    pub api_calls: Vec<ApiCalls>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ApiCalls {
+    pub verb: String,
+    /// `resource` or `resource/subresource`.
+    pub resource: String,
+    pub per_token: f64,
+}
+
+impl ApiCalls {
+    pub fn is_write(&self) -> bool {
+        !matches!(self.verb.as_str(), "GET" | "LIST")
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
