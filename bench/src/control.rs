@@ -577,8 +577,16 @@ async fn revoke_during(
             .delete(&name, &DeleteParams::default())
             .await
             .with_context(|| format!("deleting StrakeToken {name}"))?;
+        let answered = deleted.elapsed();
         match probe.until(401, poll, limit).await {
-            Some(_) => trials.push(deleted.elapsed().as_secs_f64() * 1000.0),
+            Some(_) => {
+                let ms = deleted.elapsed().as_secs_f64() * 1000.0;
+                eprintln!(
+                    "operator-scale: {name} revoked in {ms:.0} ms (the delete itself took {:.0} ms)",
+                    answered.as_secs_f64() * 1000.0
+                );
+                trials.push(ms);
+            }
             None => bail!("{name}: still accepted {limit:?} after the delete"),
         }
     }

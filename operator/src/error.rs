@@ -33,14 +33,6 @@ pub enum Error {
         source: Box<kube::Error>,
     },
 
-    #[error("reading UpstreamKey {namespace}/{name}: {source}")]
-    GetUpstreamKey {
-        namespace: String,
-        name: String,
-        #[source]
-        source: Box<kube::Error>,
-    },
-
     #[error("writing the status of {kind} {namespace}/{name}: {source}")]
     PatchStatus {
         kind: String,
@@ -104,7 +96,6 @@ impl Error {
             Error::GetSecret { .. } => "get_secret",
             Error::ApplySecret { .. } => "apply_secret",
             Error::DeleteSecret { .. } => "delete_secret",
-            Error::GetUpstreamKey { .. } => "get_upstream_key",
             Error::PatchStatus { .. } => "patch_status",
             Error::Finalizer { source, .. } => match source.as_ref() {
                 finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => {

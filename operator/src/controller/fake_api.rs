@@ -122,6 +122,20 @@ impl FakeApi {
             .map(|v| serde_json::from_value(v.clone()).unwrap())
     }
 
+    /// Every object stored directly under `collection` (a list path).
+    pub fn all<T: DeserializeOwned>(&self, collection: &str) -> Vec<T> {
+        let prefix = format!("{}/", collection.trim_end_matches('/'));
+        let objects = self.objects.lock().unwrap();
+        objects
+            .iter()
+            .filter(|(path, _)| {
+                path.strip_prefix(&prefix)
+                    .is_some_and(|name| !name.contains('/'))
+            })
+            .map(|(_, v)| serde_json::from_value(v.clone()).unwrap())
+            .collect()
+    }
+
     pub fn remove(&self, path: &str) {
         self.objects.lock().unwrap().remove(path);
     }

@@ -73,6 +73,10 @@ pub struct Context {
     pub tokens: Store<StrakeToken>,
     /// The UpstreamKey cache (fed by the UpstreamKey controller's watch).
     pub upstreams: Store<UpstreamKey>,
+    /// The UpstreamKeys as the token controller's own watch saw them: that
+    /// watch updates it before it triggers the tokens naming a key, so a
+    /// reconcile it causes reads the change.
+    pub token_upstreams: Store<UpstreamKey>,
     /// Asks the UpstreamKey controller to recount the tokens naming a key.
     recount: mpsc::UnboundedSender<ObjectRef<UpstreamKey>>,
     /// Consecutive failures per object, for the retry backoff.
@@ -102,11 +106,19 @@ impl Context {
             metrics,
             tokens,
             upstreams,
+            // Closed until `with_token_upstreams`: a reconcile without it fails.
+            token_upstreams: reflector::store().0,
             recount,
             failures: Mutex::default(),
             echoes: Echoes::default(),
             revoked_ahead: Mutex::default(),
         }
+    }
+
+    /// The cache the token controller reads UpstreamKeys from.
+    pub fn with_token_upstreams(mut self, store: Store<UpstreamKey>) -> Self {
+        self.token_upstreams = store;
+        self
     }
 
     /// The revoker withdrew the record of the token `uid`.
@@ -343,21 +355,32 @@ pub async fn run(
     for scope in &settings.scopes {
         let (tokens, token_writer) = reflector::store::<StrakeToken>();
         let (upstreams, upstream_writer) = reflector::store::<UpstreamKey>();
+        let (token_upstreams, token_upstream_writer) = reflector::store::<UpstreamKey>();
         let (recount_tx, recount_rx) = mpsc::unbounded();
-        let ctx = Arc::new(Context::new(
-            client.clone(),
-            settings.clone(),
-            recorder.clone(),
-            metrics.clone(),
-            tokens.clone(),
-            upstreams.clone(),
-            recount_tx,
-        ));
+        let ctx = Arc::new(
+            Context::new(
+                client.clone(),
+                settings.clone(),
+                recorder.clone(),
+                metrics.clone(),
+                tokens.clone(),
+                upstreams.clone(),
+                recount_tx,
+            )
+            .with_token_upstreams(token_upstreams),
+        );
         usage_caches.tokens.push(tokens.clone());
         usage_caches.upstreams.push(upstreams.clone());
         running.push(revoker::run(scope, &client, ctx.clone(), shutdown.clone()).boxed());
         running.push(
-            token_controller(scope, &client, ctx.clone(), token_writer, shutdown.clone()).boxed(),
+            token_controller(
+                scope,
+                &client,
+                ctx.clone(),
+                (token_writer, token_upstream_writer),
+                shutdown.clone(),
+            )
+            .boxed(),
         );
         running.push(
             upstream_controller(
@@ -404,7 +427,10 @@ fn token_controller(
     scope: &Scope,
     client: &Client,
     ctx: Arc<Context>,
-    writer: reflector::store::Writer<StrakeToken>,
+    (writer, upstream_writer): (
+        reflector::store::Writer<StrakeToken>,
+        reflector::store::Writer<UpstreamKey>,
+    ),
     shutdown: CancellationToken,
 ) -> impl Future<Output = ()> + Send + 'static {
     let settings = ctx.settings.clone();
@@ -433,7 +459,8 @@ fn token_controller(
             watcher::Config::default(),
         )
         .backoff(strake_crds::watch::backoff())
-        .modify(|uk| uk.managed_fields_mut().clear()),
+        .modify(|uk| uk.managed_fields_mut().clear())
+        .reflect(upstream_writer),
     );
     let published_tokens = without_echoes(
         watcher(

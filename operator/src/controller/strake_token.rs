@@ -13,9 +13,11 @@ use strake_crds::token::Token;
 use strake_crds::{StrakeToken, UpstreamKey};
 use tracing::{info, warn};
 
+use kube::runtime::reflector::ObjectRef;
+
 use super::{
-    Context, apply_secret, apply_status, delete_secret, gauge_key, object_key, reference,
-    requeue_after_failure, settle_finalizer,
+    Context, apply_secret, apply_status, cache_ready, delete_secret, gauge_key, object_key,
+    reference, requeue_after_failure, settle_finalizer,
 };
 use crate::core::objects::FINALIZER;
 use crate::core::token::{self, Notice, event};
@@ -66,24 +68,21 @@ async fn apply(obj: &StrakeToken, ctx: &Context) -> Result<Action> {
     let namespace = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
 
-    // Observe. Fresh reads, not the cache: a key that just became Ready
-    // must count.
-    let upstream_api: Api<UpstreamKey> = Api::namespaced(ctx.client.clone(), &namespace);
-    let mut found = Vec::with_capacity(obj.spec.upstreams.len());
-    for upstream in &obj.spec.upstreams {
-        let key =
-            upstream_api
-                .get_opt(&upstream.0)
-                .await
-                .map_err(|source| Error::GetUpstreamKey {
-                    namespace: namespace.clone(),
-                    name: upstream.0.clone(),
-                    source: Box::new(source),
-                })?;
-        found.push((upstream.0.as_str(), key));
-    }
+    // Observe. UpstreamKeys from the token controller's own cache (a key
+    // that just became Ready triggers its tokens after the cache has it);
+    // the Secrets fresh, as they hold what was issued.
+    cache_ready(&ctx.token_upstreams, "UpstreamKey").await?;
+    let found: Vec<(&str, Option<Arc<UpstreamKey>>)> = obj
+        .spec
+        .upstreams
+        .iter()
+        .map(|u| {
+            let key = ObjectRef::new(&u.0).within(&namespace);
+            (u.0.as_str(), ctx.token_upstreams.get(&key))
+        })
+        .collect();
     let upstreams: Vec<(&str, Option<&UpstreamKey>)> =
-        found.iter().map(|(n, uk)| (*n, uk.as_ref())).collect();
+        found.iter().map(|(n, uk)| (*n, uk.as_deref())).collect();
     let proxy_secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &settings.proxy_namespace);
     let proxy_name = contract::token_secret_name(&namespace, &name);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);

@@ -53,6 +53,8 @@ struct Harness {
     fake: Arc<FakeApi>,
     ctx: Arc<Context>,
     token_writer: Writer<StrakeToken>,
+    /// Feeds the token controller's UpstreamKey cache from the fake.
+    token_upstreams: std::sync::Mutex<Writer<UpstreamKey>>,
     _recount: mpsc::UnboundedReceiver<ObjectRef<UpstreamKey>>,
 }
 
@@ -82,6 +84,7 @@ fn harness_with(usage: crate::cli::UsageSettings) -> Harness {
     token_writer.apply_watcher_event(&watcher::Event::InitDone);
     upstream_writer.apply_watcher_event(&watcher::Event::Init);
     upstream_writer.apply_watcher_event(&watcher::Event::InitDone);
+    let (token_upstreams, token_upstream_writer) = reflector::store::<UpstreamKey>();
     let (tx, rx) = mpsc::unbounded();
     let recorder = Recorder::new(
         client.clone(),
@@ -90,21 +93,27 @@ fn harness_with(usage: crate::cli::UsageSettings) -> Harness {
             instance: None,
         },
     );
-    let ctx = Arc::new(Context::new(
-        client,
-        settings,
-        recorder,
-        Arc::new(Metrics::new()),
-        tokens,
-        upstreams,
-        tx,
-    ));
-    Harness {
+    let ctx = Arc::new(
+        Context::new(
+            client,
+            settings,
+            recorder,
+            Arc::new(Metrics::new()),
+            tokens,
+            upstreams,
+            tx,
+        )
+        .with_token_upstreams(token_upstreams),
+    );
+    let h = Harness {
         fake,
         ctx,
         token_writer,
+        token_upstreams: std::sync::Mutex::new(token_upstream_writer),
         _recount: rx,
-    }
+    };
+    h.sync_token_upstreams();
+    h
 }
 
 fn token_spec(upstreams: &[&str]) -> StrakeTokenSpec {
@@ -134,7 +143,21 @@ impl Harness {
         self.fake.put(&token_path(name), &t);
     }
 
+    /// The token controller's UpstreamKey cache relists what the fake holds,
+    /// as its watch would have shown it by now.
+    fn sync_token_upstreams(&self) {
+        let mut writer = self.token_upstreams.lock().unwrap();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for uk in self.fake.all::<UpstreamKey>(&format!(
+            "/apis/strake.sh/v1alpha1/namespaces/{NS}/upstreamkeys"
+        )) {
+            writer.apply_watcher_event(&watcher::Event::InitApply(uk));
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+    }
+
     async fn reconcile_token(&self, name: &str) -> Action {
+        self.sync_token_upstreams();
         strake_token::reconcile(Arc::new(self.token(name)), self.ctx.clone())
             .await
             .expect("reconcile succeeds")
@@ -241,9 +264,9 @@ async fn issue_first_reconcile_writes_plaintext_record_and_status() {
     assert_eq!(action, Action::requeue(RESYNC));
     assert_eq!(
         h.fake.calls(),
+        // The UpstreamKeys come from the cache: the API is asked only
+        // for the Secrets.
         [
-            format!("GET {}", upstream_path("openai")),
-            format!("GET {}", upstream_path("anthropic")),
             format!("GET {}", secret_path(NS, "alice-strake")),
             format!("GET {}", proxy_token_path("alice")),
             format!("PATCH {}", secret_path(NS, "alice-strake")),
