@@ -241,6 +241,18 @@ operator_gets_the_allowed_hosts() {
 }
 check "the operator gets operator.allowedUpstreamHosts" operator_gets_the_allowed_hosts
 
+operator_gets_its_concurrency() {
+	show operator-deployment.yaml | grep -qF -- '- --token-concurrency=32' &&
+		show operator-deployment.yaml | grep -qF -- '- --revocation-concurrency=8' &&
+		show operator-deployment.yaml --set operator.tokenConcurrency=64 --set operator.revocationConcurrency=2 |
+		grep -qF -- '- --token-concurrency=64'
+}
+check "the operator gets its reconcile and revocation concurrency" operator_gets_its_concurrency
+check "refuses a token concurrency of 0" refuse --set endpoint=https://llm.example.com \
+	--set operator.tokenConcurrency=0
+check "refuses a revocation concurrency above 256" refuse --set endpoint=https://llm.example.com \
+	--set operator.revocationConcurrency=257
+
 if [[ -n "${KUBECONFIG:-}" && -n "${KUBECTL:-}" ]]; then
 	ns="${STRAKE_TEST_NAMESPACE:-default}"
 	server_dry_run() {

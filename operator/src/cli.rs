@@ -369,6 +369,34 @@ mod tests {
         assert_eq!(s.usage.writes_per_second, 100);
         assert_eq!(s.usage.cursor_retention, Duration::from_secs(3600));
         assert_eq!(s.usage.final_collection(), Duration::from_secs(25));
+        assert_eq!(s.token_concurrency, 32);
+        assert_eq!(s.revocation_concurrency, 8);
+    }
+
+    #[test]
+    fn concurrency_is_bounded() {
+        let base = ["--proxy-namespace=s", "--endpoint=https://llm.example.com"];
+        let with = |arg: &str| {
+            let mut args = base.to_vec();
+            args.push(arg);
+            cli(&args).settings()
+        };
+        assert_eq!(
+            with("--token-concurrency=256").unwrap().token_concurrency,
+            256
+        );
+        for bad in [
+            "--token-concurrency=0",
+            "--token-concurrency=257",
+            "--revocation-concurrency=0",
+        ] {
+            let err = with(bad).unwrap_err().to_string();
+            let flag = bad.split('=').next().unwrap();
+            assert!(
+                err.contains(flag) && err.contains("between 1 and 256"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

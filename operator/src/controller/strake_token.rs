@@ -129,34 +129,49 @@ async fn apply(obj: &StrakeToken, ctx: &Context) -> Result<Action> {
     if plan.withdraw {
         delete_secret(&proxy_secrets, &settings.proxy_namespace, &proxy_name).await?;
     }
+    let mut look_again = false;
     if let Some(desired) = &plan.holder_secret {
-        publish_or_fail(obj, ctx, now, write_secret(ctx, &secrets, desired)).await?;
+        look_again |= publish_or_fail(obj, ctx, now, write_secret(ctx, &secrets, desired)).await?;
     }
     if let Some(old) = &plan.delete_old_secret {
         delete_secret(&secrets, &namespace, old).await?;
         info!(%namespace, secret = %old, "deleted the Secret of a previous spec.secretName");
     }
     if let Some(desired) = &plan.record_secret {
-        publish_or_fail(obj, ctx, now, write_secret(ctx, &proxy_secrets, desired)).await?;
+        look_again |=
+            publish_or_fail(obj, ctx, now, write_secret(ctx, &proxy_secrets, desired)).await?;
     }
     if let Some((why, prefix)) = &plan.minted {
         info!(%namespace, %name, %prefix, ?why, "minted a token");
     }
     report(obj, ctx, &plan.report).await?;
-    Ok(Action::requeue(plan.requeue))
+    // A change held back during our write: its trigger is ours to replay.
+    Ok(Action::requeue(if look_again {
+        std::time::Duration::ZERO
+    } else {
+        plan.requeue
+    }))
 }
 
-/// Applies `desired`, remembering the version written so that its watch
-/// event does not bring another reconcile.
-async fn write_secret(ctx: &Context, api: &Api<Secret>, desired: &Secret) -> Result<()> {
-    if let Some(version) = apply_secret(api, desired).await? {
-        ctx.echoes.wrote(
-            desired.metadata.namespace.as_deref().unwrap_or_default(),
-            desired.metadata.name.as_deref().unwrap_or_default(),
-            &version,
-        );
+/// Applies `desired`, marking the write so that its watch event does not
+/// bring another reconcile. True when someone else changed the Secret
+/// meanwhile: look again.
+async fn write_secret(ctx: &Context, api: &Api<Secret>, desired: &Secret) -> Result<bool> {
+    let namespace = desired.metadata.namespace.as_deref().unwrap_or_default();
+    let name = desired.metadata.name.as_deref().unwrap_or_default();
+    ctx.echoes.writing(namespace, name);
+    match apply_secret(api, desired).await {
+        Ok(Some(version)) => Ok(ctx.echoes.wrote(namespace, name, &version)),
+        // No version to recognise: its event wakes the controller as any would.
+        Ok(None) => {
+            ctx.echoes.failed(namespace, name);
+            Ok(false)
+        }
+        Err(e) => {
+            ctx.echoes.failed(namespace, name);
+            Err(e)
+        }
     }
-    Ok(())
 }
 
 async fn get_secret(api: &Api<Secret>, namespace: &str, name: &str) -> Result<Option<Secret>> {
@@ -201,14 +216,15 @@ async fn report(obj: &StrakeToken, ctx: &Context, report: &Report) -> Result<()>
 
 /// Runs a write; if the API server refuses it, the token is reported Failed
 /// before the error goes to the retry policy.
-async fn publish_or_fail(
+async fn publish_or_fail<T>(
     obj: &StrakeToken,
     ctx: &Context,
     now: Timestamp,
-    write: impl Future<Output = Result<()>>,
-) -> Result<()> {
-    let Err(error) = write.await else {
-        return Ok(());
+    write: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let error = match write.await {
+        Ok(written) => return Ok(written),
+        Err(error) => error,
     };
     if let Error::ApplySecret {
         source,
