@@ -454,6 +454,7 @@ pub fn operator_scale(args: OperatorScaleArgs) -> anyhow::Result<()> {
             }
         };
         storm_over.store(true, Ordering::Relaxed);
+        let load_average = proc::load_average();
         let create_s = creates.await??;
         let revocation_ms = revocations.await??;
         let calls = per_token(
@@ -467,7 +468,7 @@ pub fn operator_scale(args: OperatorScaleArgs) -> anyhow::Result<()> {
         eprintln!(
             "operator-scale: {} created in {create_s:.1} s; {}/{} Ready after {:.1} s ({:.0}/s); \
              operator RSS {} -> peak {} MiB; {} revocations during it: p50 {:.0} ms p99 {:.0} ms; \
-             {:.1} API requests per token ({:.1} writes)",
+             {:.1} API requests per token ({:.1} writes); load average {:.1}",
             args.count,
             ready.len(),
             args.count,
@@ -484,6 +485,7 @@ pub fn operator_scale(args: OperatorScaleArgs) -> anyhow::Result<()> {
                 .filter(|c| c.is_write())
                 .map(|c| c.per_token)
                 .sum::<f64>(),
+            load_average.unwrap_or(f64::NAN),
         );
         for c in &calls {
             eprintln!(
@@ -505,6 +507,7 @@ pub fn operator_scale(args: OperatorScaleArgs) -> anyhow::Result<()> {
             operator_rss_before_kib: rss_before,
             revocation_ms,
             api_calls: calls,
+            load_average,
         });
         results::write(&args.output.out, &record)?;
         cleanup(&tokens, &selector, limit).await

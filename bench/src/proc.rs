@@ -72,6 +72,16 @@ pub fn rss_kib(root: u32) -> u64 {
     status_kib(root, "VmRSS:")
 }
 
+/// The 1-minute load average (`/proc/loadavg`).
+pub fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// Peak resident set size in KiB, summed over the tree.
 pub fn peak_rss_kib(root: u32) -> u64 {
     status_kib(root, "VmHWM:")

@@ -1254,8 +1254,9 @@ fn scale(w: &mut String, r: &Results) {
              answers 401. API requests are the API server's `apiserver_request_total` over the \
              storm (every client: the bench's creates, the operator, the proxies; watches not \
              counted), per token.\n\n\
-             | StrakeTokens | creates took | all Ready after | tokens/s | operator RSS before | operator RSS peak | revocations during it | revocation p50 | revocation p99 | API requests / token | of them writes |\n\
-             | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+             The load average is the machine's (1 minute) when the last token was Ready.\n\n\
+             | StrakeTokens | creates took | all Ready after | tokens/s | operator RSS before | operator RSS peak | revocations during it | revocation p50 | revocation p99 | API requests / token | of them writes | load average |\n\
+             | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
             r.operators[0].concurrency,
         );
         for o in &r.operators {
@@ -1280,7 +1281,7 @@ fn scale(w: &mut String, r: &Results) {
                 .sum();
             let _ = writeln!(
                 w,
-                "| {} | {:.1} s | {} | {} | {} | {} | {} | {} | {} | {calls:.1} | {writes:.1} |",
+                "| {} | {:.1} s | {} | {} | {} | {} | {} | {} | {} | {calls:.1} | {writes:.1} | {} |",
                 thousands(o.tokens as u64),
                 o.create_s,
                 if o.all_ready_s.is_finite() {
@@ -1298,6 +1299,7 @@ fn scale(w: &mut String, r: &Results) {
                 sorted.len(),
                 ms(50.0),
                 ms(99.0),
+                o.load_average.map_or("—".into(), |l| format!("{l:.1}")),
             );
         }
         let _ = writeln!(w);

@@ -141,6 +141,9 @@ pub struct OperatorScaleResult {
     /// API server requests during the storm (every client: the bench's
     /// creates, the operator, the proxies), per token created.
     pub api_calls: Vec<ApiCalls>,
+    /// The machine's 1-minute load average when the last token was Ready:
+    /// the control plane shares the cores with everything else.
+    pub load_average: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
