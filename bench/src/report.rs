@@ -1320,6 +1320,11 @@ fn scale(w: &mut String, r: &Results) {
                 breakdown.join(", ")
             );
         }
+        let _ = writeln!(
+            w,
+            "Where the operator's time goes under a storm of new tokens, and what bounds it: \
+             [operator-scale.md](operator-scale.md).\n"
+        );
     }
 }
 
