@@ -78,6 +78,11 @@ pub const API_KEY_KEY: &str = "api-key";
 /// (whose records refuse unknown fields) still reads the record; a Secret
 /// without it has no budget.
 pub const BUDGET_KEY: &str = "budget.json";
+/// Data key of the token's federated subjects (a JSON list of
+/// [`crate::federated::FederatedSubject`]). A separate key for the same
+/// reason as [`BUDGET_KEY`]: an older proxy ignores it and serves the
+/// minted token alone; a Secret without it accepts no OIDC token.
+pub const FEDERATED_KEY: &str = "federated.json";
 
 /// Name of the proxy-namespace Secret for the StrakeToken `namespace/name`.
 pub fn token_secret_name(namespace: &str, name: &str) -> String {

@@ -15,6 +15,8 @@
 //! - [`usage`]: the usage report each proxy replica serves and the operator
 //!   folds into status.
 //! - [`clock`]: "now", with the test-only offset both binaries can read.
+//! - [`federated`]: the OIDC subjects a StrakeToken accepts and the rules
+//!   both binaries apply to them.
 //! - [`duration`]: the duration syntax of flags and arguments (`30s`, `1h30m`, `7d`).
 #![deny(rust_2018_idioms)]
 #![forbid(unsafe_code)]
@@ -23,6 +25,7 @@ pub mod budget;
 pub mod clock;
 pub mod contract;
 pub mod duration;
+pub mod federated;
 pub mod headers;
 pub mod pricing;
 pub mod provider;

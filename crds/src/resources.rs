@@ -8,6 +8,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::federated::FederatedSubject;
 use crate::provider::Provider;
 use crate::usage::Counters;
 
@@ -159,6 +160,10 @@ pub struct UpstreamKeyStatus {
     )
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.serviceAccountAudience) || has(self.serviceAccount)", "message": "serviceAccountAudience needs serviceAccount"},
+    {"rule": "!has(self.mintToken) || self.mintToken || has(self.serviceAccount) || (has(self.federated) && size(self.federated) > 0)", "message": "mintToken: false needs federated or serviceAccount: nothing could use this token"}
+]))]
 pub struct StrakeTokenSpec {
     /// Who holds the token, e.g. alice@example.com or ci/payments. Shown in
     /// status, metrics and access logs.
@@ -219,6 +224,32 @@ pub struct StrakeTokenSpec {
         }])
     )]
     pub rotation_grace_period: Option<String>,
+    /// OIDC tokens that authenticate as this StrakeToken instead of, or
+    /// beside, a minted token: a CI system's ID token or a workload's
+    /// ServiceAccount token, verified offline against the issuer's keys.
+    /// Example: {issuer: https://token.actions.githubusercontent.com,
+    /// audience: strake, subject: "repo:acme/api:ref:refs/heads/main"}.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub federated: Vec<FederatedSubject>,
+    /// Shorthand for a federated subject: this ServiceAccount, in the
+    /// token's own namespace, with a token from the cluster's own issuer
+    /// (a projected serviceAccountToken volume, or kubectl create token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    )]
+    pub service_account: Option<String>,
+    /// The audience serviceAccount tokens must carry. Defaults to strake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^\S+$"))]
+    pub service_account_audience: Option<String>,
+    /// Whether to mint a token into secretName. Defaults to true without
+    /// federated subjects and false with them: a keyless StrakeToken has no
+    /// plaintext Secret at all. Set true to accept both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mint_token: Option<bool>,
 }
 
 /// The longest `spec.rotationGracePeriod` (the CRD's CEL rule says the
@@ -226,6 +257,31 @@ pub struct StrakeTokenSpec {
 pub const MAX_ROTATION_GRACE: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
 
 impl StrakeTokenSpec {
+    /// Every federated subject the token accepts: `federated`, then the
+    /// `serviceAccount` shorthand as the cluster issuer names it.
+    pub fn federated_subjects(
+        &self,
+        namespace: &str,
+        cluster_issuer: &str,
+    ) -> Vec<FederatedSubject> {
+        let mut all = self.federated.clone();
+        if let Some(name) = &self.service_account {
+            all.push(FederatedSubject::service_account(
+                cluster_issuer,
+                namespace,
+                name,
+                self.service_account_audience.as_deref(),
+            ));
+        }
+        all
+    }
+
+    /// Whether a token is minted into the holder's Secret (see `mintToken`).
+    pub fn mints_token(&self) -> bool {
+        self.mint_token
+            .unwrap_or(self.federated.is_empty() && self.service_account.is_none())
+    }
+
     /// How long a rotated-out token stays valid: zero when unset or
     /// unreadable (admission rejects those; a stored one errs short), never
     /// more than [`MAX_ROTATION_GRACE`].
@@ -455,6 +511,10 @@ pub struct StrakeTokenStatus {
     /// The budget alerts already published this period.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_alerts: Option<BudgetAlerts>,
+    /// The OIDC subjects the proxy accepts for this token (spec.federated
+    /// and spec.serviceAccount, resolved).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub federated_subjects: Vec<FederatedSubject>,
 }
 
 /// A budget's current period, summed over every proxy replica by the usage

@@ -60,6 +60,10 @@ pub fn new_token(req: &IssueRequest, now: Timestamp) -> Result<StrakeToken> {
         secret_name: req.secret_name.clone(),
         rotation: 0,
         rotation_grace_period: None,
+        federated: Vec::new(),
+        service_account: None,
+        service_account_audience: None,
+        mint_token: None,
     };
     let mut token = StrakeToken::new(&req.name, spec);
     token.metadata = ObjectMeta {

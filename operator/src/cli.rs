@@ -74,6 +74,13 @@ pub struct Cli {
     #[arg(long, env = "STRAKE_EXPIRY_WARNING", default_value = "7d", value_parser = strake_crds::duration::parse)]
     pub expiry_warning: Duration,
 
+    /// The cluster's ServiceAccount token issuer (the API server's
+    /// --service-account-issuer): spec.serviceAccount subjects name it, and
+    /// it may vouch only for a StrakeToken's own namespace. Give the proxy
+    /// the same value.
+    #[arg(long, env = "STRAKE_CLUSTER_ISSUER", default_value = strake_crds::federated::DEFAULT_CLUSTER_ISSUER)]
+    pub cluster_issuer: String,
+
     /// Price rows (a YAML list, the shape of crds/data/prices.yaml) added to
     /// or replacing the built-in price table, for spend in token status.
     #[arg(long, env = "STRAKE_PRICES", value_name = "FILE")]
@@ -155,6 +162,8 @@ pub struct Settings {
     pub resync: Duration,
     /// How long before expiry a token warns ([`Cli::expiry_warning`]).
     pub expiry_warning: Duration,
+    /// The cluster's ServiceAccount token issuer ([`Cli::cluster_issuer`]).
+    pub cluster_issuer: String,
     /// "Now" for expiry and budget decisions ([`Cli::dev_clock_offset_file`]).
     pub clock: strake_crds::clock::Clock,
     /// Where UpstreamKeys may send their keys.
@@ -297,6 +306,7 @@ impl Cli {
             scopes,
             resync: self.resync,
             expiry_warning: self.expiry_warning,
+            cluster_issuer: self.cluster_issuer.clone(),
             clock: strake_crds::clock::Clock::shifted_by(self.dev_clock_offset_file.clone()),
             allowed_upstream_hosts,
             prices,

@@ -113,6 +113,7 @@ async fn apply(obj: &StrakeToken, ctx: &Context) -> Result<Action> {
         proxy_namespace: &settings.proxy_namespace,
         resync: settings.resync,
         expiry_warning: settings.expiry_warning,
+        cluster_issuer: &settings.cluster_issuer,
         collect_every: settings.usage.interval,
         upstreams: &upstreams,
         held: held.as_ref(),
@@ -135,7 +136,7 @@ async fn apply(obj: &StrakeToken, ctx: &Context) -> Result<Action> {
     }
     if let Some(old) = &plan.delete_old_secret {
         delete_secret(&secrets, &namespace, old).await?;
-        info!(%namespace, secret = %old, "deleted the Secret of a previous spec.secretName");
+        info!(%namespace, secret = %old, "deleted a holder's Secret whose token no longer works (an earlier spec.secretName, or the token turned keyless)");
     }
     if let Some(desired) = &plan.record_secret {
         look_again |=

@@ -71,6 +71,7 @@ fn harness_with(usage: crate::cli::UsageSettings) -> Harness {
         scopes: vec![Scope::All],
         resync: RESYNC,
         expiry_warning: std::time::Duration::from_secs(7 * 86_400),
+        cluster_issuer: strake_crds::federated::DEFAULT_CLUSTER_ISSUER.into(),
         clock: strake_crds::clock::Clock::system(),
         allowed_upstream_hosts: AllowedHosts::defaults(),
         prices: strake_crds::pricing::PriceTable::builtin(),
@@ -1046,6 +1047,7 @@ async fn orphan_sweep_deletes_only_secrets_whose_source_is_gone() {
                 &source,
                 &crate::core::token::record(&h.token("alice"), Token::mint().hash()),
                 None,
+                &[],
             )
         } else {
             let record = UpstreamRecord {

@@ -25,6 +25,10 @@ pub fn token_spec(upstreams: &[&str]) -> StrakeTokenSpec {
         secret_name: None,
         rotation: 0,
         rotation_grace_period: None,
+        federated: Vec::new(),
+        service_account: None,
+        service_account_audience: None,
+        mint_token: None,
     }
 }
 

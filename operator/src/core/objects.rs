@@ -17,6 +17,7 @@ use kube::Resource;
 use serde::de::DeserializeOwned;
 use strake_crds::StrakeToken;
 use strake_crds::contract::{self, BudgetRecord, Role, SourceRef, TokenRecord, UpstreamRecord};
+use strake_crds::federated::FederatedSubject;
 use strake_crds::token::Token;
 
 use crate::core::upstream::ApiKey;
@@ -113,10 +114,14 @@ pub fn token_secret(
     source: &SourceRef,
     record: &TokenRecord,
     budget: Option<&BudgetRecord>,
+    federated: &[FederatedSubject],
 ) -> Secret {
     let mut data = BTreeMap::from([(contract::RECORD_KEY.to_string(), json_bytes(record))]);
     if let Some(budget) = budget {
         data.insert(contract::BUDGET_KEY.to_string(), json_bytes(budget));
+    }
+    if !federated.is_empty() {
+        data.insert(contract::FEDERATED_KEY.to_string(), json_bytes(&federated));
     }
     published_secret(
         contract::token_secret_name(&source.namespace, &source.name),
@@ -297,7 +302,7 @@ mod tests {
             budget: None,
             previous: None,
         };
-        let s = token_secret("strake-system", &src, &record, None);
+        let s = token_secret("strake-system", &src, &record, None, &[]);
         assert_eq!(
             s.metadata.name.as_deref(),
             Some(contract::token_secret_name("team-a", "alice").as_str())

@@ -518,6 +518,7 @@ pub fn status(
         budget: None,
         budget_alerts: None,
         previous_token_valid_until: previous_until,
+        federated_subjects: Vec::new(),
     }
 }
 
@@ -1133,6 +1134,10 @@ mod tests {
                 secret_name: None,
                 rotation: 0,
                 rotation_grace_period: None,
+                federated: Vec::new(),
+                service_account: None,
+                service_account_audience: None,
+                mint_token: None,
             },
         );
         t.metadata.namespace = Some("team-a".into());

@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use strake_crds::contract::TokenRecord;
+use strake_crds::federated::{self, FederatedSubject};
 use strake_crds::token::Token;
 use strake_crds::{Phase, StrakeToken, StrakeTokenStatus, UpstreamKey};
 
@@ -35,6 +36,9 @@ pub struct Observed<'a> {
     /// How often usage is collected (`--usage-interval`): budget records
     /// tell the proxy when the next fold is due.
     pub collect_every: Duration,
+    /// The cluster's ServiceAccount issuer (`--cluster-issuer`), which
+    /// `spec.serviceAccount` names.
+    pub cluster_issuer: &'a str,
     /// `spec.upstreams` in order, each with the UpstreamKey found, if any.
     pub upstreams: &'a [(&'a str, Option<&'a UpstreamKey>)],
     /// The Secret named by `spec.secretName` (or its default), if it exists.
@@ -71,7 +75,8 @@ pub struct Plan {
     pub withdraw: bool,
     /// Apply the holder's Secret.
     pub holder_secret: Option<Secret>,
-    /// Delete this Secret of an earlier `spec.secretName`.
+    /// Delete this holder's Secret of ours: one of an earlier
+    /// `spec.secretName`, or the current one of a token turned keyless.
     pub delete_old_secret: Option<String>,
     /// Apply the proxy's record Secret.
     pub record_secret: Option<Secret>,
@@ -80,6 +85,10 @@ pub struct Plan {
     pub report: Report,
     pub requeue: Duration,
 }
+
+/// The Ready reason of a StrakeToken whose federated subjects the operator
+/// refuses (withdrawn until fixed).
+pub const INVALID_FEDERATED_SUBJECT: &str = "InvalidFederatedSubject";
 
 /// The status, events and gauge for `verdict`, with the `ExpiringSoon`
 /// condition `warning` before `expiresAt` and its event.
@@ -209,6 +218,21 @@ pub fn plan(o: Observed<'_>) -> Plan {
         secret_conflict: conflict.then_some(secret_name.as_str()),
         upstreams: &states,
     });
+    let namespace = obj.metadata.namespace.as_deref().unwrap_or_default();
+    let subjects = obj.spec.federated_subjects(namespace, o.cluster_issuer);
+    let refused_subject = subjects
+        .iter()
+        .find_map(|s| s.check(Some(namespace), o.cluster_issuer).err());
+    if let Some(message) = refused_subject {
+        // Nothing is published: serving the rest would quietly accept less
+        // (or, for a minted token, more) than the resource asks.
+        verdict = Verdict {
+            phase: Phase::Failed,
+            reason: INVALID_FEDERATED_SUBJECT,
+            message: format!("spec.federated: {message}"),
+            publish: Publish::Withdraw,
+        };
+    }
     let budget = budget_plan(&o);
     if let Some(message) = budget.as_ref().and_then(|b| b.exceeded.clone())
         && verdict.phase == Phase::Active
@@ -260,6 +284,16 @@ pub fn plan(o: Observed<'_>) -> Plan {
             )
         };
         return withdrawn(report);
+    }
+    if !obj.spec.mints_token() {
+        return keyless(
+            &o,
+            verdict,
+            subjects,
+            budget,
+            recount_upstreams,
+            &env_upstreams,
+        );
     }
 
     let published_record = o.published.and_then(objects::read_record::<TokenRecord>);
@@ -321,6 +355,7 @@ pub fn plan(o: Observed<'_>) -> Plan {
         &token::source(obj),
         &record,
         budget.as_ref().map(|b| &b.record),
+        &subjects,
     );
     let record_secret = (!o
         .published
@@ -364,6 +399,16 @@ pub fn plan(o: Observed<'_>) -> Plan {
         at: Some(issued_at),
         previous_until,
     };
+    let mut report = report(
+        obj,
+        verdict,
+        Some(endpoint),
+        Some(issued),
+        (o.now, o.expiry_warning),
+        notices,
+        budget.as_ref(),
+    );
+    with_subjects(obj, &mut report, subjects, true);
     Plan {
         recount_upstreams,
         withdraw: false,
@@ -371,17 +416,105 @@ pub fn plan(o: Observed<'_>) -> Plan {
         delete_old_secret,
         record_secret,
         minted: minted.map(|why| (why, token.display_prefix().to_string())),
-        report: report(
-            obj,
-            verdict,
-            Some(endpoint),
-            Some(issued),
-            (o.now, o.expiry_warning),
-            notices,
-            budget.as_ref(),
-        ),
+        report,
         requeue,
     }
+}
+
+/// A StrakeToken that mints nothing (`mintToken` false, the default with
+/// federated subjects): no holder's Secret (one left from when it minted is
+/// deleted, and its token dies with the record's new hash), and a record
+/// under a hash nobody can present, carrying the subjects.
+fn keyless(
+    o: &Observed<'_>,
+    verdict: Verdict,
+    subjects: Vec<FederatedSubject>,
+    budget: Option<BudgetPlan>,
+    recount_upstreams: bool,
+    env_upstreams: &[EnvUpstream<'_>],
+) -> Plan {
+    let obj = o.token;
+    let uid = obj.metadata.uid.as_deref().unwrap_or_default();
+    let held_is_ours = o
+        .held
+        .is_some_and(|s| objects::controlled_by(&s.metadata, uid));
+    let old_is_ours = o.old_secret.is_some_and(|m| objects::controlled_by(m, uid));
+    let delete_old_secret = if held_is_ours {
+        Some(obj.secret_name())
+    } else {
+        obj.status
+            .as_ref()
+            .and_then(|s| s.secret_name.clone())
+            .filter(|_| old_is_ours)
+    };
+    let record = token::record(obj, federated::unminted_hash(uid));
+    let desired_record = objects::token_secret(
+        o.proxy_namespace,
+        &token::source(obj),
+        &record,
+        budget.as_ref().map(|b| &b.record),
+        &subjects,
+    );
+    let record_secret = (!o
+        .published
+        .is_some_and(|s| objects::already_applied(s, &desired_record)))
+    .then_some(desired_record);
+    let endpoint = env::base_urls(o.endpoint, env_upstreams)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| o.endpoint.to_string());
+    let requeue = token::next_look(
+        obj.spec.expires_at.as_ref(),
+        o.expiry_warning,
+        o.now,
+        o.resync,
+    )
+    .min(budget.as_ref().map_or(o.resync, |b| b.requeue));
+    let mut report = report(
+        obj,
+        verdict,
+        Some(endpoint),
+        None,
+        (o.now, o.expiry_warning),
+        Vec::new(),
+        budget.as_ref(),
+    );
+    with_subjects(obj, &mut report, subjects, false);
+    Plan {
+        recount_upstreams,
+        withdraw: false,
+        holder_secret: None,
+        delete_old_secret,
+        record_secret,
+        minted: None,
+        report,
+        requeue,
+    }
+}
+
+/// The accepted subjects in the status (and no holder's Secret named when
+/// none is written), keeping "nothing to write" when that is what it says.
+fn with_subjects(
+    obj: &StrakeToken,
+    report: &mut Report,
+    subjects: Vec<FederatedSubject>,
+    holds_secret: bool,
+) {
+    let desired = match &report.status {
+        Some(status) => status.clone(),
+        None => match &obj.status {
+            Some(stored) => token::owned(stored),
+            None => return,
+        },
+    };
+    let mut status = StrakeTokenStatus {
+        federated_subjects: subjects,
+        ..desired
+    };
+    if !holds_secret {
+        status.secret_name = None;
+    }
+    report.status = token::status_changed(obj.status.as_ref(), &status).then_some(status);
 }
 
 /// A deleted StrakeToken: wait for the last usage, or let it go.
@@ -478,6 +611,7 @@ mod tests {
             resync: RESYNC,
             collect_every: Duration::from_secs(10),
             expiry_warning: Duration::from_secs(7 * 86_400),
+            cluster_issuer: federated::DEFAULT_CLUSTER_ISSUER,
             upstreams,
             held,
             published,
@@ -493,6 +627,123 @@ mod tests {
             next.status = Some(s.clone());
         }
         next
+    }
+
+    fn federated_of(secret: &Secret) -> Vec<FederatedSubject> {
+        let bytes = &secret.data.as_ref().unwrap()[strake_crds::contract::FEDERATED_KEY];
+        serde_json::from_slice(&bytes.0).unwrap()
+    }
+
+    /// The Secret the last plan applied, as the next reconcile reads it.
+    fn kept(p: &Plan) -> Secret {
+        p.record_secret.clone().expect("a record")
+    }
+
+    #[test]
+    fn a_keyless_token_publishes_its_subjects_under_an_unminted_hash_and_no_holder_secret() {
+        let t = token(|s| s.service_account = Some("ci-runner".into()));
+        let key = ready_key();
+        let ups = [("openai", Some(&key))];
+        let p = plan(observe(&t, &ups, None, None, Token::mint()));
+        assert!(p.holder_secret.is_none() && p.minted.is_none() && !p.withdraw);
+        let record_secret = kept(&p);
+        let r: TokenRecord = objects::read_record(&record_secret).unwrap();
+        assert_eq!(r.sha256, federated::unminted_hash("uid-alice"));
+        let expected = vec![FederatedSubject::service_account(
+            federated::DEFAULT_CLUSTER_ISSUER,
+            "team-a",
+            "ci-runner",
+            None,
+        )];
+        assert_eq!(federated_of(&record_secret), expected);
+        let status = p.report.status.clone().unwrap();
+        assert_eq!(status.phase, Some(Phase::Active));
+        assert_eq!(status.federated_subjects, expected);
+        assert_eq!(status.secret_name, None);
+        assert_eq!(status.token_prefix, None);
+
+        // Steady state: nothing to write.
+        let t2 = applied(&t, &p);
+        let again = plan(observe(
+            &t2,
+            &ups,
+            None,
+            Some(&record_secret),
+            Token::mint(),
+        ));
+        assert_eq!(again.record_secret, None);
+        assert_eq!(again.report.status, None);
+        assert_eq!(again.delete_old_secret, None);
+    }
+
+    #[test]
+    fn turning_a_minted_token_keyless_deletes_our_holder_secret_and_changes_the_hash() {
+        let t = token(|_| {});
+        let key = ready_key();
+        let ups = [("openai", Some(&key))];
+        let fresh = Token::mint();
+        let first = plan(observe(&t, &ups, None, None, fresh.clone()));
+        let held = first.holder_secret.clone().unwrap();
+        let published = kept(&first);
+        let mut keyless = applied(&t, &first);
+        keyless.spec.federated = vec![FederatedSubject {
+            issuer: "https://token.actions.githubusercontent.com".into(),
+            audience: "strake".into(),
+            subject: Some("repo:acme/api:ref:refs/heads/main".into()),
+            claims: Default::default(),
+        }];
+        let p = plan(observe(
+            &keyless,
+            &ups,
+            Some(&held),
+            Some(&published),
+            Token::mint(),
+        ));
+        assert_eq!(p.delete_old_secret.as_deref(), Some("alice-strake"));
+        let r: TokenRecord = objects::read_record(&kept(&p)).unwrap();
+        assert_ne!(r.sha256, fresh.hash(), "the minted token dies");
+        assert_eq!(r.previous, None, "and gets no grace");
+
+        // Both: mintToken true keeps the minted token beside the subjects.
+        let mut both = keyless.clone();
+        both.spec.mint_token = Some(true);
+        let p = plan(observe(
+            &both,
+            &ups,
+            Some(&held),
+            Some(&published),
+            Token::mint(),
+        ));
+        assert_eq!(p.delete_old_secret, None);
+        let record_secret = kept(&p);
+        let r: TokenRecord = objects::read_record(&record_secret).unwrap();
+        assert_eq!(r.sha256, fresh.hash());
+        assert_eq!(federated_of(&record_secret), both.spec.federated);
+        let status = p.report.status.unwrap();
+        assert_eq!(status.secret_name.as_deref(), Some("alice-strake"));
+        assert_eq!(status.federated_subjects, both.spec.federated);
+    }
+
+    #[test]
+    fn another_namespaces_service_account_is_refused_and_nothing_published() {
+        let t = token(|s| {
+            s.federated = vec![FederatedSubject {
+                issuer: federated::DEFAULT_CLUSTER_ISSUER.into(),
+                audience: "strake".into(),
+                subject: Some("system:serviceaccount:team-b:deployer".into()),
+                claims: Default::default(),
+            }]
+        });
+        let key = ready_key();
+        let ups = [("openai", Some(&key))];
+        let p = plan(observe(&t, &ups, None, None, Token::mint()));
+        assert!(p.withdraw && p.record_secret.is_none() && p.holder_secret.is_none());
+        let status = p.report.status.unwrap();
+        assert_eq!(status.phase, Some(Phase::Failed));
+        let ready = &status.conditions[0];
+        assert_eq!(ready.reason, INVALID_FEDERATED_SUBJECT);
+        assert!(ready.message.contains("team-a"), "{}", ready.message);
+        assert!(p.report.notices.iter().any(|n| n.warning));
     }
 
     #[test]

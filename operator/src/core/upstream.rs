@@ -543,6 +543,10 @@ mod tests {
                     secret_name: None,
                     rotation: 0,
                     rotation_grace_period: None,
+                    federated: Vec::new(),
+                    service_account: None,
+                    service_account_audience: None,
+                    mint_token: None,
                 },
             );
             t.metadata.namespace = Some(ns.into());
