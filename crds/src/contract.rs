@@ -159,6 +159,10 @@ pub struct TokenRecord {
     /// Read from the Secret's [`BUDGET_KEY`], never from the record itself.
     #[serde(skip)]
     pub budget: Option<Box<BudgetRecord>>,
+    /// The OIDC subjects that authenticate as this token. Read from the
+    /// Secret's [`FEDERATED_KEY`], never from the record itself.
+    #[serde(skip)]
+    pub federated: Vec<crate::federated::FederatedSubject>,
     /// The token this one replaced in a rotation with a grace period: it
     /// is accepted, with this record's policy, until `validUntil`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -322,6 +326,7 @@ mod tests {
                 name: "alice".into(),
             }),
             budget: None,
+            federated: Vec::new(),
             previous: None,
         };
         let json = serde_json::to_string(&rec).unwrap();

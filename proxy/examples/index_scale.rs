@@ -41,6 +41,7 @@ fn record(i: usize) -> TokenRecord {
         endpoints: vec![],
         source: None,
         budget: None,
+        federated: Vec::new(),
         previous: None,
     }
 }

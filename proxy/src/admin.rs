@@ -186,6 +186,7 @@ mod tests {
                 name: name.into(),
             }),
             budget: None,
+            federated: Vec::new(),
             previous: None,
         })
     }

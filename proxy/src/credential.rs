@@ -12,6 +12,10 @@
 //! [`crate::rewrite`]), whether or not it was the one used. The query
 //! parameter's name is read percent-decoded (`?%6Bey=`), as Google's
 //! servers read it. The names live in [`strake_crds::headers`].
+//!
+//! A credential shaped like a JWT ([`crate::federated::looks_like_jwt`]) in
+//! any of these places is a federated identity, verified by
+//! [`crate::federated`]; a Strake token beside it still wins.
 
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
@@ -30,6 +34,15 @@ pub enum Source {
     QueryKey,
 }
 
+/// What kind of credential was presented.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A minted Strake token (`sk-strk-…`), checked offline.
+    Minted,
+    /// An OIDC token, still to be verified.
+    Jwt,
+}
+
 /// Why no usable credential was found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CredentialError {
@@ -40,22 +53,30 @@ pub enum CredentialError {
     Malformed(TokenError),
 }
 
-/// Finds the client's Strake token. Candidates are taken in the table's
+/// Finds the client's credential. Candidates are taken in the table's
 /// order; the first that carries the Strake prefix wins, so a client that
 /// sends its token in one header and something else in another still works.
 /// The token is then checked offline ([`token::check`]) before any lookup.
+/// Without one, the first JWT-shaped candidate is the credential.
 pub fn find<'a>(
     headers: &'a HeaderMap,
     query: Option<&'a str>,
-) -> Result<(&'a str, Source), CredentialError> {
+) -> Result<(&'a str, Source, Kind), CredentialError> {
     let mut first: Option<&str> = None;
+    let mut jwt: Option<(&str, Source)> = None;
     for (candidate, source) in candidates(headers, query) {
         if candidate.starts_with(PREFIX) {
             return token::check(candidate)
-                .map(|()| (candidate, source))
+                .map(|()| (candidate, source, Kind::Minted))
                 .map_err(CredentialError::Malformed);
         }
+        if jwt.is_none() && crate::federated::looks_like_jwt(candidate) {
+            jwt = Some((candidate, source));
+        }
         first.get_or_insert(candidate);
+    }
+    if let Some((candidate, source)) = jwt {
+        return Ok((candidate, source, Kind::Jwt));
     }
     match first {
         Some(other) => Err(CredentialError::Malformed(
@@ -175,12 +196,12 @@ mod tests {
             ),
         ];
         for (h, q, source) in cases {
-            assert_eq!(find(&h, q), Ok((tok, source)));
+            assert_eq!(find(&h, q), Ok((tok, source, Kind::Minted)));
         }
         let q = format!("alt=sse&key={tok}");
         assert_eq!(
             find(&HeaderMap::new(), Some(&q)),
-            Ok((tok, Source::QueryKey))
+            Ok((tok, Source::QueryKey, Kind::Minted))
         );
     }
 
@@ -192,7 +213,38 @@ mod tests {
             ("authorization", "Bearer sk-proj-something"),
             ("x-api-key", t.expose()),
         ]);
-        assert_eq!(find(&h, None), Ok((t.expose(), Source::XApiKey)));
+        assert_eq!(
+            find(&h, None),
+            Ok((t.expose(), Source::XApiKey, Kind::Minted))
+        );
+    }
+
+    #[test]
+    fn a_jwt_in_any_place_is_a_federated_credential_and_a_strake_token_still_wins() {
+        let jwt = "eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJodHRwczovL2kifQ.c2ln";
+        let bearer = format!("Bearer {jwt}");
+        for (name, value, source) in [
+            ("authorization", bearer.as_str(), Source::Bearer),
+            ("x-api-key", jwt, Source::XApiKey),
+            ("api-key", jwt, Source::ApiKey),
+            ("x-goog-api-key", jwt, Source::XGoogApiKey),
+        ] {
+            assert_eq!(
+                find(&headers(&[(name, value)]), None),
+                Ok((jwt, source, Kind::Jwt))
+            );
+        }
+        let t = Token::mint();
+        let both = headers(&[("authorization", &bearer), ("x-api-key", t.expose())]);
+        assert_eq!(
+            find(&both, None),
+            Ok((t.expose(), Source::XApiKey, Kind::Minted))
+        );
+        // Two dots are not enough: a provider key is not read as a JWT.
+        assert_eq!(
+            find(&headers(&[("x-api-key", "sk-proj-a.b.c")]), None),
+            Err(CredentialError::Malformed(TokenError::Prefix))
+        );
     }
 
     #[test]
@@ -259,7 +311,7 @@ mod tests {
         let q = format!("alt=sse&%6Bey={}", t.expose());
         assert_eq!(
             find(&HeaderMap::new(), Some(&q)),
-            Ok((t.expose(), Source::QueryKey))
+            Ok((t.expose(), Source::QueryKey, Kind::Minted))
         );
     }
 }

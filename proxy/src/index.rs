@@ -20,11 +20,13 @@ use http::header::{HeaderName, HeaderValue};
 use http::uri::{Authority, Scheme};
 use strake_crds::TokenLimits;
 use strake_crds::contract::{BudgetRecord, SourceRef, TokenRecord, UpstreamRecord, route_name};
+use strake_crds::federated::FederatedSubject;
 use strake_crds::provider::{KeyHeader, Provider};
 use strake_crds::token::TokenHash;
 use strake_crds::usage::Counters;
 
 use crate::endpoint::Allowance;
+use crate::federated::{Refusal, SubjectTable, Verified};
 use crate::metrics::{Metrics, TokenMetrics, UpstreamMetrics};
 use crate::ratelimit::Limiter;
 
@@ -108,6 +110,8 @@ pub struct TokenPolicy {
     pub state: Arc<TokenState>,
     /// The token's budget, as the operator last published it.
     pub budget: Option<Box<BudgetRecord>>,
+    /// The OIDC subjects that authenticate as this token ([`crate::federated`]).
+    pub federated: Box<[FederatedSubject]>,
 }
 
 /// One of a token's upstreams: its id and lazily resolved metric handles.
@@ -247,6 +251,7 @@ impl TokenPolicy {
         record: TokenRecord,
         state: Arc<TokenState>,
         intern: &mut dyn FnMut(&str) -> Arc<str>,
+        cluster_issuer: Option<&str>,
     ) -> Result<TokenPolicy, IndexError> {
         let problem = |p: &str| IndexError::Token {
             name: record.name.clone(),
@@ -269,6 +274,17 @@ impl TokenPolicy {
             .map(Allowance::new)
             .collect::<Result<_, _>>()
             .map_err(|p| problem(&p))?;
+        // The operator refuses these too; a record that bypassed it (a
+        // hand-written Secret) must not widen what the cluster issuer
+        // vouches for.
+        if let Some(cluster_issuer) = cluster_issuer {
+            let namespace = record.source.as_ref().map(|s| s.namespace.as_str());
+            for subject in &record.federated {
+                subject
+                    .check(namespace.or(Some("")), cluster_issuer)
+                    .map_err(|p| problem(&format!("federated: {p}")))?;
+            }
+        }
         Ok(TokenPolicy {
             name: record.name.as_str().into(),
             identity: record.identity.as_str().into(),
@@ -293,6 +309,7 @@ impl TokenPolicy {
             source: record.source,
             state,
             budget: record.budget,
+            federated: record.federated.into(),
         })
     }
 
@@ -515,6 +532,8 @@ pub struct Snapshot {
     /// flight may add to) stay in the usage report for
     /// [`DEPARTED_RETENTION_SECS`], so the collector folds their last use.
     departed: Arc<HashMap<Box<str>, Departed>>,
+    /// Every token's federated subjects.
+    federated: Arc<SubjectTable>,
 }
 
 /// How long a revoked token's counters stay in the usage report after it
@@ -540,6 +559,7 @@ impl Default for Snapshot {
             upstreams: Arc::default(),
             tokens: 0,
             departed: Arc::default(),
+            federated: Arc::default(),
         }
     }
 }
@@ -572,6 +592,19 @@ impl Snapshot {
         } else {
             None
         }
+    }
+
+    /// The policy a verified JWT authenticates as: the one token whose
+    /// subjects accept it. In the same snapshot as minted tokens, so
+    /// deleting or changing the StrakeToken refuses its JWTs at once.
+    pub fn authenticate_federated(&self, v: &Verified) -> Result<&Arc<TokenPolicy>, Refusal> {
+        let hash = self.federated.resolve(v)?;
+        self.token(&hash).ok_or(Refusal::NoStrakeToken)
+    }
+
+    /// The subjects of every token, by issuer.
+    pub fn federated(&self) -> &SubjectTable {
+        &self.federated
     }
 
     /// The rotated-out token `hash`, while the index holds it.
@@ -631,6 +664,9 @@ pub struct TokenIndex {
     sources: HashMap<Box<str>, Contribution>,
     /// Upstream ids, one allocation each however many tokens name them.
     ids: std::collections::HashSet<Arc<str>>,
+    /// The cluster's ServiceAccount issuer: it may vouch only for a
+    /// token's own namespace. `None` (file mode): no such rule.
+    cluster_issuer: Option<Arc<str>>,
 }
 
 /// What a change removed for good (no replacement under the same name):
@@ -640,6 +676,15 @@ pub type Removed = Vec<Arc<TokenPolicy>>;
 impl TokenIndex {
     pub fn new() -> TokenIndex {
         TokenIndex::default()
+    }
+
+    /// An index that holds subjects of `cluster_issuer` to the rule of
+    /// [`FederatedSubject::check`] (kube mode).
+    pub fn with_cluster_issuer(cluster_issuer: &str) -> TokenIndex {
+        TokenIndex {
+            cluster_issuer: Some(cluster_issuer.into()),
+            ..TokenIndex::default()
+        }
     }
 
     /// Adds or replaces what `source` contributes.
@@ -692,7 +737,12 @@ impl TokenIndex {
             }
         };
         let previous = record.previous.clone();
-        let policy = Arc::new(TokenPolicy::new(record, state, &mut intern)?);
+        let policy = Arc::new(TokenPolicy::new(
+            record,
+            state,
+            &mut intern,
+            self.cluster_issuer.as_deref(),
+        )?);
         let mut removed = match &mine {
             Some(c) if mine_hash != Some(hash) => self.remove(c),
             Some(Contribution::Token(_, Some(old))) => {
@@ -702,6 +752,18 @@ impl TokenIndex {
             _ => Vec::new(),
         };
         removed.retain(|p| p.name != policy.name);
+        let replaced = self
+            .view
+            .token(&hash)
+            .map(|p| p.federated.clone())
+            .filter(|f| !f.is_empty());
+        if replaced.is_some() || !policy.federated.is_empty() {
+            let table = Arc::make_mut(&mut self.view.federated);
+            if let Some(old) = replaced {
+                table.remove(&old, hash);
+            }
+            table.insert(&policy.federated, hash);
+        }
         let shard = Arc::make_mut(&mut self.view.shards[usize::from(hash.0[0])]);
         if shard.insert(hash, policy).is_none() {
             self.view.tokens += 1;
@@ -822,6 +884,9 @@ impl TokenIndex {
                 match shard.remove(hash) {
                     Some(p) => {
                         self.view.tokens -= 1;
+                        if !p.federated.is_empty() {
+                            Arc::make_mut(&mut self.view.federated).remove(&p.federated, *hash);
+                        }
                         vec![p]
                     }
                     None => Vec::new(),
@@ -865,7 +930,10 @@ impl TokenIndex {
         &self,
         records: impl IntoIterator<Item = (String, Record)>,
     ) -> (TokenIndex, Vec<(String, IndexError)>) {
-        let mut next = TokenIndex::new();
+        let mut next = TokenIndex {
+            cluster_issuer: self.cluster_issuer.clone(),
+            ..TokenIndex::default()
+        };
         let mut errors = Vec::new();
         for (source, record) in records {
             let result = match record {
@@ -994,6 +1062,59 @@ pub(crate) mod tests {
         );
     }
 
+    #[test]
+    fn a_jwt_authenticates_as_the_token_whose_subjects_accept_it_until_the_token_goes() {
+        use crate::federated::tests::{ISSUER, NOW, Signer, claims, jwks};
+        let signer = Signer::new("k1");
+        let keys = jwks(&[&signer]);
+        let verified = |sub: &str| {
+            let jwt = signer.sign(&claims(sub, "strake", NOW + 600));
+            crate::federated::verify(&jwt, &crate::federated::peek(&jwt).unwrap(), &keys, NOW)
+                .unwrap()
+        };
+        let subject = FederatedSubject {
+            issuer: ISSUER.into(),
+            audience: "strake".into(),
+            subject: Some("repo:acme/api:*".into()),
+            claims: Default::default(),
+        };
+        let mut record = token_record("team-a/ci", TokenHash::of("unminted"), &["openai"]);
+        record.federated = vec![subject.clone()];
+        let mut idx = TokenIndex::new();
+        idx.apply("ci", Record::Token(record.clone())).unwrap();
+        let v = idx.snapshot();
+        let who = |v: &Snapshot, sub: &str| {
+            v.authenticate_federated(&verified(sub))
+                .map(|p| p.name.to_string())
+        };
+        assert_eq!(who(&v, "repo:acme/api:ref:main"), Ok("team-a/ci".into()));
+        assert_eq!(who(&v, "repo:acme/web"), Err(Refusal::NoStrakeToken));
+
+        // A changed record (suspended) keeps one entry, not two.
+        record.suspended = true;
+        idx.apply("ci", Record::Token(record.clone())).unwrap();
+        let p = idx
+            .snapshot()
+            .authenticate_federated(&verified("repo:acme/api:x"))
+            .cloned();
+        assert!(
+            p.unwrap().suspended,
+            "authenticates; the suspension refuses it later"
+        );
+        // Subjects dropped from the record stop matching.
+        record.federated.clear();
+        idx.apply("ci", Record::Token(record.clone())).unwrap();
+        assert!(idx.snapshot().federated().is_empty());
+        record.federated = vec![subject];
+        idx.apply("ci", Record::Token(record)).unwrap();
+        // Revocation: the Secret goes, and the same verified JWT is refused.
+        idx.delete("ci");
+        assert_eq!(
+            who(&idx.snapshot(), "repo:acme/api:ref:main"),
+            Err(Refusal::UnknownIssuer(ISSUER.into()))
+        );
+    }
+
     /// A token `name` with one upstream, as the index builds them.
     pub(crate) fn policy_and_upstream(
         name: &str,
@@ -1032,6 +1153,7 @@ pub(crate) mod tests {
             endpoints: vec![],
             source: None,
             budget: None,
+            federated: Vec::new(),
             previous: None,
         }
     }
@@ -1341,7 +1463,7 @@ pub(crate) mod tests {
         r.expires_at = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
             "2027-03-01T00:00:00Z".parse().unwrap(),
         ));
-        let p = TokenPolicy::new(r, Arc::default(), &mut |s: &str| s.into()).unwrap();
+        let p = TokenPolicy::new(r, Arc::default(), &mut |s: &str| s.into(), None).unwrap();
         let at = p.expires_at_ms.unwrap();
         assert!(!p.is_expired(at - 1));
         assert!(p.is_expired(at));

@@ -13,10 +13,12 @@
 //!   streams asked for their usage, and the answer hidden from the client;
 //!   [`spend`]: what they cost, at the price table's rates
 //!   (`strake_crds::pricing`).
+//! - [`federated`]: OIDC tokens checked offline (signature, issuer,
+//!   audience, dates) and matched to the one StrakeToken that accepts them.
 //! - [`reject`]: provider-shaped errors.
 //!
 //! A thin shell: [`server`] (listeners, graceful shutdown), `pipeline` (the
-//! request stages), [`client`], [`admin`], [`metrics`], [`logging`], and the config
+//! request stages), [`client`], [`jwks`] (issuers' signing keys), [`admin`], [`metrics`], [`logging`], and the config
 //! [`source`]s (file polling, Secret watching).
 //!
 //! Embedding (tests, benchmarks):
@@ -47,11 +49,13 @@ pub mod client;
 pub mod config;
 pub mod credential;
 pub mod endpoint;
+pub mod federated;
 pub mod fleet;
 pub mod glob;
 pub mod include_usage;
 pub mod index;
 pub mod json;
+pub mod jwks;
 pub mod limit_headers;
 pub mod logging;
 pub mod me;
@@ -223,6 +227,7 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             proxy.set_prices(options.prices.clone());
             let client = kube::Client::try_default().await?;
             proxy.read_usage_from(client.clone());
+            proxy.use_kube_for_cluster_issuer(client.clone());
             let namespace = namespace
                 .clone()
                 .unwrap_or_else(|| client.default_namespace().to_owned());

@@ -98,6 +98,27 @@ struct Serve {
     /// Do not price requests: no spend or unpriced series (token counts stay). For measuring what pricing costs
     #[arg(long, env = "STRAKE_NO_PRICING")]
     no_pricing: bool,
+    /// The cluster's ServiceAccount token issuer (the API server's --service-account-issuer): kube mode fetches its keys from the API server, and it vouches only for a StrakeToken's own namespace. Give the operator the same value
+    #[arg(long, env = "STRAKE_CLUSTER_ISSUER", default_value = strake_crds::federated::DEFAULT_CLUSTER_ISSUER)]
+    cluster_issuer: String,
+    /// PEM certificates trusted, beside the public web roots, for OIDC issuers' https (a private issuer's CA)
+    #[arg(long, env = "STRAKE_ISSUER_CA_FILE", value_name = "FILE")]
+    issuer_ca_file: Option<PathBuf>,
+    /// An issuer's signing keys are fetched again after this long
+    #[arg(long, env = "STRAKE_JWKS_REFRESH", default_value = "5m", value_parser = strake_crds::duration::parse)]
+    jwks_refresh: Duration,
+    /// Fetches of one issuer's keys are at least this far apart, however many tokens name an unknown key
+    #[arg(long, env = "STRAKE_JWKS_MIN_REFETCH", default_value = "10s", value_parser = strake_crds::duration::parse)]
+    jwks_min_refetch: Duration,
+    /// Keys not refreshed for this long (the issuer down) stop being trusted
+    #[arg(long, env = "STRAKE_JWKS_MAX_STALE", default_value = "24h", value_parser = strake_crds::duration::parse)]
+    jwks_max_stale: Duration,
+    /// Longest wait for one issuer document (discovery or JWKS)
+    #[arg(long, env = "STRAKE_JWKS_FETCH_TIMEOUT", default_value = "5s", value_parser = strake_crds::duration::parse)]
+    jwks_fetch_timeout: Duration,
+    /// A verified JWT is remembered this long at most (never past its exp), so a hot one costs a hash, not a signature check
+    #[arg(long, env = "STRAKE_JWT_CACHE_MAX_AGE", default_value = "5m", value_parser = strake_crds::duration::parse)]
+    jwt_cache_max_age: Duration,
     /// Test-only: a file holding seconds to add to the clock of budget decisions, re-read at each (end-to-end tests roll budget periods over with it). Hidden, and not in the chart
     #[arg(long, hide = true, value_name = "FILE")]
     dev_clock_offset_file: Option<PathBuf>,
@@ -156,6 +177,26 @@ fn main() -> ExitCode {
             }
         },
     };
+    let extra_roots = match &serve.issuer_ca_file {
+        None => Vec::new(),
+        Some(path) => match std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|pem| strake_proxy::jwks::parse_ca_file(&pem))
+        {
+            Ok(certs) => certs,
+            Err(e) => {
+                tracing::error!(error = %format!("--issuer-ca-file {}: {e}", path.display()), "cannot start");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    if !serve.cluster_issuer.starts_with("https://") {
+        tracing::error!(
+            error = "--cluster-issuer must be an https:// URL",
+            "cannot start"
+        );
+        return ExitCode::FAILURE;
+    }
     let replicas = match (&serve.replica_service, serve.replicas) {
         (Some(service), _) => Replicas::Service(service.clone()),
         (None, n) => Replicas::Fixed(n.unwrap_or(1)),
@@ -178,6 +219,17 @@ fn main() -> ExitCode {
             drain_window: serve.drain_window,
             pricing: !serve.no_pricing,
             clock: strake_crds::clock::Clock::shifted_by(serve.dev_clock_offset_file.clone()),
+            federated: strake_proxy::jwks::FederatedSettings {
+                cluster_issuer: serve.cluster_issuer.clone(),
+                extra_roots,
+                timing: strake_proxy::federated::KeyTiming {
+                    refresh_secs: serve.jwks_refresh.as_secs(),
+                    min_refetch_secs: serve.jwks_min_refetch.as_secs(),
+                    max_stale_secs: serve.jwks_max_stale.as_secs(),
+                },
+                fetch_timeout: serve.jwks_fetch_timeout,
+                verified_max_age: serve.jwt_cache_max_age,
+            },
         },
         ..Options::default()
     };

@@ -109,6 +109,10 @@ pub struct Metrics {
     /// The replicas sharing each token's rate limits.
     pub live_replicas: Gauge,
     pub replica_watch_errors: Counter,
+    /// Fetches of an issuer's signing keys (federated tokens), and those
+    /// that failed (the last good set keeps serving meanwhile).
+    pub federated_key_fetches: Counter,
+    pub federated_key_fetch_failures: Counter,
     pub client_connections: Gauge,
     pub client_connections_timed_out: Counter,
     pub client_connection_limit_waits: Counter,
@@ -267,6 +271,18 @@ impl Metrics {
             "Proxy replicas sharing each token's rate limits (--replicas, or the serving endpoints of --replica-service); each replica admits limit / this",
             live_replicas.clone(),
         );
+        let federated_key_fetches = Counter::default();
+        registry.register(
+            "federated_key_fetches",
+            "Fetches of an OIDC issuer's signing keys (discovery and JWKS)",
+            federated_key_fetches.clone(),
+        );
+        let federated_key_fetch_failures = Counter::default();
+        registry.register(
+            "federated_key_fetch_failures",
+            "Failed fetches of an OIDC issuer's signing keys: the last good set keeps serving until it is stale",
+            federated_key_fetch_failures.clone(),
+        );
         let replica_watch_errors = Counter::default();
         registry.register(
             "replica_watch_errors",
@@ -334,6 +350,8 @@ impl Metrics {
             watch_errors,
             live_replicas,
             replica_watch_errors,
+            federated_key_fetches,
+            federated_key_fetch_failures,
             client_connections,
             client_connections_timed_out,
             client_connection_limit_waits,

@@ -2,7 +2,9 @@
 //! reader finds each rule by its stage):
 //!
 //! 1. `check_target`: the request may only name a path.
-//! 2. `authenticate`: find the credential, check it offline, look its hash up.
+//! 2. `present`: find the credential and check it offline (a JWT's
+//!    signature, issuer, audience and dates, [`crate::federated`]);
+//!    `authenticate`: look its hash, or the JWT's subject, up.
 //! 3. `authorize_token`: expiry, suspension.
 //! 4. `route`: pick the upstream (prefix, single, API style).
 //! 5. `authorize_endpoint`: inference endpoints, or those `endpoints` opens;
@@ -35,7 +37,8 @@ use strake_crds::provider::ApiStyle;
 use strake_crds::token::TokenHash;
 
 use crate::body::{ProxyBody, UpstreamBody, read_limited};
-use crate::credential::{self, CredentialError};
+use crate::credential::{self, CredentialError, Kind};
+use crate::federated::{self, Refusal, Verified};
 use crate::include_usage::{self, Ask, UsageHider};
 use crate::index::{Snapshot, TokenPolicy, Upstream, Used};
 use crate::logging::AccessLine;
@@ -116,7 +119,8 @@ pub async fn handle(
 /// (its holder wants to know why it is refused); an unknown one is not.
 async fn introspect(ex: &mut Exchange, parts: &Parts) -> Result<Response<Bytes>, Reject> {
     check_target(&parts.method, &parts.uri, parts.version)?;
-    let (mut body, source) = introspect_snapshot(ex, parts)?;
+    let presented = present(&ex.shared, &parts.headers, parts.uri.query()).await?;
+    let (mut body, source) = introspect_snapshot(ex, &presented)?;
     let looked_up = match (ex.shared.status_usage.get(), source) {
         (Some(status), Some(source)) => Some(status.lookup(&source).await),
         _ => None,
@@ -142,10 +146,10 @@ async fn introspect(ex: &mut Exchange, parts: &Parts) -> Result<Response<Bytes>,
 /// StrakeToken whose status has the token's usage.
 fn introspect_snapshot(
     ex: &mut Exchange,
-    parts: &Parts,
+    presented: &Presented,
 ) -> Result<(serde_json::Value, Option<SourceRef>), Reject> {
     let snapshot = ex.shared.index.load();
-    let token = authenticate(&snapshot, &parts.headers, parts.uri.query())?;
+    let token = authenticate(&snapshot, presented)?;
     ex.token = Some(token.clone());
     let upstreams: Vec<me::SeenUpstream<'_>> = token
         .upstreams
@@ -203,10 +207,11 @@ async fn proxy(
         ..
     } = parts;
     check_target(&method, &uri, version)?;
+    let presented = present(&ex.shared, &headers, uri.query()).await?;
     let (token, upstream, path) = {
         // One snapshot for the whole decision; released before any await.
         let snapshot = ex.shared.index.load();
-        let token = authenticate(&snapshot, &headers, uri.query())?;
+        let token = authenticate(&snapshot, &presented)?;
         ex.token = Some(token.clone());
         authorize_token(&token)?;
         let (slot, upstream, path) = route(&snapshot, &token, uri.path(), ex.style)?;
@@ -238,19 +243,67 @@ fn check_target(method: &Method, uri: &Uri, version: Version) -> Result<(), Reje
     target::check(method, uri, version).map_err(Reject::UnsafeTarget)
 }
 
-fn authenticate(
-    snapshot: &Snapshot,
+/// A credential checked offline, before it meets a snapshot.
+enum Presented {
+    /// A minted token's hash.
+    Minted(TokenHash),
+    /// An OIDC token whose signature, issuer, audience and dates hold.
+    Federated(Arc<Verified>),
+}
+
+async fn present(
+    shared: &Shared,
     headers: &HeaderMap,
     query: Option<&str>,
-) -> Result<Arc<TokenPolicy>, Reject> {
-    let (token, _source) = credential::find(headers, query).map_err(|e| match e {
+) -> Result<Presented, Reject> {
+    let (credential, _source, kind) = credential::find(headers, query).map_err(|e| match e {
         CredentialError::Missing => Reject::MissingCredential,
         CredentialError::Malformed(e) => Reject::MalformedToken(e),
     })?;
-    snapshot
-        .authenticate(&TokenHash::of(token), unix_now().as_millis() as i64)
-        .cloned()
-        .ok_or(Reject::UnknownToken)
+    match kind {
+        Kind::Minted => Ok(Presented::Minted(TokenHash::of(credential))),
+        Kind::Jwt => verify_jwt(shared, credential)
+            .await
+            .map(Presented::Federated)
+            .map_err(Reject::Federated),
+    }
+}
+
+/// A JWT verified now, or remembered from an earlier request until its
+/// `exp` ([`federated::VerifiedCache`]).
+async fn verify_jwt(shared: &Shared, jwt: &str) -> Result<Arc<Verified>, Refusal> {
+    let now = unix_now().as_secs() as i64;
+    let hash = TokenHash::of(jwt);
+    if let Some(verified) = shared.verified.get(&hash, now) {
+        return Ok(verified);
+    }
+    let seen = federated::peek(jwt)?;
+    // Only issuers a StrakeToken names are asked for keys: a token cannot
+    // make the proxy fetch from a URL of its choosing.
+    if !shared.index.load().federated().knows_issuer(&seen.issuer) {
+        return Err(Refusal::UnknownIssuer(federated::quoted(&seen.issuer)));
+    }
+    let keys = shared
+        .issuers
+        .keys(&seen.issuer, seen.kid.as_deref(), &shared.metrics)
+        .await?;
+    let verified = Arc::new(federated::verify(jwt, &seen, &keys, now)?);
+    let max_age = shared.issuers.settings().verified_max_age.as_secs() as i64;
+    shared.verified.insert(hash, verified.clone(), now, max_age);
+    Ok(verified)
+}
+
+fn authenticate(snapshot: &Snapshot, presented: &Presented) -> Result<Arc<TokenPolicy>, Reject> {
+    match presented {
+        Presented::Minted(hash) => snapshot
+            .authenticate(hash, unix_now().as_millis() as i64)
+            .cloned()
+            .ok_or(Reject::UnknownToken),
+        Presented::Federated(verified) => snapshot
+            .authenticate_federated(verified)
+            .cloned()
+            .map_err(Reject::Federated),
+    }
 }
 
 fn authorize_token(token: &TokenPolicy) -> Result<(), Reject> {

@@ -15,6 +15,7 @@ use serde_json::json;
 use strake_crds::provider::ApiStyle;
 use strake_crds::token::TokenError;
 
+use crate::federated::Refusal;
 use crate::ratelimit::{LimitKind, RateLimited};
 use crate::route::{RouteError, style_name};
 use crate::target::UnsafeTarget;
@@ -80,6 +81,8 @@ pub enum Reject {
     MissingCredential,
     MalformedToken(TokenError),
     UnknownToken,
+    /// A JWT that does not authenticate ([`crate::federated`]).
+    Federated(Refusal),
     // authorize
     Expired {
         at: String,
@@ -138,6 +141,8 @@ impl Reject {
             | Reject::MalformedToken(_)
             | Reject::UnknownToken
             | Reject::Expired { .. } => StatusCode::UNAUTHORIZED,
+            Reject::Federated(r) if r.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
+            Reject::Federated(_) => StatusCode::UNAUTHORIZED,
             Reject::Suspended
             | Reject::ModelNotAllowed { .. }
             | Reject::EndpointNotAllowed { .. } => StatusCode::FORBIDDEN,
@@ -168,6 +173,7 @@ impl Reject {
             Reject::MissingCredential => "missing_credential",
             Reject::MalformedToken(_) => "malformed_token",
             Reject::UnknownToken => "unknown_token",
+            Reject::Federated(r) => r.reason(),
             Reject::Expired { .. } => "expired",
             Reject::Suspended => "suspended",
             Reject::ModelNotAllowed { .. } => "model_not_allowed",
@@ -208,6 +214,9 @@ impl Reject {
             | Reject::UpstreamConnect
             | Reject::UpstreamTimeout { .. }
             | Reject::UpstreamFailed => Retry::Transient,
+            Reject::Federated(r) if r.is_transient() => Retry::Transient,
+            // A new token, not the same one again, is what can pass.
+            Reject::Federated(_) => Retry::Never,
             Reject::MissingCredential
             | Reject::MalformedToken(_)
             | Reject::UnknownToken
@@ -237,6 +246,7 @@ impl Reject {
             Reject::MissingCredential
                 | Reject::MalformedToken(_)
                 | Reject::UnknownToken
+                | Reject::Federated(_)
                 | Reject::Expired { .. }
                 | Reject::Suspended
                 | Reject::ModelNotAllowed { .. }
@@ -254,6 +264,7 @@ impl Reject {
             Reject::MalformedToken(TokenError::Prefix) => "The API key is not a Strake token. This endpoint accepts only Strake tokens (sk-strk-…); ask your platform team for one.".into(),
             Reject::MalformedToken(e) => format!("The Strake token is malformed: {}.", e.to_string().trim_start_matches("malformed Strake token: ")),
             Reject::UnknownToken => "This Strake token has been revoked or does not exist. Ask your platform team for a new one.".into(),
+            Reject::Federated(r) => r.message(),
             Reject::Expired { at } => format!("This Strake token expired at {at}. Ask your platform team to extend or reissue it."),
             Reject::Suspended => "This Strake token is suspended. Ask your platform team to reinstate it.".into(),
             Reject::ModelNotAllowed { model, allowed } => {
@@ -359,6 +370,8 @@ impl Reject {
                 ("invalid_request_error", Some("invalid_api_key"))
             }
             Reject::Expired { .. } => ("invalid_request_error", Some("invalid_api_key")),
+            Reject::Federated(r) if r.is_transient() => ("server_error", None),
+            Reject::Federated(_) => ("invalid_request_error", Some("invalid_api_key")),
             Reject::Suspended => ("invalid_request_error", Some("permission_denied")),
             Reject::ModelNotAllowed { .. } => ("invalid_request_error", Some("model_not_allowed")),
             Reject::ModelUnreadable => ("invalid_request_error", Some("invalid_model")),

@@ -19,7 +19,9 @@ use crate::client::{self, UpstreamClient};
 use crate::index::{Removed, Snapshot, TokenIndex};
 use strake_crds::pricing::PriceTable;
 
+use crate::federated::{MAX_CACHED_VERIFICATIONS, VerifiedCache};
 use crate::fleet::Fleet;
+use crate::jwks::{FederatedSettings, Issuers};
 use crate::metrics::Metrics;
 use crate::spend::Prices;
 use crate::status_usage::StatusUsage;
@@ -63,6 +65,8 @@ pub struct Settings {
     /// "Now" for budget periods (shifted only by the test-only
     /// `--dev-clock-offset-file`).
     pub clock: strake_crds::clock::Clock,
+    /// How OIDC tokens are verified ([`crate::jwks`]).
+    pub federated: FederatedSettings,
 }
 
 impl Default for Settings {
@@ -81,6 +85,7 @@ impl Default for Settings {
             drain_window: Duration::ZERO,
             pricing: true,
             clock: strake_crds::clock::Clock::system(),
+            federated: FederatedSettings::default(),
         }
     }
 }
@@ -107,6 +112,9 @@ pub struct Shared {
     pub(crate) fleet: Fleet,
     /// Kube mode: where `/strake/v1/me` reads a token's folded usage.
     pub(crate) status_usage: OnceLock<StatusUsage>,
+    /// OIDC issuers' signing keys, and the JWTs already verified.
+    pub(crate) issuers: Issuers,
+    pub(crate) verified: VerifiedCache,
 }
 
 /// A proxy instance: its index, client and metrics. Cheap to clone.
@@ -119,6 +127,7 @@ impl Proxy {
     /// A proxy with an empty index, not ready until the first [`Proxy::publish`].
     pub fn new(settings: Settings) -> Proxy {
         let client = client::build(settings.connect_timeout, settings.upstream_idle_timeout);
+        let issuers = Issuers::new(settings.federated.clone());
         Proxy {
             shared: Arc::new(Shared {
                 index: ArcSwap::from_pointee(Snapshot::default()),
@@ -133,6 +142,8 @@ impl Proxy {
                 instance: admin::Instance::new(),
                 fleet: Fleet::fixed(1),
                 status_usage: OnceLock::new(),
+                issuers,
+                verified: VerifiedCache::new(MAX_CACHED_VERIFICATIONS),
             }),
         }
     }
@@ -187,6 +198,16 @@ impl Proxy {
 
     pub fn metrics(&self) -> &Metrics {
         &self.shared.metrics
+    }
+
+    /// The cluster's ServiceAccount issuer (`--cluster-issuer`).
+    pub fn cluster_issuer(&self) -> &str {
+        &self.shared.settings.federated.cluster_issuer
+    }
+
+    /// Kube mode: the cluster issuer's keys come through this client.
+    pub fn use_kube_for_cluster_issuer(&self, client: kube::Client) {
+        self.shared.issuers.use_kube(client);
     }
 
     /// The replicas sharing each token's rate limits

@@ -300,6 +300,7 @@ mod tests {
             endpoints: vec![],
             source: Some(src.clone()),
             budget: None,
+            federated: Vec::new(),
             previous: None,
         };
         let s = token_secret("strake-system", &src, &record, None, &[]);

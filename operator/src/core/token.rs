@@ -354,6 +354,7 @@ pub fn record(token: &StrakeToken, sha256: TokenHash) -> TokenRecord {
         endpoints: spec.endpoints.clone(),
         source: Some(source),
         budget: None,
+        federated: Vec::new(),
         previous: None,
     }
 }

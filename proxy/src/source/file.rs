@@ -565,6 +565,7 @@ mod tests {
                 limits: None,
                 source: None,
                 budget: None,
+                federated: Vec::new(),
                 previous: None,
             })
         };

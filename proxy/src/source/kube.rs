@@ -14,8 +14,10 @@ use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use strake_crds::contract::{
-    self, API_KEY_KEY, BUDGET_KEY, BudgetRecord, RECORD_KEY, Role, TokenRecord, UpstreamRecord,
+    self, API_KEY_KEY, BUDGET_KEY, BudgetRecord, FEDERATED_KEY, RECORD_KEY, Role, TokenRecord,
+    UpstreamRecord,
 };
+use strake_crds::federated::FederatedSubject;
 
 use crate::config::redact;
 use crate::index::{ApiKey, Record, Removed, TokenIndex};
@@ -56,6 +58,7 @@ pub fn decode(secret: &Secret) -> Result<Option<(&'static str, Record)>, DecodeE
                     reason: redact(&e.to_string()),
                 })?;
             record.budget = budget(secret)?.map(Box::new);
+            record.federated = federated(secret)?;
             Ok(Some((Role::Token.as_str(), Record::Token(record))))
         }
         Some(Role::Upstream) => {
@@ -94,6 +97,19 @@ fn budget(secret: &Secret) -> Result<Option<BudgetRecord>, DecodeError> {
             what: "budget",
             reason: redact(&e.to_string()),
         })
+}
+
+/// The federated subjects a token Secret carries beside its record: none
+/// without the key. A broken list refuses the whole Secret (fail closed).
+fn federated(secret: &Secret) -> Result<Vec<FederatedSubject>, DecodeError> {
+    let Some(bytes) = secret.data.as_ref().and_then(|d| d.get(FEDERATED_KEY)) else {
+        return Ok(Vec::new());
+    };
+    serde_json::from_slice(&bytes.0).map_err(|e| DecodeError::Record {
+        key: FEDERATED_KEY,
+        what: "federated subjects",
+        reason: redact(&e.to_string()),
+    })
 }
 
 /// The role label of a Secret, for counting rejected records.
@@ -217,7 +233,10 @@ pub async fn run(
     let mut events = watcher::watcher(api, config)
         .backoff(strake_crds::watch::backoff())
         .boxed();
-    let mut state = WatchState::default();
+    let mut state = WatchState {
+        index: TokenIndex::with_cluster_issuer(proxy.cluster_issuer()),
+        ..WatchState::default()
+    };
     let metrics = proxy.metrics();
     loop {
         let event = tokio::select! {
@@ -329,6 +348,7 @@ mod tests {
             limits: None,
             source: None,
             budget: None,
+            federated: Vec::new(),
             previous: None,
         };
         let json = serde_json::to_vec(&rec).unwrap();
@@ -496,6 +516,93 @@ mod tests {
             err.to_string().contains("not a valid budget record"),
             "{err}"
         );
+    }
+
+    /// A keyless token's Secret, as the operator publishes it.
+    fn keyless_secret(name: &str, namespace: &str, subject: &str) -> Secret {
+        let mut rec = crate::index::tests::token_record(
+            &format!("{namespace}/{name}"),
+            strake_crds::federated::unminted_hash(name),
+            &["team-a/openai"],
+        );
+        rec.source = Some(contract::SourceRef {
+            namespace: namespace.into(),
+            name: name.into(),
+        });
+        let subjects = serde_json::json!([{
+            "issuer": strake_crds::federated::DEFAULT_CLUSTER_ISSUER,
+            "audience": "strake",
+            "subject": subject,
+        }]);
+        named(
+            secret(
+                "token",
+                &[
+                    (RECORD_KEY, &serde_json::to_vec(&rec).unwrap()),
+                    (FEDERATED_KEY, subjects.to_string().as_bytes()),
+                ],
+            ),
+            name,
+        )
+    }
+
+    #[test]
+    fn federated_subjects_travel_beside_the_record_and_leave_with_the_secret() {
+        let mut state = WatchState {
+            index: TokenIndex::with_cluster_issuer(strake_crds::federated::DEFAULT_CLUSTER_ISSUER),
+            ..WatchState::default()
+        };
+        apply_event(&mut state, Event::Init);
+        apply_event(
+            &mut state,
+            Event::InitApply(keyless_secret(
+                "ci",
+                "team-a",
+                "system:serviceaccount:team-a:ci",
+            )),
+        );
+        apply_event(&mut state, Event::InitDone);
+        let issuer = strake_crds::federated::DEFAULT_CLUSTER_ISSUER;
+        assert!(state.index.view().federated().knows_issuer(issuer));
+
+        // Another namespace's ServiceAccount, in a hand-made Secret: refused
+        // whole, so nothing it names is accepted.
+        let change = apply_event(
+            &mut state,
+            Event::Apply(keyless_secret(
+                "sly",
+                "team-a",
+                "system:serviceaccount:team-b:deployer",
+            )),
+        );
+        assert_eq!(change.rejected.len(), 1);
+        assert!(
+            change.rejected[0].error.contains("team-a"),
+            "{:?}",
+            change.rejected
+        );
+
+        let change = apply_event(
+            &mut state,
+            Event::Delete(keyless_secret(
+                "ci",
+                "team-a",
+                "system:serviceaccount:team-a:ci",
+            )),
+        );
+        assert!(change.publish.is_some());
+        assert!(!state.index.view().federated().knows_issuer(issuer));
+
+        // A list that does not parse, or names a field this proxy does not
+        // know (one that might narrow the match), refuses the Secret.
+        let mut broken = keyless_secret("ci", "team-a", "system:serviceaccount:team-a:ci");
+        let data = broken.data.as_mut().unwrap();
+        data.insert(
+            FEDERATED_KEY.into(),
+            ByteString(br#"[{"issuer":"https://i.example","audience":"a","subject":"s","unlessClaims":{}}]"#.to_vec()),
+        );
+        let err = decode(&broken).unwrap_err();
+        assert!(err.to_string().contains("federated.json"), "{err}");
     }
 
     #[test]
