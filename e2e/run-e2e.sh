@@ -77,6 +77,7 @@ else
 	suite plugin
 	suite helm
 	suite sdks
+	suite federated
 	suite fleet --test-threads=1
 	suite disruption --test-threads=1
 	suite usage --test-threads=1

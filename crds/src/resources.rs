@@ -514,6 +514,7 @@ pub struct StrakeTokenStatus {
     /// The OIDC subjects the proxy accepts for this token (spec.federated
     /// and spec.serviceAccount, resolved).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 17))]
     pub federated_subjects: Vec<FederatedSubject>,
 }
 

@@ -63,6 +63,9 @@ ports_load() {
 	# Seconds the operator's and the proxies' clocks are shifted by (the
 	# test-only --dev-clock-offset-file): budget tests roll periods over.
 	CLOCK_OFFSET_FILE="$DEV/clock-offset"
+	# The CA of the OIDC issuers the tests start on loopback (standing in
+	# for GitHub's): the proxies trust it with --issuer-ca-file.
+	ISSUER_CA_DIR="$DEV/issuer-ca"
 	MOCK_HOST=127.0.0.1
 	PROXY_ADMIN_URL="http://127.0.0.1:$PROXY_ADMIN_PORT"
 	PROXY2_URL="http://127.0.0.1:$PROXY2_PORT"
@@ -87,6 +90,20 @@ ports_load() {
 NODE_IP=198.18.0.1
 PROXY_SERVICE_IP=198.18.1.80
 node_mode() { [[ -f "$DEV/node" ]]; }
+
+# issuer_ca_ensure: DIR/issuer-ca/ca.{key,crt}, kept across restarts so a
+# running proxy's trust stays valid. EC P-256: generated instantly.
+issuer_ca_ensure() {
+	[[ -f "$ISSUER_CA_DIR/ca.crt" ]] && return 0
+	mkdir -p "$ISSUER_CA_DIR"
+	chmod 700 "$ISSUER_CA_DIR"
+	openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$ISSUER_CA_DIR/ca.key" 2>/dev/null
+	openssl req -x509 -new -key "$ISSUER_CA_DIR/ca.key" -subj "/CN=strake-e2e-issuer-ca" -days 3650 \
+		-sha256 -addext "basicConstraints=critical,CA:TRUE" \
+		-addext "keyUsage=critical,keyCertSign,cRLSign" \
+		-out "$ISSUER_CA_DIR/ca.crt.tmp" 2>/dev/null
+	mv "$ISSUER_CA_DIR/ca.crt.tmp" "$ISSUER_CA_DIR/ca.crt"
+}
 
 # write_env: DIR/env, for a shell (source it) and for the e2e harness.
 # KUBECONFIG, BIN: from the cluster's cluster.env (cluster_env).
@@ -329,8 +346,13 @@ start() {
 		env=(KUBECONFIG="$KUBECONFIGS/$name.kubeconfig")
 		local -a ports
 		read -r -a ports <<<"$(ports_of "$name")"
+		# The cluster's issuer is what the apiserver's --service-account-issuer
+		# says (e2e/cluster/lib.sh); keys are refetched after 1 s at most, so
+		# the key rotation test does not wait the default 10 s.
 		args=(--kube --namespace "$NAMESPACE" --replica-service "$RELEASE-proxy-admin"
 			--listen "127.0.0.1:${ports[0]}" --admin "127.0.0.1:${ports[1]}"
+			--cluster-issuer https://kubernetes.default.svc.cluster.local
+			--issuer-ca-file "$ISSUER_CA_DIR/ca.crt" --jwks-min-refetch 1s
 			--dev-clock-offset-file "$CLOCK_OFFSET_FILE")
 		;;
 	operator)
@@ -340,6 +362,7 @@ start() {
 		# that is the only host UpstreamKeys may send a key to.
 		args=(--proxy-namespace "$NAMESPACE" --endpoint "$ENDPOINT"
 			--admin-addr "127.0.0.1:$OPERATOR_ADMIN_PORT"
+			--cluster-issuer https://kubernetes.default.svc.cluster.local
 			--allowed-upstream-hosts "http://127.0.0.1:$MOCK_PORT"
 			--leader-elect --lease-namespace "$NAMESPACE"
 			--proxy-admin-urls "http://127.0.0.1:$PROXY_ADMIN_PORT,http://127.0.0.1:$PROXY2_ADMIN_PORT"

@@ -56,6 +56,7 @@ log "CRDs applied, chart installed in $NAMESPACE"
 
 # A fresh stack keeps real time, whatever a test left behind.
 rm -f "$CLOCK_OFFSET_FILE"
+issuer_ca_ensure
 for name in mock proxy proxy2 operator; do start "$name"; done
 wait_ready mock proxy proxy2 operator
 replica_slice

@@ -17,7 +17,9 @@
 
 pub mod env;
 pub mod http;
+pub mod issuer;
 pub mod leaks;
+pub mod sdk;
 pub mod stack;
 pub mod wait;
 
