@@ -253,6 +253,22 @@ check "refuses a token concurrency of 0" refuse --set endpoint=https://llm.examp
 check "refuses a revocation concurrency above 256" refuse --set endpoint=https://llm.example.com \
 	--set operator.revocationConcurrency=257
 
+# Keyless identities: one cluster issuer for both binaries, the proxy bound
+# to the issuer-discovery role only when asked, the CA file only with a CA.
+federated_settings_reach_both() {
+	show operator-deployment.yaml --set federated.clusterIssuer=https://oidc.example.com |
+		grep -qF -- '- --cluster-issuer=https://oidc.example.com' &&
+		show proxy-deployment.yaml --set federated.clusterIssuer=https://oidc.example.com |
+		grep -qF -- '- --cluster-issuer=https://oidc.example.com' &&
+		show proxy-rbac.yaml | grep -qF 'name: system:service-account-issuer-discovery' &&
+		! show proxy-rbac.yaml --set federated.issuerDiscovery=false | grep -q 'issuer-discovery' &&
+		! show proxy-deployment.yaml | grep -q 'issuer-ca' &&
+		show proxy-deployment.yaml --set federated.issuerCA=PEM | grep -qF -- '- --issuer-ca-file=/etc/strake/issuer-ca/ca.crt'
+}
+check "federated: cluster issuer, discovery binding and issuer CA" federated_settings_reach_both
+check "refuses an http cluster issuer" refuse --set endpoint=https://llm.example.com \
+	--set federated.clusterIssuer=http://kubernetes.default.svc
+
 if [[ -n "${KUBECONFIG:-}" && -n "${KUBECTL:-}" ]]; then
 	ns="${STRAKE_TEST_NAMESPACE:-default}"
 	server_dry_run() {

@@ -463,3 +463,55 @@ async fn admission_refuses_subjects_that_would_match_everyone_and_the_operator_a
     ensure!(published.is_none(), "a refused token was published");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_pod_recipe_applies_and_the_api_key_helper_prints_a_token_that_works() -> Result<()> {
+    let stack = Stack::connect().await?;
+    let ns = stack.namespace("fed-recipe").await?;
+    ns.default_upstreams().await?;
+    let recipe = std::fs::read_to_string(
+        strake_e2e::env::repo_root().join("docs/recipes/keyless-pod.yaml"),
+    )?;
+    // No node here: the Pod is admitted (projected token volume and all),
+    // the ServiceAccount and the StrakeToken are live.
+    ns.apply(&recipe).await?;
+    ns.wait_ready("summarizer").await?;
+
+    // The apiKeyHelper as Claude Code runs it, outside a pod.
+    let helper = "docs/recipes/strake-token-helper.sh";
+    let missing = format!(
+        "STRAKE_TOKEN_FILE={}",
+        stack.env.dir.join("no-such-token").display()
+    );
+    let account = format!("STRAKE_NAMESPACE={}", ns.name);
+    let out = stack
+        .run(
+            std::path::Path::new("env"),
+            &[
+                &missing,
+                "STRAKE_SERVICE_ACCOUNT=summarizer",
+                &account,
+                helper,
+            ],
+            None,
+        )
+        .await?;
+    ensure!(out.ok, "the helper failed: {}", out.stderr);
+    let jwt = out.stdout.trim().to_string();
+    leaks::remember(&stack.env, "jwt", &jwt)?;
+    chat_until(&stack, &jwt, &ns.marker("helper"), 200).await?;
+    // Inside a pod it prints the projected token file.
+    let file = stack.env.dir.join(format!("{}-token", ns.name));
+    std::fs::write(&file, &jwt)?;
+    let mounted = format!("STRAKE_TOKEN_FILE={}", file.display());
+    let out = stack
+        .run(std::path::Path::new("env"), &[&mounted, helper], None)
+        .await?;
+    std::fs::remove_file(&file)?;
+    ensure!(
+        out.ok && out.stdout == jwt,
+        "the helper did not print the file: {}",
+        out.stderr
+    );
+    Ok(())
+}

@@ -905,6 +905,90 @@ pub(crate) mod tests {
         assert!(cache.len() <= 2, "bounded");
     }
 
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn segment() -> impl Strategy<Value = String> {
+            prop_oneof![
+                "[A-Za-z0-9_-]{0,40}",
+                any::<Vec<u8>>().prop_map(|b| URL_SAFE_NO_PAD.encode(b)),
+                "\\PC{0,60}".prop_map(|j| URL_SAFE_NO_PAD.encode(j)),
+                Just(URL_SAFE_NO_PAD.encode(r#"{"alg":"ES256","kid":"k1"}"#)),
+                Just(
+                    URL_SAFE_NO_PAD
+                        .encode(r#"{"iss":"https://issuer.example","exp":1e300,"aud":[1,null]}"#)
+                ),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn no_credential_makes_parsing_or_verifying_panic(s in "\\PC{0,200}") {
+                let keys = KeySet::default();
+                if let Ok(seen) = peek(&s) {
+                    let _ = verify(&s, &seen, &keys, NOW);
+                }
+                let _ = looks_like_jwt(&s);
+            }
+
+            #[test]
+            fn no_jwt_shaped_input_makes_parsing_or_verifying_panic(
+                header in segment(), payload in segment(), signature in segment(),
+            ) {
+                let jwt = format!("eyJ{header}.{payload}.{signature}");
+                let signer = Signer::new("k1");
+                let keys = jwks(&[&signer]);
+                if let Ok(seen) = peek(&jwt) {
+                    prop_assert!(verify(&jwt, &seen, &keys, NOW).is_err(), "an unsigned token verified");
+                }
+            }
+
+            #[test]
+            fn no_jwks_document_makes_parsing_panic(doc in "\\PC{0,300}") {
+                let _ = KeySet::from_jwks(doc.as_bytes());
+            }
+
+            #[test]
+            fn matching_is_exact_or_by_the_literal_prefix(
+                literal in "[a-z:/]{1,12}", value in "[a-z:/]{0,16}", star in any::<bool>(),
+            ) {
+                let pattern = if star { format!("{literal}*") } else { literal.clone() };
+                prop_assert!(strake_crds::federated::check_pattern(&pattern).is_ok());
+                let matched = strake_crds::federated::pattern_matches(&pattern, &value);
+                prop_assert_eq!(matched, if star { value.starts_with(&literal) } else { value == literal });
+            }
+
+            #[test]
+            fn resolving_any_claims_never_panics_and_finds_at_most_one(
+                subs in proptest::collection::vec("[a-z:*]{0,8}", 0..6),
+                sub in "[a-z:]{0,8}",
+            ) {
+                let mut table = SubjectTable::default();
+                for (i, s) in subs.iter().enumerate() {
+                    table.insert(&[FederatedSubject {
+                        issuer: ISSUER.into(),
+                        audience: "strake".into(),
+                        subject: Some(s.clone()),
+                        claims: Default::default(),
+                    }], TokenHash::of(&i.to_string()));
+                }
+                let v = Verified {
+                    issuer: ISSUER.into(),
+                    audiences: Box::new(["strake".into()]),
+                    expires_at: NOW,
+                    claims: Box::new([("sub".into(), ClaimValue::One(sub.clone().into()))]),
+                };
+                match table.resolve(&v) {
+                    Ok(hash) => prop_assert!(subs.iter().enumerate().any(|(i, s)| TokenHash::of(&i.to_string()) == hash
+                        && strake_crds::federated::pattern_matches(s, &sub))),
+                    Err(Refusal::Ambiguous(n)) => prop_assert!(n >= 2),
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+
     #[test]
     fn keys_are_fetched_when_missing_stale_or_missing_the_kid_but_never_too_often() {
         let t = KeyTiming::default();
