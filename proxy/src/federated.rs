@@ -745,6 +745,48 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_rs256_token_verifies_against_an_rsa_jwk() {
+        // GitHub's and most SSO issuers' keys are RSA. A 2048-bit key made
+        // for this test only (PKCS#1 DER), and its public JWK.
+        let der = include_bytes!("testdata/rsa-2048-test-key.der");
+        let jwk = serde_json::json!({
+            "kty": "RSA", "use": "sig", "alg": "RS256", "kid": "rsa1", "e": "AQAB",
+            "n": "1nbG8aBgPBQn42Mtb7AlsPr9vwEAIw5J2ruvUOJz0GCNwb6iKdKzILLWBBOrPW8dgsmBXHzoamPJjQk945tw-KQ2InMWjusNv3v6I2BARYGSyUIrT1D2M4IKRBUgrclHnymFvvB31G-OdC1Cqrac2_5SSrePVNBQHkQB1nBn_PAajNlsHtxna1Y-9bNbApo0s4wQCoz2fr6cJ9wUmi10wQMGUbisX5ytdnlyAZKQBl3__pU6HvMCTbFGSoamDYVDict2dvWQVzvu6vnXgZOc2_Anb5NEAdWfFZL3SneY-l6fGTrnWeuNeFCBoJ7ExB-OPSbK8efz5d8qCpv-KK2WXw",
+        });
+        let keys =
+            KeySet::from_jwks(serde_json::json!({"keys": [jwk]}).to_string().as_bytes()).unwrap();
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some("rsa1".into());
+        let sign = |claims: &serde_json::Value| {
+            jsonwebtoken::encode(&header, claims, &EncodingKey::from_rsa_der(der)).unwrap()
+        };
+        let jwt = sign(&claims(
+            "repo:acme/api:ref:refs/heads/main",
+            "strake",
+            NOW + 600,
+        ));
+        let v = check(&jwt, &keys, NOW).unwrap();
+        assert_eq!(v.subject(), Some("repo:acme/api:ref:refs/heads/main"));
+        let mut parts: Vec<String> = jwt.split('.').map(String::from).collect();
+        parts[1] = b64(&claims("someone-else", "strake", NOW + 600));
+        assert_eq!(
+            check(&parts.join("."), &keys, NOW),
+            Err(Refusal::BadSignature)
+        );
+        // The RSA key does not verify a token whose header names ES256.
+        let mut es = Header::new(Algorithm::ES256);
+        es.kid = Some("rsa1".into());
+        let signer = Signer::new("rsa1");
+        let confused = jsonwebtoken::encode(
+            &es,
+            &claims("s", "strake", NOW + 600),
+            &EncodingKey::from_ec_der(&signer.pkcs8),
+        )
+        .unwrap();
+        assert!(check(&confused, &keys, NOW).is_err());
+    }
+
+    #[test]
     fn dates_are_checked_with_the_skew() {
         let signer = Signer::new("k1");
         let keys = jwks(&[&signer]);
