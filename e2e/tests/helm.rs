@@ -200,7 +200,8 @@ async fn rbac_is_minimal() -> Result<()> {
     let ns = env.namespace.as_str();
     let proxy = format!("system:serviceaccount:{ns}:{}", env.proxy_sa);
     let operator = format!("system:serviceaccount:{ns}:{}", env.operator_sa);
-    // (who, verb, resource, namespace or "" for cluster scope / all namespaces, allowed)
+    // (who, verb, resource[/subresource], namespace or "" for cluster scope /
+    // all namespaces, allowed)
     let checks: &[(&str, &str, &str, &str, bool)] = &[
         (&proxy, "list", "secrets", ns, true),
         (&proxy, "watch", "secrets", ns, true),
@@ -233,6 +234,13 @@ async fn rbac_is_minimal() -> Result<()> {
         // Its caller's own StrakeToken, for the usage /strake/v1/me shows.
         (&proxy, "get", "straketokens.strake.sh", "team-x", true),
         (&proxy, "list", "straketokens.strake.sh", "team-x", false),
+        (
+            &proxy,
+            "patch",
+            "straketokens.strake.sh/status",
+            "team-x",
+            false,
+        ),
         (&proxy, "watch", "straketokens.strake.sh", "", false),
         (&proxy, "update", "straketokens.strake.sh", "team-x", false),
         (&operator, "create", "secrets", "team-x", true),
@@ -278,7 +286,13 @@ async fn rbac_is_minimal() -> Result<()> {
     ];
     let mut wrong = Vec::new();
     for &(who, verb, resource, namespace, allowed) in checks {
-        let mut args = vec!["auth", "can-i", verb, resource, "--as", who];
+        // `can-i VERB RESOURCE/NAME` would name an object: a subresource
+        // is its own flag.
+        let (kind, subresource) = resource.split_once('/').unwrap_or((resource, ""));
+        let mut args = vec!["auth", "can-i", verb, kind, "--as", who];
+        if !subresource.is_empty() {
+            args.extend(["--subresource", subresource]);
+        }
         if namespace.is_empty() {
             args.push("--all-namespaces");
         } else {
