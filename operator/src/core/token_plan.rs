@@ -350,17 +350,14 @@ pub fn plan(o: Observed<'_>) -> Plan {
     let previous_until = rotated_out.as_ref().map(|p| p.valid_until.clone());
     let mut record = token::record(obj, token.hash());
     record.previous = rotated_out;
-    let desired_record = objects::token_secret(
+    let record_secret = record_secret(
         o.proxy_namespace,
-        &token::source(obj),
+        o.published,
+        obj,
         &record,
-        budget.as_ref().map(|b| &b.record),
+        budget.as_ref(),
         &subjects,
     );
-    let record_secret = (!o
-        .published
-        .is_some_and(|s| objects::already_applied(s, &desired_record)))
-    .then_some(desired_record);
 
     let mut notices = Vec::new();
     if let Some(why) = minted {
@@ -421,6 +418,28 @@ pub fn plan(o: Observed<'_>) -> Plan {
     }
 }
 
+/// The record Secret for the proxy's namespace, unless the published one
+/// already holds exactly it.
+/// (Fields of [`Observed`] rather than all of it: the minting path has
+/// moved the fresh token out by then.)
+fn record_secret(
+    proxy_namespace: &str,
+    published: Option<&Secret>,
+    obj: &StrakeToken,
+    record: &TokenRecord,
+    budget: Option<&BudgetPlan>,
+    subjects: &[FederatedSubject],
+) -> Option<Secret> {
+    let desired = objects::token_secret(
+        proxy_namespace,
+        &token::source(obj),
+        record,
+        budget.map(|b| &b.record),
+        subjects,
+    );
+    (!published.is_some_and(|s| objects::already_applied(s, &desired))).then_some(desired)
+}
+
 /// A StrakeToken that mints nothing (`mintToken` false, the default with
 /// federated subjects): no holder's Secret (one left from when it minted is
 /// deleted, and its token dies with the record's new hash), and a record
@@ -448,17 +467,14 @@ fn keyless(
             .filter(|_| old_is_ours)
     };
     let record = token::record(obj, federated::unminted_hash(uid));
-    let desired_record = objects::token_secret(
+    let record_secret = record_secret(
         o.proxy_namespace,
-        &token::source(obj),
+        o.published,
+        obj,
         &record,
-        budget.as_ref().map(|b| &b.record),
+        budget.as_ref(),
         &subjects,
     );
-    let record_secret = (!o
-        .published
-        .is_some_and(|s| objects::already_applied(s, &desired_record)))
-    .then_some(desired_record);
     let endpoint = env::base_urls(o.endpoint, env_upstreams)
         .into_iter()
         .next()
