@@ -9,7 +9,8 @@
 #
 # Needs valgrind (Debian package) and the release binaries (bench/run.sh
 # builds them; the hyper floor, if built, is profiled too). Listens on
-# 127.0.0.1:19111-19115 and stops what it starts.
+# 127.0.0.1:19111-19115 (STRAKE_PROFILE_PORT moves the first; the rest
+# follow it) and stops what it starts.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,7 +18,8 @@ bin="${CARGO_TARGET_DIR:-$root/target}/${STRAKE_BUILD_PROFILE:-release}"
 out="$(mkdir -p "${1:-$root/target/bench/profile}" && cd "${1:-$root/target/bench/profile}" && pwd)"
 work="$root/target/bench/profile-work"
 warm=300 requests=2000
-MOCK_PORT=19111 NGINX_PORT=19112 STRAKE_PORT=19113 STRAKE_ADMIN_PORT=19114
+base="${STRAKE_PROFILE_PORT:-19111}"
+MOCK_PORT=$base NGINX_PORT=$((base + 1)) STRAKE_PORT=$((base + 2)) STRAKE_ADMIN_PORT=$((base + 3))
 KEY=sk-bench-upstream-0123456789
 
 log() { printf 'profile: %s\n' "$*" >&2; }
@@ -130,7 +132,7 @@ measure strake-nolog "http://127.0.0.1:$STRAKE_PORT/v1/chat/completions" \
 # it is its own stages; the rest is hyper's and tokio's.
 if [[ -x $bin/examples/floor ]]; then
 	log "the hyper floor under callgrind"
-	FLOOR_PORT=19115
+	FLOOR_PORT=$((base + 4))
 	spawn floor "http://127.0.0.1:$FLOOR_PORT/__mock/health" \
 		"${grind[@]}" --callgrind-out-file="$work/callgrind.floor.%p.out" \
 		"$bin/examples/floor" "127.0.0.1:$FLOOR_PORT" "http://127.0.0.1:$MOCK_PORT" "$KEY"
