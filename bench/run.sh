@@ -587,12 +587,14 @@ stop mock
 dev="$root/target/dev"
 if [[ -f $dev/env ]] && timeout 10 e2e/dev/service.sh "$dev" status proxy >/dev/null 2>&1 &&
 	timeout 10 e2e/dev/service.sh "$dev" status operator >/dev/null 2>&1; then
-	log "using the running dev stack ($dev)"
+	log "using the running dev stack ($dev, binaries in $(sed -n "s/^BINDIR=//p" "$dev/ports.env" 2>/dev/null))"
 	dev_ok=1
 else
 	log "starting the dev stack (make dev-up)"
 	dev_started=1
-	if timeout 900 make -s dev-up >"$logs/dev-up.log" 2>&1; then
+	# On the benchmarks' own build, so the operator and the proxy measured
+	# here are the ones the images carry, not debug builds.
+	if STRAKE_DEV_BINDIR="$bin" timeout 900 make -s dev-up >"$logs/dev-up.log" 2>&1; then
 		dev_ok=1
 	else
 		dev_ok=0

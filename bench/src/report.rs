@@ -1061,7 +1061,7 @@ fn revocation(w: &mut String, r: &Results) {
     let _ = writeln!(
         w,
         "## 3. Revocation\n\nOn the local control plane (`make dev-up`: a real kube-apiserver, the \
-         operator and the proxy in kube mode): create a StrakeToken, wait until the proxy accepts \
+         operator and the proxy in kube mode, on the benchmarks' build when the run starts the stack): create a StrakeToken, wait until the proxy accepts \
          it, delete the StrakeToken through the API and probe the proxy until it answers 401.\n\n\
          | path | p50 | p99 | max | trials | note |\n| --- | ---: | ---: | ---: | ---: | --- |"
     );

@@ -31,7 +31,6 @@ dev_init() {
 	CLUSTER="$DEV/cluster"
 	ENV_FILE="$DEV/env"
 	KUBECONFIGS="$DEV/kubeconfigs"
-	BINDIR="${CARGO_TARGET_DIR:-$ROOT/target}/debug"
 	mkdir -p "$LOGS" "$RUN"
 	ports_load
 }
@@ -44,6 +43,7 @@ dev_init() {
 # is summed over replicas as in a cluster.
 ports_load() {
 	MOCK_PORT="" PROXY_PORT="" PROXY_ADMIN_PORT="" PROXY2_PORT="" PROXY2_ADMIN_PORT="" OPERATOR_ADMIN_PORT=""
+	BINDIR=""
 	if [[ -f "$DEV/ports.env" ]]; then
 		# shellcheck source=/dev/null
 		source "$DEV/ports.env"
@@ -54,6 +54,11 @@ ports_load() {
 	PROXY2_PORT="${STRAKE_PROXY2_PORT:-${PROXY2_PORT:-18082}}"
 	PROXY2_ADMIN_PORT="${STRAKE_PROXY2_ADMIN_PORT:-${PROXY2_ADMIN_PORT:-18093}}"
 	OPERATOR_ADMIN_PORT="${STRAKE_OPERATOR_ADMIN_PORT:-${OPERATOR_ADMIN_PORT:-18092}}"
+	# The binaries the processes run: the debug build, unless
+	# STRAKE_DEV_BINDIR named another when the stack came up (the benchmarks
+	# run the stack on their release build). Recorded like the ports, so that
+	# service.sh and down.sh find the processes up.sh started.
+	BINDIR="${STRAKE_DEV_BINDIR:-${BINDIR:-$(default_bindir)}}"
 	ENDPOINT="http://127.0.0.1:$PROXY_PORT"
 	# How often the operator collects usage from the replicas: shorter than
 	# its 10 s default so that tests and the demo see usage sooner, and so
@@ -172,10 +177,12 @@ node_stack_down() {
 	"$CLUSTER_SCRIPTS/node.sh" "$CLUSTER" net-down
 }
 
+default_bindir() { echo "${CARGO_TARGET_DIR:-$ROOT/target}/debug"; }
+
 ports_save() {
-	printf 'MOCK_PORT=%s\nPROXY_PORT=%s\nPROXY_ADMIN_PORT=%s\nPROXY2_PORT=%s\nPROXY2_ADMIN_PORT=%s\nOPERATOR_ADMIN_PORT=%s\n' \
+	printf 'MOCK_PORT=%s\nPROXY_PORT=%s\nPROXY_ADMIN_PORT=%s\nPROXY2_PORT=%s\nPROXY2_ADMIN_PORT=%s\nOPERATOR_ADMIN_PORT=%s\nBINDIR=%q\n' \
 		"$MOCK_PORT" "$PROXY_PORT" "$PROXY_ADMIN_PORT" "$PROXY2_PORT" "$PROXY2_ADMIN_PORT" \
-		"$OPERATOR_ADMIN_PORT" >"$DEV/ports.env"
+		"$OPERATOR_ADMIN_PORT" "$BINDIR" >"$DEV/ports.env"
 }
 
 # cluster_env: KUBECONFIG (admin), PATH (kubectl, helm) and APISERVER_PORT

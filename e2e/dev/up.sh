@@ -30,6 +30,8 @@ if [[ "${STRAKE_NODE:-}" == 1 ]]; then
 	touch "$1/node"
 fi
 dev_init "${1:-}"
+# A new stack runs the debug build unless told otherwise, whatever the last one ran.
+BINDIR="${STRAKE_DEV_BINDIR:-$(default_bindir)}"
 ports_save
 began=$(date +%s%N)
 
