@@ -266,6 +266,14 @@ federated_settings_reach_both() {
 		show proxy-deployment.yaml --set federated.issuerCA=PEM | grep -qF -- '- --issuer-ca-file=/etc/strake/issuer-ca/ca.crt'
 }
 check "federated: cluster issuer, discovery binding and issuer CA" federated_settings_reach_both
+
+# Traffic workers: the proxy's own default unless set; the proxy's bounds.
+workers_reach_the_proxy() {
+	! show proxy-deployment.yaml | grep -q -- '--workers' &&
+		show proxy-deployment.yaml --set proxy.workers=3 | grep -qF -- '- --workers=3'
+}
+check "proxy.workers becomes --workers only when set" workers_reach_the_proxy
+check "refuses proxy.workers above 64" refuse --set endpoint=https://llm.example.com --set proxy.workers=65
 check "refuses an http cluster issuer" refuse --set endpoint=https://llm.example.com \
 	--set federated.clusterIssuer=http://kubernetes.default.svc
 

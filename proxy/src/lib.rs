@@ -17,9 +17,11 @@
 //!   audience, dates) and matched to the one StrakeToken that accepts them.
 //! - [`reject`]: provider-shaped errors.
 //!
-//! A thin shell: [`server`] (listeners, graceful shutdown), `pipeline` (the
-//! request stages), [`client`], [`jwks`] (issuers' signing keys), [`admin`], [`metrics`], [`logging`], and the config
-//! [`source`]s (file polling, Secret watching).
+//! A thin shell: [`workers`] (a thread, runtime, listener and upstream pool
+//! per core), [`server`] (a worker's accept loop, graceful shutdown, the
+//! admin port), `pipeline` (the request stages), [`client`], [`jwks`]
+//! (issuers' signing keys), [`admin`], [`metrics`], [`logging`], and the
+//! config [`source`]s (file polling, Secret watching).
 //!
 //! Embedding (tests, benchmarks):
 //!
@@ -71,12 +73,14 @@ pub mod spend;
 pub mod status_usage;
 pub mod target;
 pub mod usage;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use strake_crds::pricing::{PriceError, PriceTable};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 pub use server::{Proxy, Settings};
@@ -146,6 +150,8 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Prices(#[from] PriceError),
+    #[error(transparent)]
+    Workers(#[from] workers::BadCount),
     #[error(
         "--replica-service counts replicas through the Kubernetes API: it needs kube mode (use --replicas N with a config file)"
     )]
@@ -159,13 +165,17 @@ pub struct Running {
     admin: SocketAddr,
     shutdown: watch::Sender<bool>,
     drained: watch::Sender<bool>,
-    traffic: JoinHandle<std::io::Result<()>>,
+    /// The traffic workers, each resolving once drained.
+    traffic: Vec<workers::Done>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 /// Loads the config (file mode: at once, failing on a bad file), binds
-/// both listeners and starts serving and watching.
+/// the listeners and starts serving and watching: the traffic workers on
+/// their own threads, the admin port and the config source on the runtime
+/// this is called from (the control runtime).
 pub async fn start(options: Options) -> Result<Running, StartError> {
+    let worker_count = workers::check(options.settings.workers)?;
     let proxy = Proxy::new(options.settings.clone());
     if let Replicas::Fixed(n) = options.replicas {
         proxy.fleet().set(n);
@@ -255,9 +265,12 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             )
         }
     };
-    let traffic_listener = server::bind(listen, "--listen").await?;
+    let traffic_listeners = workers::bind(listen, worker_count, "--listen")?;
     let admin_listener = server::bind(admin, "--admin").await?;
-    let (listen, admin) = (traffic_listener.local_addr()?, admin_listener.local_addr()?);
+    let (listen, admin) = (
+        traffic_listeners[0].local_addr()?,
+        admin_listener.local_addr()?,
+    );
     let admin_proxy = proxy.clone();
     let mut rx = drained_rx;
     tasks.push(tokio::spawn(async move {
@@ -267,16 +280,21 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
             })
             .await;
     }));
-    let traffic_proxy = proxy.clone();
-    let mut rx = shutdown_rx;
-    let traffic = tokio::spawn(async move {
-        traffic_proxy
-            .serve(traffic_listener, async move {
-                let _ = rx.changed().await;
-            })
-            .await
-    });
-    tracing::info!(%listen, %admin, "serving");
+    let slots = Arc::new(Semaphore::new(options.settings.max_connections.max(1)));
+    let traffic = traffic_listeners
+        .into_iter()
+        .enumerate()
+        .map(|(id, listener)| {
+            workers::spawn(
+                proxy.clone(),
+                id,
+                listener,
+                slots.clone(),
+                shutdown_rx.clone(),
+            )
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    tracing::info!(%listen, %admin, workers = worker_count, "serving");
     Ok(Running {
         proxy,
         listen,
@@ -330,10 +348,12 @@ impl Running {
     /// shutdown grace), then stops the config source and the admin port.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        match self.traffic.await {
-            Ok(Err(e)) => tracing::error!(error = %e, "traffic listener failed"),
-            Err(e) => tracing::error!(error = %e, "traffic listener panicked"),
-            Ok(Ok(())) => {}
+        for (id, worker) in self.traffic.into_iter().enumerate() {
+            match worker.await {
+                Ok(Err(e)) => tracing::error!(worker = id, error = %e, "traffic worker failed"),
+                Err(_) => tracing::error!(worker = id, "traffic worker panicked"),
+                Ok(Ok(())) => {}
+            }
         }
         let _ = self.drained.send(true);
         for task in self.tasks {

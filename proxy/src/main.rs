@@ -80,6 +80,9 @@ struct Serve {
     /// Most client connections open at once; beyond, new ones wait in the listen backlog
     #[arg(long, env = "STRAKE_MAX_CONNECTIONS", default_value_t = Settings::default().max_connections as u32, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
+    /// Traffic workers: threads, each with its own runtime, listener (sharing the port) and upstream pool [default: the CPUs the process may run on (affinity, cgroup CPU quota), at most 64]
+    #[arg(long, env = "STRAKE_WORKERS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=strake_proxy::workers::MAX_WORKERS as i64))]
+    workers: Option<u32>,
     /// Longest pause while receiving a request body
     #[arg(long, env = "STRAKE_BODY_TIMEOUT", default_value = "60s", value_parser = strake_crds::duration::parse)]
     body_timeout: Duration,
@@ -213,6 +216,9 @@ fn main() -> ExitCode {
             connect_timeout: serve.connect_timeout,
             header_read_timeout: serve.header_read_timeout,
             max_connections: serve.max_connections as usize,
+            workers: serve
+                .workers
+                .map_or_else(strake_proxy::workers::available, |n| n as usize),
             body_timeout: serve.body_timeout,
             upstream_idle_timeout: serve.upstream_idle_timeout,
             shutdown_grace: serve.shutdown_grace,
@@ -233,7 +239,11 @@ fn main() -> ExitCode {
         },
         ..Options::default()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // The control runtime, on this thread: signals, the config source, the
+    // admin port and background tasks. Traffic runs on the workers' own
+    // threads and runtimes, so a reload or a scrape never queues behind
+    // requests, nor they behind it.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("the tokio runtime starts");
@@ -333,6 +343,13 @@ mod tests {
         // (limits::a_replica_service_needs_kube_mode).
         assert!(Cli::try_parse_from(["strake-proxy", "--config", "a", "--replicas", "0"]).is_err());
         assert!(Cli::try_parse_from(["strake-proxy", "--config", "a", "--replicas", "3"]).is_ok());
+        for bad in ["0", "65", "-1", "many"] {
+            assert!(
+                Cli::try_parse_from(["strake-proxy", "--config", "a", "--workers", bad]).is_err(),
+                "--workers {bad}"
+            );
+        }
+        assert!(Cli::try_parse_from(["strake-proxy", "--config", "a", "--workers", "64"]).is_ok());
         assert!(
             Cli::try_parse_from([
                 "strake-proxy",

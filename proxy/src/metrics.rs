@@ -77,6 +77,11 @@ struct KindLabels {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabels {
+    worker: u32,
+}
+
 type HistogramFamily = Family<UpstreamLabels, Histogram, fn() -> Histogram>;
 
 /// A counter of US dollars.
@@ -118,6 +123,7 @@ pub struct Metrics {
     pub client_connection_limit_waits: Counter,
     pub accept_errors: Counter,
     pub accept_warnings_suppressed: Counter,
+    worker_connections: Family<WorkerLabels, Counter>,
 }
 
 /// The series of one (token, upstream) pair, cached in the token's index entry.
@@ -322,6 +328,12 @@ impl Metrics {
             ),
             accept_warnings_suppressed.clone(),
         );
+        let worker_connections = Family::<WorkerLabels, Counter>::default();
+        registry.register(
+            "worker_connections",
+            "Client connections accepted by each traffic worker (--workers); the kernel spreads new connections over the workers' listeners",
+            worker_connections.clone(),
+        );
         registry.register(
             "log_lines_dropped",
             "Log lines dropped because stderr stalled (nobody reading it)",
@@ -357,7 +369,17 @@ impl Metrics {
             client_connection_limit_waits,
             accept_errors,
             accept_warnings_suppressed,
+            worker_connections,
         }
+    }
+
+    /// Traffic worker `worker`'s accept counter, resolved once per worker
+    /// so that an accept increments an atomic.
+    pub fn worker_connections(&self, worker: usize) -> Counter {
+        let worker = u32::try_from(worker).unwrap_or(u32::MAX);
+        self.worker_connections
+            .get_or_create(&WorkerLabels { worker })
+            .clone()
     }
 
     /// A configuration change was applied (or the first one loaded).

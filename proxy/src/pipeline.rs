@@ -13,7 +13,7 @@
 //!    asked for their usage (first, so that a refused body costs no quota);
 //!    `authorize_request`: allowed models, rate limits.
 //! 7. `rewrite`: credentials out, upstream key in, URL from the upstream record.
-//! 8. `forward`: the pooled client, with connect and first-byte timeouts;
+//! 8. `forward`: the worker's pooled client, with connect and first-byte timeouts;
 //!    `check_upstream_head` refuses to relay a rejected key or a 101.
 //! 9. `respond`: stream the upstream's answer back frame by frame (with the
 //!    usage the proxy asked for hidden again).
@@ -37,6 +37,7 @@ use strake_crds::provider::ApiStyle;
 use strake_crds::token::TokenHash;
 
 use crate::body::{ProxyBody, UpstreamBody, read_limited};
+use crate::client::UpstreamClient;
 use crate::credential::{self, CredentialError, Kind};
 use crate::federated::{self, Refusal, Verified};
 use crate::include_usage::{self, Ask, UsageHider};
@@ -77,9 +78,10 @@ pub struct Exchange {
     reject: Option<&'static str>,
 }
 
-/// hyper's service entry point.
+/// hyper's service entry point; `upstream` is the serving worker's client.
 pub async fn handle(
     shared: Arc<Shared>,
+    upstream: &UpstreamClient,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
@@ -108,7 +110,7 @@ pub async fn handle(
             Err(reject) => ex.reject(reject),
         });
     }
-    Ok(match proxy(&mut ex, parts, body).await {
+    Ok(match proxy(&mut ex, upstream, parts, body).await {
         Ok(upstream_response) => respond(ex, upstream_response),
         Err(reject) => ex.reject(reject),
     })
@@ -196,6 +198,7 @@ fn introspect_snapshot(
 /// Stages 1–8: everything up to the upstream's response head.
 async fn proxy(
     ex: &mut Exchange,
+    client: &UpstreamClient,
     parts: Parts,
     body: Incoming,
 ) -> Result<Response<Incoming>, Reject> {
@@ -233,7 +236,7 @@ async fn proxy(
     let body = ask_for_usage(ex, &upstream, &method, path, uri.query(), body)?;
     ex.model = authorize_request(ex, &token, &upstream, path, &headers, &body)?;
     let request = rewrite(method, headers, &upstream, path, uri.query(), body)?;
-    let response = forward(&ex.shared, request).await?;
+    let response = forward(&ex.shared, client, request).await?;
     ex.ttfb = Some(ex.started.elapsed());
     check_upstream_head(&ex.shared, &upstream, &response)?;
     Ok(response)
@@ -535,10 +538,11 @@ fn rewrite(
 
 async fn forward(
     shared: &Shared,
+    client: &UpstreamClient,
     request: Request<Full<Bytes>>,
 ) -> Result<Response<Incoming>, Reject> {
     let timeout = shared.settings.upstream_timeout;
-    match tokio::time::timeout(timeout, shared.client.request(request)).await {
+    match tokio::time::timeout(timeout, client.request(request)).await {
         Ok(Ok(response)) => Ok(response),
         Err(_) => Err(Reject::UpstreamTimeout {
             secs: timeout.as_secs(),

@@ -1,10 +1,10 @@
-//! The listeners: traffic (HTTP/1.1 and h2c) with graceful shutdown, and
-//! the admin port.
+//! The listeners: a traffic worker's (HTTP/1.1 and h2c) with graceful
+//! shutdown, and the admin port.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -17,6 +17,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::client::{self, UpstreamClient};
 use crate::index::{Removed, Snapshot, TokenIndex};
+use crate::workers;
 use strake_crds::pricing::PriceTable;
 
 use crate::federated::{MAX_CACHED_VERIFICATIONS, VerifiedCache};
@@ -43,10 +44,13 @@ pub struct Settings {
     /// keep-alive connection stays open (hyper applies the same timer
     /// while waiting for the next request).
     pub header_read_timeout: Duration,
-    /// Most client connections open at once. At the cap the proxy stops
-    /// accepting: new connections wait in the kernel's backlog until one
-    /// closes, instead of being refused.
+    /// Most client connections open at once, over all workers. At the cap
+    /// every worker stops accepting: new connections wait in the kernel's
+    /// backlog until one closes, instead of being refused.
     pub max_connections: usize,
+    /// Traffic workers: threads, each with its own runtime, listener and
+    /// upstream pool ([`crate::workers`]).
+    pub workers: usize,
     /// Longest pause between two pieces of a request body (408 beyond).
     pub body_timeout: Duration,
     /// How long an idle pooled upstream connection is kept.
@@ -77,6 +81,7 @@ impl Default for Settings {
             connect_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
             max_connections: 4096,
+            workers: workers::available(),
             body_timeout: Duration::from_secs(60),
             upstream_idle_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
@@ -90,7 +95,7 @@ impl Default for Settings {
     }
 }
 
-/// What every request shares.
+/// What every request shares, whichever worker serves it.
 pub struct Shared {
     pub(crate) index: ArcSwap<Snapshot>,
     ready: AtomicBool,
@@ -100,7 +105,6 @@ pub struct Shared {
     /// Set if the config source stopped before shutdown: changes, and so
     /// revocations, no longer arrive. Health and readiness fail from then on.
     source_stopped: AtomicBool,
-    pub(crate) client: UpstreamClient,
     pub(crate) metrics: Metrics,
     pub(crate) prices: Prices,
     pub(crate) settings: Settings,
@@ -115,9 +119,12 @@ pub struct Shared {
     /// OIDC issuers' signing keys, and the JWTs already verified.
     pub(crate) issuers: Issuers,
     pub(crate) verified: VerifiedCache,
+    /// Paces accept-failure warnings over all workers (locked only when an
+    /// accept fails).
+    accept_warnings: Mutex<WarningLimiter>,
 }
 
-/// A proxy instance: its index, client and metrics. Cheap to clone.
+/// A proxy instance: its index, metrics and limiters. Cheap to clone.
 #[derive(Clone)]
 pub struct Proxy {
     shared: Arc<Shared>,
@@ -126,7 +133,6 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy with an empty index, not ready until the first [`Proxy::publish`].
     pub fn new(settings: Settings) -> Proxy {
-        let client = client::build(settings.connect_timeout, settings.upstream_idle_timeout);
         let issuers = Issuers::new(settings.federated.clone());
         Proxy {
             shared: Arc::new(Shared {
@@ -134,7 +140,6 @@ impl Proxy {
                 ready: AtomicBool::new(false),
                 draining: AtomicBool::new(false),
                 source_stopped: AtomicBool::new(false),
-                client,
                 metrics: Metrics::new(),
                 prices: Prices::new(PriceTable::builtin()),
                 settings,
@@ -144,6 +149,7 @@ impl Proxy {
                 status_usage: OnceLock::new(),
                 issuers,
                 verified: VerifiedCache::new(MAX_CACHED_VERIFICATIONS),
+                accept_warnings: Mutex::new(WarningLimiter::new(ACCEPT_WARNING_INTERVAL)),
             }),
         }
     }
@@ -240,14 +246,24 @@ impl Proxy {
         &self.shared.settings
     }
 
-    /// Serves traffic on `listener` until `shutdown` completes, then stops
-    /// accepting and lets in-flight requests and streams finish, for up to
-    /// [`Settings::shutdown_grace`].
+    /// Traffic worker `worker`'s loop: serves `listener` until `shutdown`
+    /// completes, then stops accepting and lets in-flight requests and
+    /// streams finish, for up to [`Settings::shutdown_grace`]. Runs on the
+    /// worker's own runtime ([`crate::workers`]): `TokioExecutor` spawns
+    /// each connection, its HTTP/2 streams and the worker's upstream
+    /// connections there. `slots` are the process-wide `--max-connections`.
     pub async fn serve(
         &self,
+        worker: usize,
         listener: TcpListener,
+        slots: Arc<Semaphore>,
         shutdown: impl Future<Output = ()>,
     ) -> std::io::Result<()> {
+        let settings = &self.shared.settings;
+        let context = Arc::new(Worker {
+            shared: self.shared.clone(),
+            upstream: client::build(settings.connect_timeout, settings.upstream_idle_timeout),
+        });
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
@@ -261,9 +277,8 @@ impl Proxy {
             .keep_alive_timeout(Duration::from_secs(20));
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
-        let slots = Arc::new(Semaphore::new(self.shared.settings.max_connections.max(1)));
-        let mut accept_warnings = WarningLimiter::new(ACCEPT_WARNING_INTERVAL);
         let metrics = &self.shared.metrics;
+        let accepted_here = metrics.worker_connections(worker);
         loop {
             let slot = match slots.clone().try_acquire_owned() {
                 Ok(slot) => slot,
@@ -283,7 +298,13 @@ impl Proxy {
                         Ok(conn) => conn,
                         Err(e) => {
                             metrics.accept_errors.inc();
-                            match accept_warnings.admit(Instant::now()) {
+                            let admitted = self
+                                .shared
+                                .accept_warnings
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .admit(Instant::now());
+                            match admitted {
                                 Some(suppressed) => tracing::warn!(
                                     error = %e,
                                     suppressed,
@@ -298,18 +319,21 @@ impl Proxy {
                             continue;
                         }
                     };
+                    accepted_here.inc();
                     let _ = stream.set_nodelay(true);
-                    let shared = self.shared.clone();
+                    let context = context.clone();
                     let first_request = Arc::new(AtomicBool::new(false));
                     let seen = first_request.clone();
                     let service = service_fn(move |req| {
                         if !seen.load(Ordering::Relaxed) {
                             seen.store(true, Ordering::Relaxed);
                         }
-                        let shared = shared.clone();
+                        let context = context.clone();
                         async move {
                             let version = req.version();
-                            let mut response = pipeline::handle(shared.clone(), req).await?;
+                            let shared = &context.shared;
+                            let mut response =
+                                pipeline::handle(shared.clone(), &context.upstream, req).await?;
                             if asks_to_close(version, shared.draining.load(Ordering::Acquire)) {
                                 response.headers_mut().insert(
                                     http::header::CONNECTION,
@@ -353,6 +377,7 @@ impl Proxy {
         self.shared.ready.store(false, Ordering::Release);
         let in_flight = graceful.count();
         tracing::info!(
+            worker,
             connections = in_flight,
             "shutting down: draining in-flight requests"
         );
@@ -367,6 +392,7 @@ impl Proxy {
             .is_err()
         {
             tracing::warn!(
+                worker,
                 grace_secs = grace.as_secs(),
                 "grace period over; closing the remaining connections"
             );
@@ -405,6 +431,14 @@ impl Proxy {
             }
         }
     }
+}
+
+/// What a traffic worker's requests reach: the shared state, and the
+/// worker's own upstream client, whose pooled connections live on the
+/// worker's runtime.
+struct Worker {
+    shared: Arc<Shared>,
+    upstream: UpstreamClient,
 }
 
 /// How often an accept failure is logged at most; the rest are counted.
@@ -482,9 +516,14 @@ impl WarningLimiter {
 
 /// Binds a listener, with a message that names the flag.
 pub async fn bind(addr: SocketAddr, what: &str) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({what}): {e}"))
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| cannot_listen(addr, what, e))
+}
+
+/// A listening error that names the address and the flag.
+pub(crate) fn cannot_listen(addr: SocketAddr, what: &str, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("cannot listen on {addr} ({what}): {e}"))
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The `strake-proxy` binary: `mint`, startup errors, graceful shutdown on
-//! SIGTERM with a stream in flight or an idle keep-alive connection, and logs that never hold a key or token.
+//! SIGTERM with a stream in flight (on each of two workers) or an idle
+//! keep-alive connection, and logs that never hold a key or token.
 
 mod common;
 
@@ -261,6 +262,102 @@ async fn sigterm_lets_an_in_flight_stream_finish() {
         logs.contains("\"output_tokens\":10") && logs.contains("\"complete\":true"),
         "{logs}"
     );
+    mock.shutdown().await;
+}
+
+/// Thread per core: with two workers, new connections reach both
+/// listeners, and SIGTERM lets the streams in flight on each of them finish.
+#[tokio::test]
+async fn two_workers_both_serve_and_both_drain_their_streams_on_sigterm() {
+    let mock = mock().await;
+    let t = TestToken::new("alice", &["openai"], "");
+    let mut p = Proc::start(
+        &config_yaml(&mock.url(), &[&t]),
+        &["--workers", "2", "--shutdown-grace", "30s"],
+    );
+    let accepted = async |p: &Proc| {
+        let mut by_worker = [0.0; 2];
+        for (i, n) in by_worker.iter_mut().enumerate() {
+            *n = p
+                .metric(&format!(
+                    "strake_worker_connections_total{{worker=\"{i}\"}}"
+                ))
+                .await;
+        }
+        by_worker
+    };
+    // A new connection for every request.
+    let fresh = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build_http::<Full<Bytes>>();
+    for _ in 0..64 {
+        let resp = fresh.request(chat(p.listen, &t)).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.unwrap();
+    }
+    let [zero, one] = accepted(&p).await;
+    assert_eq!(zero + one, 64.0, "every connection was counted once");
+    // The kernel hashes each connection to a listener: 64 on one worker
+    // has odds of 2^-63.
+    assert!(
+        zero >= 1.0 && one >= 1.0,
+        "worker 0: {zero}, worker 1: {one}"
+    );
+
+    // Streams in flight on both workers (each connection's worker read
+    // off the counters).
+    let bearer = t.bearer();
+    let mut streams: [Vec<_>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..24 {
+        if streams.iter().all(|s| !s.is_empty()) {
+            break;
+        }
+        let before = accepted(&p).await;
+        let req = post(
+            p.listen,
+            "/v1/chat/completions",
+            &[
+                ("authorization", &bearer),
+                ("x-mock-chunks", "30"),
+                ("x-mock-interval-ms", "100"),
+            ],
+            serde_json::json!({"model": "gpt-4o", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "hi"}]}),
+        );
+        let resp = fresh.request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        let after = accepted(&p).await;
+        let worker = (0..2).find(|&i| after[i] > before[i]).unwrap();
+        streams[worker].push((Vec::from(&first[..]), body));
+    }
+    assert!(
+        streams.iter().all(|s| !s.is_empty()),
+        "no stream reached one of the workers"
+    );
+
+    p.signal("-TERM");
+    assert!(
+        refused_within_a_second(p.listen).await,
+        "a worker still accepts after SIGTERM"
+    );
+    for (worker, in_flight) in streams.into_iter().enumerate() {
+        for (mut text, mut body) in in_flight {
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame.unwrap().into_data() {
+                    text.extend_from_slice(&data);
+                }
+            }
+            let text = String::from_utf8(text).unwrap();
+            assert!(
+                text.trim_end().ends_with("data: [DONE]"),
+                "worker {worker} cut its stream: {text}"
+            );
+            assert_eq!(text.matches("\"content\"").count(), 30 + 1, "{text}");
+        }
+    }
+    let status = p.wait(EXIT);
+    assert!(status.success(), "{status:?}: {}", p.logs());
     mock.shutdown().await;
 }
 
