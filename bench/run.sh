@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# bench/run.sh [--short]: Strake's benchmarks, side by side in one run.
+# bench/run.sh [--short] [--only kube-features]: Strake's benchmarks, side
+# by side in one run.
 #
 #   overhead     open-loop constant-rate load: direct to the mock, nginx,
 #                strake-proxy (file mode), LiteLLM, the Portkey gateway;
@@ -12,35 +13,51 @@
 #                revoked meanwhile (delete -> 401 during the storm)
 #   usage        the operator's usage status writes per second with 10,000
 #                active tokens (a simulated proxy replica reports them all)
+#   kube-features  on the local control plane: a budgeted and a keyless
+#                StrakeToken against a minted one, through a kube-mode
+#                strake-proxy (release build) of the bench's own
 #
 # Writes docs/benchmarks.md (full) or target/bench/benchmarks-short.md
-# (--short: CI-sized, a few minutes). Everything it starts listens on
-# 127.0.0.1 ports 19101-19110 and 19116-19119 (bench/profile.sh: 19111-19115) and is stopped
-# on exit. See bench/README.md.
+# (--short: CI-sized, a few minutes). --only kube-features runs that step
+# alone (with the mode's parameters) and writes
+# target/bench/kube-features-{full,short}.md. Everything it starts listens on
+# 127.0.0.1 ports 19101-19110, 19116-19119 and 19131-19133 (bench/profile.sh:
+# 19111-19115) and is stopped on exit. See bench/README.md.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-mode=full
-case "${1:-}" in
-"") ;;
---short) mode=short ;;
-*)
-	echo "usage: bench/run.sh [--short]" >&2
+usage() {
+	echo "usage: bench/run.sh [--short] [--only kube-features]" >&2
 	exit 2
-	;;
-esac
+}
+mode=full only=""
+while (($#)); do
+	case "$1" in
+	--short) mode=short ;;
+	--only)
+		[[ ${2:-} == kube-features ]] || usage
+		only="$2"
+		shift
+		;;
+	*) usage ;;
+	esac
+	shift
+done
 
 export STRAKE_CACHE="${STRAKE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/strake}"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
 profile="${STRAKE_BUILD_PROFILE:-release}"
 bin="$target_dir/$profile"
-work="$root/target/bench/$mode"
+work="$root/target/bench/$mode${only:+-$only}"
 results="$work/results"
 logs="$work/logs"
 run="$work/run"
-if [[ $mode == full ]]; then
+if [[ -n $only ]]; then
+	report="$root/target/bench/$only-$mode.md"
+	plots="$work/plots"
+elif [[ $mode == full ]]; then
 	report="$root/docs/benchmarks.md"
 	plots="$root/docs/benchmarks"
 else
@@ -61,6 +78,7 @@ if [[ $mode == full ]]; then
 	revocation_trials=30 revocation_timeout=30
 	operator_tokens=10000 operator_revocations=30 operator_revocation_every=2
 	usage_tokens=10000 usage_window=60
+	kube_rates=(500 2000)
 	aa=1 # direct measured twice per rate: the run-to-run noise floor
 else
 	warmup=1 duration=3
@@ -73,6 +91,7 @@ else
 	revocation_trials=5 revocation_timeout=15
 	operator_tokens=100 operator_revocations=3 operator_revocation_every=0.5
 	usage_tokens=300 usage_window=10
+	kube_rates=(2000)
 	aa=0
 fi
 connections=32
@@ -82,6 +101,7 @@ MOCK_PORT=19101 NGINX_PORT=19102 STRAKE_PORT=19103 STRAKE_ADMIN_PORT=19104
 LITELLM_PORT=19105 SCALE_PORT=19106 SCALE_ADMIN_PORT=19107
 NOLOG_PORT=19108 NOLOG_ADMIN_PORT=19109 NOPRICING_PORT=19110 NOPRICING_ADMIN_PORT=19116
 USAGE_REPORT_PORT=19117 USAGE_OPERATOR_ADMIN_PORT=19118 PORTKEY_PORT=19119
+KUBE_PROXY_PORT=19131 KUBE_PROXY_ADMIN_PORT=19132 KUBE_OPERATOR_ADMIN_PORT=19133
 
 # Pinning: the server under test gets core 0 to itself; the load generator
 # and the mock upstream share core 1. Every proxy runs one worker (nginx
@@ -181,13 +201,15 @@ load() {
 
 # The servers share the measured core: while one is measured, the others
 # are stopped (SIGSTOP), so an idle one's timers (LiteLLM's event loop,
-# say) cannot steal that core's time. The mock upstream keeps running.
+# say) cannot steal that core's time. The mock upstream keeps running, and
+# so does the operator that feeds the kube-mode proxy (it collects that
+# proxy's usage and republishes its budget's spend while it serves).
 pause_others() {
 	local keep="$1" f name
 	for f in "$run"/*.pid; do
 		[[ -e $f ]] || continue
 		name="$(basename "$f" .pid)"
-		[[ $name == "$keep" || $name == mock ]] && continue
+		[[ $name == "$keep" || $name == mock || $name == kube-operator ]] && continue
 		kill -STOP -- "-$(<"$f")" 2>/dev/null || true
 	done
 }
@@ -209,7 +231,180 @@ skip() {
 # The process behind each target, for its CPU and memory.
 declare -A SERVER=([direct]=mock [direct-repeat]=mock [nginx]=nginx [strake]=strake
 	[strake-nolog]=strake-nolog [strake-nopricing]=strake-nopricing [litellm]=litellm
-	[portkey]=portkey [strake-policy]=strake [strake-h2]=strake)
+	[portkey]=portkey [strake-policy]=strake [strake-h2]=strake
+	[kube-minted]=kube-proxy [kube-budget]=kube-proxy [kube-keyless]=kube-proxy)
+
+# --- the local control plane and the report ------------------------------------
+
+# dev_stack: the dev stack (make dev-up) for the control-plane steps, started
+# unless it runs; sets dev_ok and sources its env (KUBECONFIG, URLs).
+dev_stack() {
+	dev="$root/target/dev"
+	if [[ -f $dev/env ]] && timeout 10 e2e/dev/service.sh "$dev" status proxy >/dev/null 2>&1 &&
+		timeout 10 e2e/dev/service.sh "$dev" status operator >/dev/null 2>&1; then
+		log "using the running dev stack ($dev, binaries in $(sed -n "s/^BINDIR=//p" "$dev/ports.env" 2>/dev/null))"
+		dev_ok=1
+	else
+		log "starting the dev stack (make dev-up)"
+		dev_started=1
+		# On the benchmarks' own build, so the operator and the proxy measured
+		# here are the ones the images carry, not debug builds.
+		if STRAKE_DEV_BINDIR="$bin" timeout 900 make -s dev-up >"$logs/dev-up.log" 2>&1; then
+			dev_ok=1
+		else
+			dev_ok=0
+			tail -n 20 "$logs/dev-up.log" >&2 || true
+			local why="make dev-up failed (see ${logs#"$root/"}/dev-up.log)"
+			[[ -z $only ]] && skip strake revocation "$why"
+			skip strake kube-features "$why"
+		fi
+	fi
+	if ((dev_ok)); then
+		# shellcheck source=/dev/null
+		source "$dev/env"
+	fi
+}
+
+# proxy_kubeconfig FILE: the chart's proxy ServiceAccount (the RBAC the dev
+# stack's proxies run with) on the admin kubeconfig's cluster; the token
+# outlives any run.
+proxy_kubeconfig() {
+	local server ca token
+	server="$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.server}')" &&
+		ca="$(kubectl config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority-data}')" &&
+		token="$(kubectl create token "$STRAKE_PROXY_SA" -n "$STRAKE_NAMESPACE" --duration 2h)" &&
+		[[ -n $server && -n $ca && -n $token ]] || return 1
+	(
+		umask 077
+		cat >"$1" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: strake-dev
+  cluster: {server: "$server", certificate-authority-data: "$ca"}
+users:
+- name: proxy
+  user: {token: "$token"}
+contexts:
+- name: strake-dev
+  context: {cluster: strake-dev, user: proxy, namespace: "$STRAKE_NAMESPACE"}
+current-context: strake-dev
+EOF
+	)
+}
+
+KUBE_NAMESPACE=strake-bench-features
+
+# kube_features: budgets and keyless tokens exist only in kube mode, so this
+# step runs a strake-proxy --kube of its own: the same release build as the
+# file-mode rows, pinned like every server under test, watching the dev
+# stack's proxy namespace as the chart's proxy ServiceAccount, with the dev
+# stack's proxy flags (e2e/dev/lib.sh) but its own ports and without two
+# test hooks: --dev-clock-offset-file (a file read at every budget
+# decision) and --jwks-min-refetch 1s (for a key rotation test). The dev
+# operator lets UpstreamKeys reach only the dev mock (a debug build that
+# logs and records every request), so these StrakeTokens get an operator of
+# their own, the same release build, that may reach the bench's mock and
+# collects the bench proxy's usage every second, as the dev stack's does;
+# the dev operator is stopped meanwhile, as for the usage writes.
+kube_features() {
+	log "kube-features: a minted, a budgeted and a keyless StrakeToken at ${kube_rates[*]} rps"
+	e2e/dev/service.sh "$dev" stop operator >/dev/null 2>&1 || true
+	kube_features_measure || true
+	# While this step's operator runs, so that its finalizers let go.
+	timeout 150 kubectl delete namespace "$KUBE_NAMESPACE" --ignore-not-found --timeout=120s >/dev/null 2>&1 ||
+		log "kube-features: namespace $KUBE_NAMESPACE not deleted yet"
+	stop kube-proxy
+	stop kube-operator
+	e2e/dev/service.sh "$dev" start operator >/dev/null 2>&1 || log "could not restart the dev operator"
+}
+
+# kube_features_measure: the step itself; a failure is a skip with its reason.
+kube_features_measure() {
+	local conf="$work/conf/kube" issuer i rate t
+	local url="http://127.0.0.1:$KUBE_PROXY_PORT/v1/chat/completions"
+	local -a issuer_ca=() order
+	mkdir -p "$conf"
+	chmod 700 "$conf"
+	# A previous run's namespace may still be going away.
+	timeout 150 kubectl wait --for=delete "namespace/$KUBE_NAMESPACE" --timeout=120s >/dev/null 2>&1 || true
+	# The cluster's issuer as the API server announces it (its --service-account-issuer).
+	if ! issuer="$(kubectl get --raw /.well-known/openid-configuration |
+		python3 -c 'import json, sys; print(json.load(sys.stdin)["issuer"])')"; then
+		skip strake kube-features "the API server's issuer discovery (/.well-known/openid-configuration) did not answer"
+		return 1
+	fi
+	if ! proxy_kubeconfig "$conf/proxy.kubeconfig"; then
+		skip strake kube-features "no token for the proxy's ServiceAccount $STRAKE_NAMESPACE/$STRAKE_PROXY_SA"
+		return 1
+	fi
+	[[ -f $STRAKE_DEV_DIR/issuer-ca/ca.crt ]] && issuer_ca=(--issuer-ca-file "$STRAKE_DEV_DIR/issuer-ca/ca.crt")
+	# The benchmark's model priced as in the file-mode config, so that the
+	# budget's USD counts every request.
+	echo '- {provider: openai, model: gpt-4o-mini, input: 0.15, cachedInput: 0.075, output: 0.6}' \
+		>"$conf/prices.yaml"
+	if ! start kube-operator startup "http://127.0.0.1:$KUBE_OPERATOR_ADMIN_PORT/readyz" \
+		"$bin/strake-operator" --proxy-namespace "$STRAKE_NAMESPACE" \
+		--endpoint "http://127.0.0.1:$KUBE_PROXY_PORT" \
+		--admin-addr "127.0.0.1:$KUBE_OPERATOR_ADMIN_PORT" --watch-namespaces "$KUBE_NAMESPACE" \
+		--cluster-issuer "$issuer" --prices "$conf/prices.yaml" \
+		--allowed-upstream-hosts "http://127.0.0.1:$MOCK_PORT" \
+		--proxy-admin-urls "http://127.0.0.1:$KUBE_PROXY_ADMIN_PORT" --usage-interval 1s; then
+		skip strake kube-features "the step's operator did not start (see ${logs#"$root/"}/kube-operator.log)"
+		return 1
+	fi
+	log "kube-features: starting strake-proxy --kube (core ${SUT_CPU:-any})"
+	if ! start kube-proxy startup "http://127.0.0.1:$KUBE_PROXY_ADMIN_PORT/readyz" \
+		env KUBECONFIG="$conf/proxy.kubeconfig" "${pin_sut[@]}" "$bin/strake-proxy" --kube \
+		--namespace "$STRAKE_NAMESPACE" --replica-service "$STRAKE_RELEASE-proxy-admin" \
+		--listen "127.0.0.1:$KUBE_PROXY_PORT" --admin "127.0.0.1:$KUBE_PROXY_ADMIN_PORT" \
+		--cluster-issuer "$issuer" "${issuer_ca[@]}" --prices "$conf/prices.yaml"; then
+		skip strake kube-features "strake-proxy --kube did not become ready (see ${logs#"$root/"}/kube-proxy.log)"
+		return 1
+	fi
+	if ! timeout 300 "$bin/strake-bench" kube-features issue --namespace "$KUBE_NAMESPACE" \
+		--mock-url "http://127.0.0.1:$MOCK_PORT" --mock-key "$UPSTREAM_KEY" \
+		--proxy-url "http://127.0.0.1:$KUBE_PROXY_PORT" --credentials "$conf" --timeout 60; then
+		skip strake kube-features "the StrakeTokens were not accepted by the kube-mode proxy in time (see the run's output)"
+		return 1
+	fi
+	# The order is reversed from one rate to the next, so that a drift of
+	# the machine during the step does not always favour the same row.
+	for i in "${!kube_rates[@]}"; do
+		rate="${kube_rates[i]}"
+		order=(direct kube-minted kube-budget kube-keyless)
+		if ((i % 2)); then
+			order=(kube-keyless kube-budget kube-minted direct)
+		fi
+		for t in "${order[@]}"; do
+			if [[ $t == direct ]]; then
+				load direct kube-features "$rate" "http://127.0.0.1:$MOCK_PORT/v1/chat/completions" \
+					--bearer "$UPSTREAM_KEY"
+			else
+				load "$t" kube-features "$rate" "$url" --bearer-file "$conf/$t.credential"
+			fi
+		done
+	done
+	# DESIGN.md's rule, checked on this step's own logs: printed, not asserted.
+	if cat "$conf"/kube-*.credential | grep -qF -f - "$logs/kube-proxy.log" "$logs/kube-operator.log"; then
+		log "kube-features: a credential appears in the kube-mode proxy's or operator's log"
+	fi
+	timeout 90 "$bin/strake-bench" kube-features budget --target kube-budget --experiment kube-features \
+		--out "$results/budget-spend-kube-features.json" --namespace "$KUBE_NAMESPACE" --timeout 60 ||
+		log "kube-features: the budget's spend could not be read back"
+}
+
+# write_report: the plots (when matplotlib is installed) and the markdown.
+write_report() {
+	rm -rf "$plots"
+	if [[ -n $venv && -x $venv/bin/python ]] && "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
+		timeout 120 "$venv/bin/python" bench/plot.py "$results" "$plots" || log "plots failed"
+	fi
+	local elapsed=$((SECONDS - began))
+	"$bin/strake-bench" report --results "$results" --out "$report" --plots "$plots" \
+		--note "$mode mode${only:+, $only only}, $(date -u +%Y-%m-%d), ${elapsed} s"
+	log "wrote $report in ${elapsed} s"
+}
 
 # --- build ----------------------------------------------------------------------
 
@@ -218,21 +413,21 @@ declare -A SERVER=([direct]=mock [direct-repeat]=mock [nginx]=nginx [strake]=str
 log "building (profile $profile): strake-bench, strake-mock-upstream, strake-proxy, strake-operator"
 timeout 1800 images/release.sh -q >&2 ||
 	die "cargo build failed"
-# The hyper floor the profile compares with (proxy/examples/floor.rs).
-timeout 600 images/release.sh -q -p strake-proxy --example floor >&2 ||
-	log "the hyper floor did not build; the profile leaves it out"
-
-litellm_ok=0 venv=""
-if venv="$(timeout 1300 bench/venv.sh | tail -n1)" && [[ -x "$venv/bin/litellm" ]]; then
-	litellm_ok=1
-else
-	skip litellm overhead "the LiteLLM proxy could not be installed from PyPI here (bench/venv.sh failed)"
-fi
-portkey_ok=0 gateways=""
-if gateways="$(bench/npm.sh | tail -n1)" && [[ -f "$gateways/node_modules/@portkey-ai/gateway/build/start-server.js" ]]; then
-	portkey_ok=1
-else
-	skip portkey overhead "the Portkey gateway could not be installed from npm here (bench/npm.sh failed)"
+litellm_ok=0 venv="" portkey_ok=0 gateways=""
+if [[ -z $only ]]; then
+	# The hyper floor the profile compares with (proxy/examples/floor.rs).
+	timeout 600 images/release.sh -q -p strake-proxy --example floor >&2 ||
+		log "the hyper floor did not build; the profile leaves it out"
+	if venv="$(timeout 1300 bench/venv.sh | tail -n1)" && [[ -x "$venv/bin/litellm" ]]; then
+		litellm_ok=1
+	else
+		skip litellm overhead "the LiteLLM proxy could not be installed from PyPI here (bench/venv.sh failed)"
+	fi
+	if gateways="$(bench/npm.sh | tail -n1)" && [[ -f "$gateways/node_modules/@portkey-ai/gateway/build/start-server.js" ]]; then
+		portkey_ok=1
+	else
+		skip portkey overhead "the Portkey gateway could not be installed from npm here (bench/npm.sh failed)"
+	fi
 fi
 
 # --- the machine ----------------------------------------------------------------
@@ -302,8 +497,10 @@ stream_body() {
 stream_body "gpt-4o-mini@chunks=$stream_chunks,interval-ms=$stream_ms" >"$work/conf/stream.json"
 stream_body gpt-4o-mini-stream >"$work/conf/stream-litellm.json"
 
-for port in $MOCK_PORT $NGINX_PORT $STRAKE_PORT $STRAKE_ADMIN_PORT $LITELLM_PORT $SCALE_PORT \
-	$SCALE_ADMIN_PORT $NOLOG_PORT $NOLOG_ADMIN_PORT $PORTKEY_PORT; do
+ports=("$MOCK_PORT" "$KUBE_PROXY_PORT" "$KUBE_PROXY_ADMIN_PORT" "$KUBE_OPERATOR_ADMIN_PORT")
+[[ -z $only ]] && ports+=("$NGINX_PORT" "$STRAKE_PORT" "$STRAKE_ADMIN_PORT" "$LITELLM_PORT"
+	"$SCALE_PORT" "$SCALE_ADMIN_PORT" "$NOLOG_PORT" "$NOLOG_ADMIN_PORT" "$PORTKEY_PORT")
+for port in "${ports[@]}"; do
 	port_busy "$port" && die "127.0.0.1:$port is in use; stop whatever listens there first"
 done
 
@@ -311,6 +508,14 @@ log "starting the mock upstream (core ${LOAD_CPU:-any})"
 start mock startup "http://127.0.0.1:$MOCK_PORT/__mock/health" \
 	"${pin_load[@]}" "$bin/strake-mock-upstream" --listen "127.0.0.1:$MOCK_PORT" --no-record \
 	--key "$UPSTREAM_KEY" || die "the mock upstream did not start"
+
+if [[ -n $only ]]; then
+	dev_stack
+	((dev_ok)) && kube_features
+	stop mock
+	write_report
+	exit 0
+fi
 
 # nginx: the same job as the proxy minus the token check: swap the
 # credential, keep-alive upstream pool, HTTP/1.1 upstream, no buffering.
@@ -580,31 +785,11 @@ if ((strake_ok)); then
 		stop strake
 	done
 fi
-stop mock
+# --- 3. revocation and operator scale, 6. kube-mode features (local control plane)
 
-# --- 3. revocation and operator scale (local control plane) ---------------------------
-
-dev="$root/target/dev"
-if [[ -f $dev/env ]] && timeout 10 e2e/dev/service.sh "$dev" status proxy >/dev/null 2>&1 &&
-	timeout 10 e2e/dev/service.sh "$dev" status operator >/dev/null 2>&1; then
-	log "using the running dev stack ($dev, binaries in $(sed -n "s/^BINDIR=//p" "$dev/ports.env" 2>/dev/null))"
-	dev_ok=1
-else
-	log "starting the dev stack (make dev-up)"
-	dev_started=1
-	# On the benchmarks' own build, so the operator and the proxy measured
-	# here are the ones the images carry, not debug builds.
-	if STRAKE_DEV_BINDIR="$bin" timeout 900 make -s dev-up >"$logs/dev-up.log" 2>&1; then
-		dev_ok=1
-	else
-		dev_ok=0
-		tail -n 20 "$logs/dev-up.log" >&2 || true
-		skip strake revocation "make dev-up failed (see target/bench/$mode/logs/dev-up.log)"
-	fi
-fi
+dev_stack
 if ((dev_ok)); then
-	# shellcheck source=/dev/null
-	source "$dev/env"
+	kube_features
 	log "revocation: $revocation_trials trials"
 	timeout $((revocation_trials * 70 + 60)) "$bin/strake-bench" revocation --target strake \
 		--experiment revocation --out "$results/revocation.json" \
@@ -644,14 +829,6 @@ if ((dev_ok)); then
 	kubectl delete namespace strake-bench-usage --wait=false >/dev/null 2>&1 || true
 	e2e/dev/service.sh "$dev" start operator >/dev/null 2>&1 || log "could not restart the dev operator"
 fi
+stop mock
 
-# --- the report -----------------------------------------------------------------
-
-rm -rf "$plots"
-if [[ -n $venv && -x $venv/bin/python ]] && "$venv/bin/python" -c 'import matplotlib' 2>/dev/null; then
-	timeout 120 "$venv/bin/python" bench/plot.py "$results" "$plots" || log "plots failed"
-fi
-elapsed=$((SECONDS - began))
-"$bin/strake-bench" report --results "$results" --out "$report" --plots "$plots" \
-	--note "$mode mode, $(date -u +%Y-%m-%d), ${elapsed} s"
-log "wrote $report in ${elapsed} s"
+write_report

@@ -26,22 +26,22 @@ use crate::proc;
 use crate::results::{self, ApiCalls, Meta, OperatorScaleResult, Record, RevocationResult};
 
 const MANAGER: &str = "strake-bench";
-const UPSTREAM: &str = "openai";
+pub(crate) const UPSTREAM: &str = "openai";
 const UPSTREAM_SECRET: &str = "bench-upstream";
 const CHAT: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"ping"}]}"#;
 
 /// Where the mock upstream is, so the bench namespace gets an UpstreamKey.
 #[derive(clap::Args, Debug)]
-struct UpstreamArgs {
+pub(crate) struct UpstreamArgs {
     /// The mock upstream's base URL (MOCK_UPSTREAM_URL in target/dev/env).
     #[arg(long)]
-    mock_url: String,
+    pub(crate) mock_url: String,
     /// The key the mock accepts (MOCK_OPENAI_KEY).
     #[arg(long)]
-    mock_key: String,
+    pub(crate) mock_key: String,
     /// Namespace the bench's StrakeTokens live in (created if missing).
     #[arg(long)]
-    namespace: String,
+    pub(crate) namespace: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -97,54 +97,59 @@ pub struct OperatorScaleArgs {
     timeout: f64,
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?)
 }
 
+/// Server-side applies `object` (with its apiVersion and kind) as `name`,
+/// as the bench's field manager: a rerun changes nothing.
+pub(crate) async fn apply<K>(api: &Api<K>, name: &str, object: serde_json::Value) -> kube::Result<K>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+}
+
 /// Namespace, upstream Secret and UpstreamKey for the bench's tokens;
-/// server-side applied, so a rerun changes nothing. Waits until the
-/// UpstreamKey is Ready.
-async fn ensure_upstream(client: &Client, args: &UpstreamArgs) -> anyhow::Result<()> {
+/// server-side applied. Waits until the UpstreamKey is Ready.
+pub(crate) async fn ensure_upstream(client: &Client, args: &UpstreamArgs) -> anyhow::Result<()> {
     let ns = &args.namespace;
-    let pp = PatchParams::apply(MANAGER).force();
     ensure_namespace(client, ns).await?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    secrets
-        .patch(
-            UPSTREAM_SECRET,
-            &pp,
-            &Patch::Apply(json!({
-                "apiVersion": "v1", "kind": "Secret",
-                "metadata": {
-                    "name": UPSTREAM_SECRET,
-                    "labels": {
-                        strake_crds::UPSTREAM_KEY_SECRET_LABEL: strake_crds::UPSTREAM_KEY_SECRET_OPT_IN,
-                    },
-                },
-                "stringData": {"api-key": args.mock_key},
-            })),
-        )
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {
+            "name": UPSTREAM_SECRET,
+            "labels": {
+                strake_crds::UPSTREAM_KEY_SECRET_LABEL: strake_crds::UPSTREAM_KEY_SECRET_OPT_IN,
+            },
+        },
+        "stringData": {"api-key": args.mock_key},
+    });
+    apply(&secrets, UPSTREAM_SECRET, secret)
         .await
         .context("applying the upstream Secret")?;
     let keys: Api<UpstreamKey> = Api::namespaced(client.clone(), ns);
-    keys.patch(
-        UPSTREAM,
-        &pp,
-        &Patch::Apply(json!({
-            "apiVersion": "strake.sh/v1alpha1", "kind": "UpstreamKey",
-            "metadata": {"name": UPSTREAM},
-            "spec": {
-                "provider": "openai",
-                "baseUrl": args.mock_url,
-                "secretRef": {"name": UPSTREAM_SECRET, "key": "api-key"},
-            },
-        })),
-    )
-    .await
-    .context("applying the UpstreamKey")?;
+    let key = json!({
+        "apiVersion": "strake.sh/v1alpha1", "kind": "UpstreamKey",
+        "metadata": {"name": UPSTREAM},
+        "spec": {
+            "provider": "openai",
+            "baseUrl": args.mock_url,
+            "secretRef": {"name": UPSTREAM_SECRET, "key": "api-key"},
+        },
+    });
+    apply(&keys, UPSTREAM, key)
+        .await
+        .context("applying the UpstreamKey")?;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let key = keys.get(UPSTREAM).await?;
@@ -165,14 +170,8 @@ async fn ensure_upstream(client: &Client, args: &UpstreamArgs) -> anyhow::Result
 /// Server-side applies the namespace `ns`.
 pub async fn ensure_namespace(client: &Client, ns: &str) -> anyhow::Result<()> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .patch(
-            ns,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(
-                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-            ),
-        )
+    let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+    apply(&namespaces, ns, namespace)
         .await
         .context("applying the bench namespace")?;
     Ok(())
@@ -182,7 +181,7 @@ fn is_ready(c: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition) -> bo
     c.type_ == "Ready" && c.status == "True"
 }
 
-fn token_is_ready(t: &StrakeToken) -> bool {
+pub(crate) fn token_is_ready(t: &StrakeToken) -> bool {
     t.status
         .as_ref()
         .is_some_and(|s| s.conditions.iter().any(is_ready))
@@ -197,13 +196,13 @@ pub fn strake_token(name: &str) -> anyhow::Result<StrakeToken> {
 }
 
 /// A keep-alive client that asks the proxy one chat completion at a time.
-struct Probe {
+pub(crate) struct Probe {
     template: conn::Template,
     conn: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
 }
 
 impl Probe {
-    fn new(proxy_url: &str, token: &str) -> anyhow::Result<Probe> {
+    pub(crate) fn new(proxy_url: &str, token: &str) -> anyhow::Result<Probe> {
         let url = format!("{}/v1/chat/completions", proxy_url.trim_end_matches('/'));
         Ok(Probe {
             template: conn::Template::new(
@@ -239,7 +238,12 @@ impl Probe {
     }
 
     /// Probes every `every` until the answer is `want`; the time it took.
-    async fn until(&mut self, want: u16, every: Duration, limit: Duration) -> Option<Duration> {
+    pub(crate) async fn until(
+        &mut self,
+        want: u16,
+        every: Duration,
+        limit: Duration,
+    ) -> Option<Duration> {
         let start = Instant::now();
         let mut next = start;
         loop {
@@ -340,7 +344,11 @@ pub fn revocation(args: RevocationArgs) -> anyhow::Result<()> {
 }
 
 /// The plaintext token from the holder's Secret, once the operator wrote it.
-async fn wait_for_token(secrets: &Api<Secret>, name: &str, limit: Duration) -> Option<String> {
+pub(crate) async fn wait_for_token(
+    secrets: &Api<Secret>,
+    name: &str,
+    limit: Duration,
+) -> Option<String> {
     let start = Instant::now();
     while start.elapsed() < limit {
         if let Ok(Some(secret)) = secrets.get_opt(name).await

@@ -12,6 +12,7 @@ mod callgrind;
 mod conn;
 mod control;
 mod histogram;
+mod kube_features;
 mod load;
 mod proc;
 mod report;
@@ -48,6 +49,9 @@ enum Command {
     OperatorScale(control::OperatorScaleArgs),
     /// The operator's usage status writes per second with N active tokens.
     UsageWrites(usage_writes::Args),
+    /// The kube-mode feature rows' StrakeTokens (minted, budgeted, keyless):
+    /// issued to a kube-mode proxy, and the budget's spend read back.
+    KubeFeatures(kube_features::Args),
     /// Instructions per request and top functions from a callgrind dump.
     Callgrind(callgrind::Args),
     /// Writes the markdown report from a directory of JSON results.
@@ -63,6 +67,7 @@ fn main() -> anyhow::Result<()> {
         Command::Revocation(args) => control::revocation(args),
         Command::OperatorScale(args) => control::operator_scale(args),
         Command::UsageWrites(args) => usage_writes::run(args),
+        Command::KubeFeatures(args) => kube_features::run(args),
         Command::Callgrind(args) => callgrind::run(args),
         Command::Report(args) => report::run(args),
     }

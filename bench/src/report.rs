@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use crate::histogram::nearest_rank;
+use crate::kube_features::{BUDGET, KEYLESS, MINTED};
 use crate::results::{
-    LoadResult, Machine, OperatorScaleResult, ProfileResult, Record, RevocationResult, Skipped,
-    StartupResult, StreamResult, UsageWritesResult,
+    BudgetSpendResult, LoadResult, Machine, OperatorScaleResult, ProfileResult, Record,
+    RevocationResult, Skipped, StartupResult, StreamResult, UsageWritesResult,
 };
 
 #[derive(clap::Args, Debug)]
@@ -57,6 +58,23 @@ const FEATURES: [(&str, &str); 2] = [
     ("strake-h2", "HTTP/2 from the client (h2c, prior knowledge)"),
 ];
 
+/// The experiment of the kube-mode feature rows (`bench/run.sh`'s step on
+/// the local control plane).
+const KUBE_FEATURES: &str = "kube-features";
+
+/// The kube-mode rows: (target, what it is); the first is their baseline.
+const KUBE_ROWS: [(&str, &str); 3] = [
+    (MINTED, "a minted token (the kube-mode baseline)"),
+    (
+        BUDGET,
+        "a token with a monthly USD budget, far above the run's spend",
+    ),
+    (
+        KEYLESS,
+        "a keyless token: a ServiceAccount's JWT (TokenRequest, audience strake)",
+    ),
+];
+
 /// The LLM gateways a user would pick instead of Strake: (target, name).
 const GATEWAY_PEERS: [(&str, &str); 2] = [("litellm", "LiteLLM"), ("portkey", "Portkey")];
 
@@ -91,10 +109,30 @@ struct Results {
     operators: Vec<OperatorScaleResult>,
     usage_writes: Vec<UsageWritesResult>,
     profiles: Vec<ProfileResult>,
+    budget_spends: Vec<BudgetSpendResult>,
     skipped: Vec<Skipped>,
 }
 
 impl Results {
+    fn from_records(records: Vec<Record>) -> Results {
+        let mut r = Results::default();
+        for record in records {
+            match record {
+                Record::Load(l) => r.loads.push(l),
+                Record::Stream(s) => r.streams.push(s),
+                Record::Startup(s) => r.startups.push(s),
+                Record::Revocation(v) => r.revocations.push(v),
+                Record::OperatorScale(o) => r.operators.push(o),
+                Record::UsageWrites(u) => r.usage_writes.push(u),
+                Record::Skipped(s) => r.skipped.push(s),
+                Record::Profile(p) => r.profiles.push(p),
+                Record::BudgetSpend(b) => r.budget_spends.push(b),
+                Record::Machine(Machine { items }) => r.machine.extend(items),
+            }
+        }
+        r
+    }
+
     fn load(&self, experiment: &str, target: &str, rate: Option<f64>) -> Option<&LoadResult> {
         self.loads.iter().find(|l| {
             l.meta.experiment == experiment && l.meta.target == target && same_rate(l.rate, rate)
@@ -131,20 +169,7 @@ fn same_rate(a: Option<f64>, b: Option<f64>) -> bool {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let mut r = Results::default();
-    for record in crate::results::read_dir(&args.results)? {
-        match record {
-            Record::Load(l) => r.loads.push(l),
-            Record::Stream(s) => r.streams.push(s),
-            Record::Startup(s) => r.startups.push(s),
-            Record::Revocation(v) => r.revocations.push(v),
-            Record::OperatorScale(o) => r.operators.push(o),
-            Record::UsageWrites(u) => r.usage_writes.push(u),
-            Record::Skipped(s) => r.skipped.push(s),
-            Record::Profile(p) => r.profiles.push(p),
-            Record::Machine(Machine { items }) => r.machine.extend(items),
-        }
-    }
+    let r = Results::from_records(crate::results::read_dir(&args.results)?);
     let plots = args.plots.as_deref().map(|dir| plot_links(dir, &args.out));
     let md = render(&r, &args.note, plots.as_ref());
     if let Some(dir) = args.out.parent() {
@@ -200,6 +225,7 @@ fn render(r: &Results, note: &str, plots: Option<&BTreeMap<String, String>>) -> 
     machine(w, r);
     targets(w, r);
     overhead(w, r);
+    features(w, r);
     saturation(w, r);
     streaming(w, r);
     revocation(w, r);
@@ -837,31 +863,56 @@ fn overhead(w: &mut String, r: &Results) {
     }
     let _ = writeln!(w);
     pricing(w, r, &rates);
-    features(w, r, &rates);
 }
 
-/// What each feature adds over plain `strake`: the same process, the same
-/// run, another token or protocol.
-fn features(w: &mut String, r: &Results, rates: &[f64]) {
-    if !FEATURES.iter().any(|(t, _)| {
+/// What each feature adds over plain `strake` (the same process, the same
+/// run, another token or protocol), then the kube-mode features over a
+/// minted token in kube mode.
+fn features(w: &mut String, r: &Results) {
+    let rates = r.rates("overhead");
+    let file_mode = FEATURES.iter().any(|(t, _)| {
         rates
             .iter()
             .any(|&rate| r.load("overhead", t, Some(rate)).is_some())
-    }) {
+    });
+    let kube_mode = !r.rates(KUBE_FEATURES).is_empty() || kube_skipped(r).is_some();
+    if !file_mode && !kube_mode {
         return;
     }
     let _ = writeln!(
         w,
-        "### Cost of the features\n\nThe same strake-proxy process as *strake*, in the same run: \
+        "### Cost of the features
+"
+    );
+    if file_mode {
+        file_mode_features(w, r, &rates);
+    }
+    if kube_mode {
+        kube_mode_features(w, r);
+    }
+    let _ = writeln!(
+        w,
+        "Other features' costs are in their own sections: a streamed request (added time to \
+         first byte, section 2), 100,000 tokens against 10 (section 4), pricing (the table \
+         above). Budgets and keyless (federated) tokens exist only in kube mode: their rows are \
+         the kube-mode table.\n"
+    );
+}
+
+fn cpu_per_request(l: Option<&LoadResult>) -> Option<f64> {
+    l.and_then(|l| l.server.as_ref())
+        .map(|s| s.cpu_us_per_request)
+}
+
+fn file_mode_features(w: &mut String, r: &Results, rates: &[f64]) {
+    let _ = writeln!(
+        w,
+        "The same strake-proxy process as *strake*, in the same run: \
          a row differs from *strake* only by the feature named. *Δ* is the feature's added latency \
          minus strake's at that rate (within the run's noise, see direct-repeat, it is zero), and \
          its CPU per request over strake's.\n\n\
          | feature | rate (rps) | added p50 | added p99 | Δ p50 | Δ p99 | CPU / req | ÷ strake CPU |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
-    let cpu = |l: Option<&LoadResult>| {
-        l.and_then(|l| l.server.as_ref())
-            .map(|s| s.cpu_us_per_request)
-    };
     for (t, what) in FEATURES {
         for &rate in rates {
             let (Some(f), Some(s)) = (
@@ -871,8 +922,8 @@ fn features(w: &mut String, r: &Results, rates: &[f64]) {
                 continue;
             };
             let (fc, sc) = (
-                cpu(r.load("overhead", t, Some(rate))),
-                cpu(r.load("overhead", "strake", Some(rate))),
+                cpu_per_request(r.load("overhead", t, Some(rate))),
+                cpu_per_request(r.load("overhead", "strake", Some(rate))),
             );
             let _ = writeln!(
                 w,
@@ -887,12 +938,115 @@ fn features(w: &mut String, r: &Results, rates: &[f64]) {
             );
         }
     }
+    let _ = writeln!(w);
+}
+
+fn kube_skipped(r: &Results) -> Option<&Skipped> {
+    r.skipped
+        .iter()
+        .find(|s| s.meta.experiment == KUBE_FEATURES)
+}
+
+/// Budgets and keyless tokens: a kube-mode proxy of the bench's own, Δ
+/// against a minted token on that proxy.
+fn kube_mode_features(w: &mut String, r: &Results) {
+    let rates = r.rates(KUBE_FEATURES);
+    if rates.is_empty() {
+        let why = kube_skipped(r).map_or("the step did not run", |s| s.reason.as_str());
+        let _ = writeln!(
+            w,
+            "**Kube mode** (budgets, keyless tokens): not measured in this run: {why}.\n"
+        );
+        return;
+    }
     let _ = writeln!(
         w,
-        "\nOther features' costs are in their own sections: a streamed request (added time to \
-         first byte, section 2), 100,000 tokens against 10 (section 4), pricing (the table \
-         above).\n"
+        "**Kube mode.** Budgets and keyless tokens exist only in kube mode, so these rows come \
+         from a proxy of their own: the same release build of strake-proxy with `--kube`, pinned \
+         like the others, watching the local control plane's proxy namespace (`make dev-up`), \
+         where an operator (the same release build, started for this step) publishes three \
+         StrakeTokens' records. Same mock, body and connections as above. What differs from \
+         file mode: the tokens reach the proxy as Secrets through a watch, not from a file; the \
+         proxy counts its replicas from an EndpointSlice; the operator collects its usage every \
+         second and republishes the budget's spend into the record the proxy watches. So *Δ* is \
+         against the minted token of this table (the kube-mode baseline), not against *strake* \
+         above; direct was measured in the same step at each rate, the order of the four \
+         reversed from one rate to the next. The keyless token's signature is verified on its \
+         first request; the rest hit the proxy's cache of verified JWTs (by hash, until `exp`, \
+         at most 5 minutes), as a workload re-sending its token does.\n\n\
+         | feature, kube mode | rate (rps) | added p50 | added p99 | Δ p50 | Δ p99 | CPU / req | ÷ minted CPU | errors |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
+    for (t, what) in KUBE_ROWS {
+        for &rate in &rates {
+            let (Some(l), Some(f)) = (
+                r.load(KUBE_FEATURES, t, Some(rate)),
+                added(r, KUBE_FEATURES, t, rate),
+            ) else {
+                continue;
+            };
+            let base = added(r, KUBE_FEATURES, MINTED, rate).filter(|_| t != MINTED);
+            let (fc, bc) = (
+                cpu_per_request(Some(l)),
+                cpu_per_request(r.load(KUBE_FEATURES, MINTED, Some(rate))).filter(|_| t != MINTED),
+            );
+            let _ = writeln!(
+                w,
+                "| {what} | {rate:.0} | {} | {} | {} | {} | {} | {} | {} |",
+                us(f.0),
+                us(f.1),
+                base.map_or("—".into(), |b| us(f.0 - b.0)),
+                base.map_or("—".into(), |b| us(f.1 - b.1)),
+                fc.map_or("—".into(), us),
+                fc.zip(bc)
+                    .map_or("—".into(), |(a, b)| format!("{:.2}", a / b)),
+                errors(l),
+            );
+        }
+    }
+    let _ = writeln!(w);
+    let loads: Vec<&LoadResult> = r
+        .loads
+        .iter()
+        .filter(|l| l.meta.experiment == KUBE_FEATURES && l.meta.target != "direct")
+        .collect();
+    let total: u64 = loads.iter().map(|l| l.requests).sum();
+    let answered_200: u64 = loads
+        .iter()
+        .flat_map(|l| &l.statuses)
+        .filter(|(s, _)| *s == 200)
+        .map(|(_, n)| n)
+        .sum();
+    let mut said = if answered_200 == total {
+        format!(
+            "No request was refused: all {} measured kube-mode requests were answered 200.",
+            thousands(total)
+        )
+    } else {
+        format!(
+            "**{} of {} measured kube-mode requests were not answered 200** (see errors).",
+            thousands(total - answered_200),
+            thousands(total)
+        )
+    };
+    match r
+        .budget_spends
+        .iter()
+        .find(|b| b.meta.experiment == KUBE_FEATURES)
+    {
+        Some(b) => said.push_str(&format!(
+            " The budget (${} a {}) had counted {} requests and ${} in {} by the end of the step \
+             (its status, as the operator collected it); phase {}.",
+            b.limit_usd,
+            b.period,
+            thousands(b.requests),
+            b.spent_usd,
+            b.status_period,
+            b.phase
+        )),
+        None => said.push_str(" The budget's spend was not read back."),
+    }
+    let _ = writeln!(w, "{said}\n");
 }
 
 /// Pricing on (`strake`, the benchmark's model priced) against off
@@ -1447,6 +1601,124 @@ mod tests {
             short_name("<alloc::vec::Vec<T,A> as core::ops::Drop>::drop"),
             "<alloc::vec::Vec<…> as core::ops::Drop>::drop"
         );
+    }
+
+    fn kube_fixture() -> Results {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/kube-features");
+        Results::from_records(crate::results::read_dir(&dir).expect("the fixture results"))
+    }
+
+    fn row<'a>(md: &'a str, what: &str, rate: &str) -> Vec<&'a str> {
+        let line = md
+            .lines()
+            .find(|l| l.starts_with(&format!("| {what} | {rate} |")))
+            .unwrap_or_else(|| panic!("no row for {what} at {rate} in\n{md}"));
+        line.trim_matches('|').split(" | ").map(str::trim).collect()
+    }
+
+    #[test]
+    fn kube_mode_rows_are_measured_against_the_kube_minted_baseline() {
+        let md = render(&kube_fixture(), "", None);
+        let (budget, keyless, minted) = (KUBE_ROWS[1].1, KUBE_ROWS[2].1, KUBE_ROWS[0].1);
+        // feature, rate, added p50, added p99, Δ p50, Δ p99, CPU, ÷ minted, errors
+        assert_eq!(
+            row(&md, minted, "500"),
+            [
+                "a minted token (the kube-mode baseline)",
+                "500",
+                "220 µs",
+                "800 µs",
+                "—",
+                "—",
+                "230 µs",
+                "—",
+                "0"
+            ]
+        );
+        assert_eq!(
+            row(&md, budget, "500")[2..],
+            [
+                "240 µs", "900 µs", "20.0 µs", "100 µs", "240 µs", "1.04", "0"
+            ]
+        );
+        assert_eq!(
+            row(&md, budget, "2000")[2..],
+            [
+                "160 µs", "1100 µs", "10.0 µs", "-100 µs", "168 µs", "1.05", "0"
+            ]
+        );
+        assert_eq!(
+            row(&md, keyless, "2000")[2..],
+            [
+                "180 µs", "1300 µs", "30.0 µs", "100 µs", "176 µs", "1.10", "0"
+            ]
+        );
+        // Rows follow the table order: every budget row before the keyless ones.
+        assert!(md.find(budget).unwrap() < md.find(keyless).unwrap());
+        assert!(md.contains("**Kube mode.**"), "{md}");
+        assert!(md.contains("What differs from file mode"), "{md}");
+        assert!(
+            md.contains(
+                "No request was refused: all 75,000 measured kube-mode requests were answered 200."
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "The budget ($1000000 a month) had counted 30,000 requests and $0.10875 in 2026-12"
+            ),
+            "{md}"
+        );
+        assert!(md.contains("their rows are the kube-mode table"), "{md}");
+        // No file-mode run here: the kube rows stand alone under the heading.
+        assert!(
+            md.contains("### Cost of the features\n\n**Kube mode.**"),
+            "{md}"
+        );
+        assert!(!md.contains("## Not measured in this run"), "{md}");
+    }
+
+    #[test]
+    fn a_refused_kube_mode_request_is_reported() {
+        let mut r = kube_fixture();
+        let l = r
+            .loads
+            .iter_mut()
+            .find(|l| l.meta.target == BUDGET && l.rate == Some(2000.0))
+            .unwrap();
+        l.ok -= 7;
+        l.errors = 7;
+        l.statuses = vec![(200, l.ok), (429, 7)];
+        let md = render(&r, "", None);
+        assert_eq!(row(&md, KUBE_ROWS[1].1, "2000")[8], "7 (7×429)");
+        assert!(
+            md.contains("**7 of 75,000 measured kube-mode requests were not answered 200**"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn a_skipped_kube_mode_step_says_why_in_place_of_its_rows() {
+        let reason = "make dev-up failed (see target/bench/short/logs/dev-up.log)";
+        let r = Results::from_records(vec![Record::Skipped(Skipped {
+            meta: crate::results::Meta {
+                target: "strake".into(),
+                experiment: KUBE_FEATURES.into(),
+            },
+            reason: reason.into(),
+        })]);
+        let md = render(&r, "", None);
+        assert!(
+            md.contains(&format!(
+                "### Cost of the features\n\n**Kube mode** (budgets, keyless tokens): not measured in this run: {reason}.\n"
+            )),
+            "{md}"
+        );
+        assert!(
+            md.contains(&format!("- **strake** (kube-features): {reason}")),
+            "{md}"
+        );
+        assert!(!md.contains("| feature, kube mode |"), "{md}");
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub enum Record {
     UsageWrites(UsageWritesResult),
     /// Instructions per request under callgrind.
     Profile(ProfileResult),
+    /// What a budgeted StrakeToken's status counted after its load.
+    BudgetSpend(BudgetSpendResult),
     /// Something that could not be measured, and why (shown in the report).
     Skipped(Skipped),
     /// The machine and software versions, as `run.sh` found them.
@@ -172,6 +174,22 @@ pub struct ProfileResult {
     pub top_self: Vec<(f64, String)>,
     /// (% of all instructions, function) including callees, for the server's own functions.
     pub top_own_inclusive: Vec<(f64, String)>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BudgetSpendResult {
+    #[serde(flatten)]
+    pub meta: Meta,
+    /// `spec.budget`: its period (day, week, month) and USD limit.
+    pub period: String,
+    pub limit_usd: String,
+    /// `status.budget`: the current period's name and what it spent.
+    pub status_period: String,
+    pub spent_usd: String,
+    /// `status.usage.lifetime.requests`: the requests the operator collected.
+    pub requests: u64,
+    /// `status.phase` after the load (Active unless the budget was spent).
+    pub phase: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
