@@ -302,8 +302,8 @@ KUBE_NAMESPACE=strake-bench-features
 # stack's proxy flags (e2e/dev/lib.sh) but its own ports and without two
 # test hooks: --dev-clock-offset-file (a file read at every budget
 # decision) and --jwks-min-refetch 1s (for a key rotation test). The dev
-# operator lets UpstreamKeys reach only the dev mock (a debug build that
-# logs and records every request), so these StrakeTokens get an operator of
+# operator lets UpstreamKeys reach only the dev mock (it logs and records
+# every request), so these StrakeTokens get an operator of
 # their own, the same release build, that may reach the bench's mock and
 # collects the bench proxy's usage every second, as the dev stack's does;
 # the dev operator is stopped meanwhile, as for the usage writes.
