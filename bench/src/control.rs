@@ -120,7 +120,17 @@ where
 
 /// Namespace, upstream Secret and UpstreamKey for the bench's tokens;
 /// server-side applied. Waits until the UpstreamKey is Ready.
-pub(crate) async fn ensure_upstream(client: &Client, args: &UpstreamArgs) -> anyhow::Result<()> {
+/// A client of the API server KUBECONFIG names, with the bench's namespace,
+/// upstream key Secret and UpstreamKey in place.
+pub(crate) async fn client_with_upstream(args: &UpstreamArgs) -> anyhow::Result<Client> {
+    let client = Client::try_default()
+        .await
+        .context("kube client (KUBECONFIG)")?;
+    ensure_upstream(&client, args).await?;
+    Ok(client)
+}
+
+async fn ensure_upstream(client: &Client, args: &UpstreamArgs) -> anyhow::Result<()> {
     let ns = &args.namespace;
     ensure_namespace(client, ns).await?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
@@ -261,10 +271,7 @@ impl Probe {
 
 pub fn revocation(args: RevocationArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
-        let client = Client::try_default()
-            .await
-            .context("kube client (KUBECONFIG)")?;
-        ensure_upstream(&client, &args.upstream).await?;
+        let client = client_with_upstream(&args.upstream).await?;
         let ns = &args.upstream.namespace;
         let tokens: Api<StrakeToken> = Api::namespaced(client.clone(), ns);
         let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
@@ -363,10 +370,7 @@ pub(crate) async fn wait_for_token(
 
 pub fn operator_scale(args: OperatorScaleArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
-        let client = Client::try_default()
-            .await
-            .context("kube client (KUBECONFIG)")?;
-        ensure_upstream(&client, &args.upstream).await?;
+        let client = client_with_upstream(&args.upstream).await?;
         let ns = args.upstream.namespace.clone();
         let tokens: Api<StrakeToken> = Api::namespaced(client.clone(), &ns);
         let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);

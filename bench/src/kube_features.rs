@@ -24,7 +24,8 @@ use strake_crds::federated::DEFAULT_AUDIENCE;
 
 use crate::Output;
 use crate::control::{
-    self, Probe, UPSTREAM, UpstreamArgs, apply, ensure_upstream, token_is_ready, wait_for_token,
+    self, Probe, UPSTREAM, UpstreamArgs, apply, client_with_upstream, token_is_ready,
+    wait_for_token,
 };
 use crate::results::{self, BudgetSpendResult, Meta, Record};
 
@@ -126,10 +127,7 @@ fn token_object(target: &str, spec: &Value) -> Value {
 
 fn issue(args: IssueArgs) -> anyhow::Result<()> {
     control::runtime()?.block_on(async {
-        let client = Client::try_default()
-            .await
-            .context("kube client (KUBECONFIG)")?;
-        ensure_upstream(&client, &args.upstream).await?;
+        let client = client_with_upstream(&args.upstream).await?;
         let ns = &args.upstream.namespace;
         let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
         let account = json!({

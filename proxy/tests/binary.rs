@@ -220,21 +220,7 @@ async fn sigterm_lets_an_in_flight_stream_finish() {
         &config_yaml(&mock.url(), &[&t]),
         &["--shutdown-grace", "10s"],
     );
-    let bearer = t.bearer();
-    let req = post(
-        p.listen,
-        "/v1/chat/completions",
-        &[
-            ("authorization", &bearer),
-            ("x-mock-chunks", "10"),
-            ("x-mock-interval-ms", "100"),
-        ],
-        serde_json::json!({"model": "gpt-4o", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "hi"}]}),
-    );
-    let resp = client().request(req).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let mut body = resp.into_body();
-    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    let (first, body) = open_stream(&client(), p.listen, &t, 10).await;
     assert!(first.starts_with(b"data:"));
 
     p.signal("-TERM");
@@ -243,13 +229,7 @@ async fn sigterm_lets_an_in_flight_stream_finish() {
         "still accepting after SIGTERM"
     );
 
-    let mut rest = Vec::from(&first[..]);
-    while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame.unwrap().into_data() {
-            rest.extend_from_slice(&data);
-        }
-    }
-    let text = String::from_utf8(rest).unwrap();
+    let text = rest_of_stream(first, body).await;
     assert!(
         text.trim_end().ends_with("data: [DONE]"),
         "the stream was cut: {text}"
@@ -306,30 +286,16 @@ async fn two_workers_both_serve_and_both_drain_their_streams_on_sigterm() {
 
     // Streams in flight on both workers (each connection's worker read
     // off the counters).
-    let bearer = t.bearer();
     let mut streams: [Vec<_>; 2] = [Vec::new(), Vec::new()];
     for _ in 0..24 {
         if streams.iter().all(|s| !s.is_empty()) {
             break;
         }
         let before = accepted(&p).await;
-        let req = post(
-            p.listen,
-            "/v1/chat/completions",
-            &[
-                ("authorization", &bearer),
-                ("x-mock-chunks", "30"),
-                ("x-mock-interval-ms", "100"),
-            ],
-            serde_json::json!({"model": "gpt-4o", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "hi"}]}),
-        );
-        let resp = fresh.request(req).await.unwrap();
-        assert_eq!(resp.status(), 200);
-        let mut body = resp.into_body();
-        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        let stream = open_stream(&fresh, p.listen, &t, 30).await;
         let after = accepted(&p).await;
         let worker = (0..2).find(|&i| after[i] > before[i]).unwrap();
-        streams[worker].push((Vec::from(&first[..]), body));
+        streams[worker].push(stream);
     }
     assert!(
         streams.iter().all(|s| !s.is_empty()),
@@ -342,13 +308,8 @@ async fn two_workers_both_serve_and_both_drain_their_streams_on_sigterm() {
         "a worker still accepts after SIGTERM"
     );
     for (worker, in_flight) in streams.into_iter().enumerate() {
-        for (mut text, mut body) in in_flight {
-            while let Some(frame) = body.frame().await {
-                if let Ok(data) = frame.unwrap().into_data() {
-                    text.extend_from_slice(&data);
-                }
-            }
-            let text = String::from_utf8(text).unwrap();
+        for (first, body) in in_flight {
+            let text = rest_of_stream(first, body).await;
             assert!(
                 text.trim_end().ends_with("data: [DONE]"),
                 "worker {worker} cut its stream: {text}"
@@ -581,6 +542,43 @@ async fn closed_within(socket: &mut tokio::net::TcpStream, limit: Duration) -> b
     tokio::time::timeout(limit, socket.read_to_end(&mut buf))
         .await
         .is_ok()
+}
+
+/// A streamed chat completion of `chunks` content events, 100 ms apart, with
+/// usage: answered 200, its first body frame read.
+async fn open_stream(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    addr: SocketAddr,
+    t: &TestToken,
+    chunks: u32,
+) -> (Bytes, hyper::body::Incoming) {
+    let chunks = chunks.to_string();
+    let req = post(
+        addr,
+        "/v1/chat/completions",
+        &[
+            ("authorization", &t.bearer()),
+            ("x-mock-chunks", &chunks),
+            ("x-mock-interval-ms", "100"),
+        ],
+        serde_json::json!({"model": "gpt-4o", "stream": true, "stream_options": {"include_usage": true}, "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    (first, body)
+}
+
+/// The whole text of a stream whose `first` frame was read already.
+async fn rest_of_stream(first: Bytes, mut body: hyper::body::Incoming) -> String {
+    let mut text = Vec::from(&first[..]);
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            text.extend_from_slice(&data);
+        }
+    }
+    String::from_utf8(text).unwrap()
 }
 
 fn chat(addr: SocketAddr, t: &TestToken) -> http::Request<Full<Bytes>> {
