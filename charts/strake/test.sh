@@ -14,6 +14,15 @@ helm="${HELM:-helm}"
 passed=0
 failed=0
 
+# has [GREP ARGS] PATTERN: whether stdin holds a match, read to its end
+# first. `producer | grep -q` races: grep exits at its first match, and a
+# producer still writing dies of SIGPIPE, which pipefail reports as failure.
+has() {
+	local in
+	in="$(cat)"
+	grep -q "$@" <<<"$in"
+}
+
 check() {
 	local name="$1"
 	shift
@@ -73,7 +82,7 @@ rule_metrics_exist() {
 }
 check "PrometheusRule names only metrics the proxy exports" rule_metrics_exist
 no_rule_by_default() {
-	! "$helm" template strake "$chart" --set endpoint=https://llm.example.com | grep -q '^kind: PrometheusRule$'
+	! "$helm" template strake "$chart" --set endpoint=https://llm.example.com | has '^kind: PrometheusRule$'
 }
 check "no PrometheusRule by default" no_rule_by_default
 # Prices: a ConfigMap read by both components with --prices, only when
@@ -100,7 +109,7 @@ dashboard_ships_as_is() {
 	grep -q '^    grafana_dashboard: "1"$' <<<"$out" || return 1
 	diff <(grep -o 'strake_[a-z_]*' <<<"$out" | sort -u) \
 		<(grep -o 'strake_[a-z_]*' "$chart/dashboards/strake.json" | sort -u) || return 1
-	! "$helm" template strake "$chart" --set endpoint=https://llm.example.com | grep -q 'grafana_dashboard'
+	! "$helm" template strake "$chart" --set endpoint=https://llm.example.com | has 'grafana_dashboard'
 }
 check "dashboard ConfigMap carries dashboards/strake.json" dashboard_ships_as_is
 
@@ -194,7 +203,7 @@ service_monitors_select_admin_services() {
 	out="$(show servicemonitor.yaml --set serviceMonitor.enabled=true)"
 	[[ "$(grep -c '^      strake.sh/service: admin$' <<<"$out")" == 2 ]] &&
 		[[ "$(show proxy-admin-service.yaml | grep -c '^    strake.sh/service: admin$')" == 1 ]] &&
-		! show proxy-service.yaml | grep -q 'strake.sh/service'
+		! show proxy-service.yaml | has 'strake.sh/service'
 }
 check "the ServiceMonitors select the admin Services only" service_monitors_select_admin_services
 
@@ -205,9 +214,9 @@ admin_port_admits_scrapers_and_operator() {
 	proxy="$(show networkpolicy.yaml "$@" | doc NetworkPolicy strake-proxy)"
 	[[ -n "$proxy" ]] &&
 		grep -q '^    - from:$' <<<"$proxy" &&
-		grep -A12 '^    - from:$' <<<"$proxy" | grep -q 'kubernetes.io/metadata.name: monitoring' &&
-		grep -A12 '^    - from:$' <<<"$proxy" | grep -q 'app.kubernetes.io/component: operator' &&
-		grep -A14 '^    - from:$' <<<"$proxy" | grep -q 'port: 9090' &&
+		grep -A12 '^    - from:$' <<<"$proxy" | has 'kubernetes.io/metadata.name: monitoring' &&
+		grep -A12 '^    - from:$' <<<"$proxy" | has 'app.kubernetes.io/component: operator' &&
+		grep -A14 '^    - from:$' <<<"$proxy" | has 'port: 9090' &&
 		[[ "$(grep -c 'port: 9090' <<<"$proxy")" == 1 ]]
 }
 check "NetworkPolicy by default: proxy admin port from scrapers and the operator only" \
@@ -234,7 +243,7 @@ no_policy_when_off() {
 check "no NetworkPolicy when both are off" no_policy_when_off
 
 operator_gets_the_allowed_hosts() {
-	show operator-deployment.yaml | grep -qF -- \
+	show operator-deployment.yaml | has -F -- \
 		'- "--allowed-upstream-hosts=api.openai.com,api.anthropic.com,generativelanguage.googleapis.com,*.openai.azure.com"' &&
 		show operator-deployment.yaml --set 'operator.allowedUpstreamHosts={http://vllm.ai.svc:8000}' |
 		grep -qF -- '- "--allowed-upstream-hosts=http://vllm.ai.svc:8000"'
@@ -242,8 +251,8 @@ operator_gets_the_allowed_hosts() {
 check "the operator gets operator.allowedUpstreamHosts" operator_gets_the_allowed_hosts
 
 operator_gets_its_concurrency() {
-	show operator-deployment.yaml | grep -qF -- '- --token-concurrency=32' &&
-		show operator-deployment.yaml | grep -qF -- '- --revocation-concurrency=8' &&
+	show operator-deployment.yaml | has -F -- '- --token-concurrency=32' &&
+		show operator-deployment.yaml | has -F -- '- --revocation-concurrency=8' &&
 		show operator-deployment.yaml --set operator.tokenConcurrency=64 --set operator.revocationConcurrency=2 |
 		grep -qF -- '- --token-concurrency=64'
 }
@@ -260,17 +269,17 @@ federated_settings_reach_both() {
 		grep -qF -- '- --cluster-issuer=https://oidc.example.com' &&
 		show proxy-deployment.yaml --set federated.clusterIssuer=https://oidc.example.com |
 		grep -qF -- '- --cluster-issuer=https://oidc.example.com' &&
-		show proxy-rbac.yaml | grep -qF 'name: system:service-account-issuer-discovery' &&
-		! show proxy-rbac.yaml --set federated.issuerDiscovery=false | grep -q 'issuer-discovery' &&
-		! show proxy-deployment.yaml | grep -q 'issuer-ca' &&
-		show proxy-deployment.yaml --set federated.issuerCA=PEM | grep -qF -- '- --issuer-ca-file=/etc/strake/issuer-ca/ca.crt'
+		show proxy-rbac.yaml | has -F 'name: system:service-account-issuer-discovery' &&
+		! show proxy-rbac.yaml --set federated.issuerDiscovery=false | has 'issuer-discovery' &&
+		! show proxy-deployment.yaml | has 'issuer-ca' &&
+		show proxy-deployment.yaml --set federated.issuerCA=PEM | has -F -- '- --issuer-ca-file=/etc/strake/issuer-ca/ca.crt'
 }
 check "federated: cluster issuer, discovery binding and issuer CA" federated_settings_reach_both
 
 # Traffic workers: the proxy's own default unless set; the proxy's bounds.
 workers_reach_the_proxy() {
-	! show proxy-deployment.yaml | grep -q -- '--workers' &&
-		show proxy-deployment.yaml --set proxy.workers=3 | grep -qF -- '- --workers=3'
+	! show proxy-deployment.yaml | has -- '--workers' &&
+		show proxy-deployment.yaml --set proxy.workers=3 | has -F -- '- --workers=3'
 }
 check "proxy.workers becomes --workers only when set" workers_reach_the_proxy
 check "refuses proxy.workers above 64" refuse --set endpoint=https://llm.example.com --set proxy.workers=65
