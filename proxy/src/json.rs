@@ -296,61 +296,93 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// A member a [`Scanner`] looks for in an object it walks, by its name.
+#[derive(Debug)]
+pub struct Member<T: 'static> {
+    pub name: &'static str,
+    pub want: Want<T>,
+}
+
+/// What a [`Scanner`] does with a wanted member's value.
+#[derive(Debug)]
+pub enum Want<T: 'static> {
+    /// Walks into it, if an object, for the members beneath; reports
+    /// nothing of it itself.
+    Within(&'static [Member<T>]),
+    /// Reads it member by member: [`Found::Open`], its wanted members,
+    /// then [`Found::End`]. A value that is not an object gets the `End`
+    /// alone.
+    Object(T, &'static [Member<T>]),
+    /// Reports it whole, as raw JSON text ([`Found::Value`]).
+    Value(T),
+}
+
 /// What a [`Scanner`] reports, in document order.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Found<'a> {
+pub enum Found<'a, T> {
     /// A root object opened: the document, or an element of a top-level
     /// array.
     Root,
-    /// The value at `paths[path]` of the current root object, as raw JSON
-    /// text; `None` when it outgrew [`MAX_CAPTURE`].
-    Value {
-        path: usize,
-        value: Option<&'a [u8]>,
-    },
+    /// The object at a [`Want::Object`] opened.
+    Open(T),
+    /// The value at a [`Want::Value`], as raw JSON text; `None` when longer
+    /// than [`MAX_VALUE`].
+    Value { id: T, value: Option<&'a [u8]> },
+    /// The value at a [`Want::Object`] ended. `read`: it was an object no
+    /// longer than [`MAX_OBJECT`], whose members were reported since its
+    /// `Open`; else it reads as absent.
+    End { id: T, read: bool },
     /// The current root object closed.
     RootEnd,
 }
 
-/// The longest value a [`Scanner`] captures. The values it is used for
+/// The longest object a [`Scanner`] reads. The objects it is used for
 /// (usage objects) are a few hundred bytes.
-pub const MAX_CAPTURE: usize = 64 * 1024;
+pub const MAX_OBJECT: usize = 64 * 1024;
 
-/// Member names longer than this, escaped, match no wanted name.
-const MAX_KEY: usize = 128;
+/// The longest value a [`Scanner`] reports: numbers and short names.
+pub const MAX_VALUE: usize = 32;
 
-/// Objects deep enough to hold a wanted path: the top-level array, the
-/// root object and the objects along the longest path.
-const MAX_FRAMES: usize = 4;
+/// Member names longer than this, escaped, match no wanted name: room for
+/// the longest wanted name with every character written as `\uXXXX`.
+const MAX_KEY: usize = 192;
 
-/// A JSON reader fed a document chunk by chunk, with memory bounded
-/// whatever the document's size: it captures the values at a few paths
-/// from the root object (`["usage"]`, `["message", "usage"]`) and steps over
-/// everything else without keeping it. A document that is a top-level
-/// array is read as a sequence of root objects (Gemini's
-/// `streamGenerateContent` without `alt=sse`).
+/// Objects deep enough for every wanted member: the top-level array, the
+/// root object and the objects walked below it.
+const MAX_FRAMES: usize = 5;
+
+/// A JSON reader fed a document chunk by chunk, in one pass and in bounded
+/// memory whatever the document's size: it walks the objects along the
+/// wanted members from the root object ([`Member`]), reports the values
+/// wanted there, and steps over everything else without keeping it. A
+/// document that is a top-level array is read as a sequence of root
+/// objects (Gemini's `streamGenerateContent` without `alt=sse`).
 ///
 /// Like the walker above it is lenient: it checks the structure it walks,
-/// not the values it steps over, and stops at the first structural error
-/// (what it found before stands).
+/// not the values it steps over, and stops at the first structural error.
+/// What it reported before stands, and an object it was reading when the
+/// error came ends there, read as far as it went.
 #[derive(Debug)]
-pub struct Scanner {
-    paths: &'static [&'static [&'static str]],
-    frames: [Frame; MAX_FRAMES],
+pub struct Scanner<T: 'static> {
+    root: &'static [Member<T>],
+    frames: [Frame<T>; MAX_FRAMES],
     depth: usize,
-    /// The names leading to the innermost object frame, from the root object.
-    path: [&'static str; MAX_FRAMES],
-    path_len: usize,
-    state: Scan,
-    /// The current member name, at object frames.
-    key: Vec<u8>,
+    state: Scan<T>,
+    /// The current member name, at object frames, when it spans chunks;
+    /// `key_len` counts past what fits.
+    key: [u8; MAX_KEY],
+    key_len: usize,
     key_escaped: bool,
-    /// What the value after the current name is.
-    class: Class,
-    /// The value being stepped over or captured.
+    /// What the value after the current name is, if wanted.
+    want: Option<&'static Want<T>>,
+    /// The value being stepped over or reported.
     value: ValueScan,
-    capture: Vec<u8>,
-    capture_over: bool,
+    /// A wanted value's text; `small_len` counts past what fits.
+    small: [u8; MAX_VALUE],
+    small_len: usize,
+    /// Bytes of the document fed before the current chunk: where objects
+    /// start and end, for [`MAX_OBJECT`].
+    fed: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -374,38 +406,37 @@ enum Expect {
 }
 
 #[derive(Clone, Copy, Debug)]
-struct Frame {
+struct Frame<T: 'static> {
     kind: Kind,
     expect: Expect,
+    /// The members wanted in it.
+    members: &'static [Member<T>],
+    /// A [`Want::Object`]'s id and where it opened.
+    read: Option<(T, usize)>,
 }
 
-const NO_FRAME: Frame = Frame {
-    kind: Kind::Object,
-    expect: Expect::FirstOrClose,
-};
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Scan {
+enum Scan<T> {
     /// Before the document.
     Start,
     /// Between tokens of a frame.
     Structure,
     /// In a member name.
     Key { escape: bool },
-    /// In a value that is stepped over (or captured, `capture`).
-    Value { capture: Option<usize> },
+    /// In a value that is stepped over, or reported as it ends.
+    Value { report: Report<T> },
     /// After the document, or after a structural error.
     Done,
 }
 
-/// What the value after a member name is, for the path it is at.
+/// What the end of a value reports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Class {
-    Skip,
-    /// The end of `paths[i]`: captured.
-    Leaf(usize),
-    /// A step along a path: walked into if it is an object.
-    Step(&'static str),
+enum Report<T> {
+    Nothing,
+    /// [`Found::Value`], with its text.
+    Value(T),
+    /// [`Found::End`] of a wanted object's value that is not an object.
+    NotObject(T),
 }
 
 /// Where a value ends: strings by their closing quote, containers by the
@@ -419,45 +450,49 @@ struct ValueScan {
     scalar: bool,
 }
 
-impl Scanner {
-    /// A scanner for `paths`, each a list of member names from the root
-    /// object, none longer than two names.
-    pub fn new(paths: &'static [&'static [&'static str]]) -> Scanner {
-        debug_assert!(
-            paths
-                .iter()
-                .all(|p| !p.is_empty() && p.len() < MAX_FRAMES - 1)
-        );
+/// How many objects deep `members` reach.
+fn depth_of<T>(members: &[Member<T>]) -> usize {
+    members
+        .iter()
+        .map(|m| match &m.want {
+            Want::Within(inner) | Want::Object(_, inner) => 1 + depth_of(inner),
+            Want::Value(_) => 0,
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+impl<T: Copy> Scanner<T> {
+    /// A scanner for the members `root` of each root object.
+    pub fn new(root: &'static [Member<T>]) -> Scanner<T> {
+        // The top-level array and the root object take two frames.
+        debug_assert!(depth_of(root) + 2 <= MAX_FRAMES);
         Scanner {
-            paths,
-            frames: [NO_FRAME; MAX_FRAMES],
+            root,
+            frames: [Frame {
+                kind: Kind::Object,
+                expect: Expect::FirstOrClose,
+                members: root,
+                read: None,
+            }; MAX_FRAMES],
             depth: 0,
-            path: [""; MAX_FRAMES],
-            path_len: 0,
             state: Scan::Start,
-            key: Vec::new(),
+            key: [0; MAX_KEY],
+            key_len: 0,
             key_escaped: false,
-            class: Class::Skip,
+            want: None,
             value: ValueScan::default(),
-            capture: Vec::new(),
-            capture_over: false,
+            small: [0; MAX_VALUE],
+            small_len: 0,
+            fed: 0,
         }
     }
 
-    /// Back to the start of a new document, keeping the buffers.
+    /// Back to the start of a new document.
     pub fn reset(&mut self) {
         self.depth = 0;
-        self.path_len = 0;
         self.state = Scan::Start;
-        self.key.clear();
-        self.capture.clear();
-        self.capture_over = false;
-    }
-
-    /// Bytes held in buffers, for the tests of the memory bound.
-    #[cfg(test)]
-    pub(crate) fn buffered(&self) -> usize {
-        self.key.capacity() + self.capture.capacity()
+        self.fed = 0;
     }
 
     /// Whether a root object is open (the document was cut inside it).
@@ -476,57 +511,68 @@ impl Scanner {
     }
 
     /// Reads the next bytes of the document, reporting what it finds.
-    pub fn feed(&mut self, chunk: &[u8], found: &mut impl FnMut(Found<'_>)) {
+    pub fn feed(&mut self, chunk: &[u8], found: &mut impl FnMut(Found<'_, T>)) {
         let mut i = 0;
         while i < chunk.len() {
             i = match self.state {
-                Scan::Done => return,
+                Scan::Done => break,
                 Scan::Start => self.start(chunk, i, found),
                 Scan::Structure => self.structure(chunk, i, found),
                 Scan::Key { escape } => self.key_bytes(chunk, i, escape),
-                Scan::Value { capture } => self.value_bytes(chunk, i, capture, found),
+                Scan::Value { report } => self.value_bytes(chunk, i, report, found),
             };
         }
+        self.fed += chunk.len();
     }
 
-    fn start(&mut self, b: &[u8], i: usize, found: &mut impl FnMut(Found<'_>)) -> usize {
+    fn start(&mut self, b: &[u8], i: usize, found: &mut impl FnMut(Found<'_, T>)) -> usize {
         let i = skip_ws(b, i);
         match b.get(i) {
             None => i,
             Some(b'{') => {
-                self.push(Kind::Object);
+                self.push(Kind::Object, self.root, None);
                 found(Found::Root);
                 self.state = Scan::Structure;
                 i + 1
             }
             Some(b'[') => {
-                self.push(Kind::Array);
+                self.push(Kind::Array, &[], None);
                 self.state = Scan::Structure;
                 i + 1
             }
-            Some(_) => self.fail(),
+            Some(_) => self.fail(i, found),
         }
     }
 
-    fn push(&mut self, kind: Kind) {
+    fn push(&mut self, kind: Kind, members: &'static [Member<T>], read: Option<(T, usize)>) {
         self.frames[self.depth] = Frame {
             kind,
             expect: Expect::FirstOrClose,
+            members,
+            read,
         };
         self.depth += 1;
     }
 
-    fn fail(&mut self) -> usize {
+    /// Ends the walk at a structural error at `b[i]`; objects being read
+    /// end there. Returns past any chunk.
+    fn fail(&mut self, i: usize, found: &mut impl FnMut(Found<'_, T>)) -> usize {
+        for frame in self.frames[..self.depth].iter().rev() {
+            if let Some((id, start)) = frame.read {
+                let read = self.fed + i - start <= MAX_OBJECT;
+                found(Found::End { id, read });
+            }
+        }
         self.state = Scan::Done;
         usize::MAX
     }
 
-    fn top(&mut self) -> &mut Frame {
+    fn top(&mut self) -> &mut Frame<T> {
         &mut self.frames[self.depth - 1]
     }
 
     /// One structural byte of the innermost frame.
-    fn structure(&mut self, b: &[u8], i: usize, found: &mut impl FnMut(Found<'_>)) -> usize {
+    fn structure(&mut self, b: &[u8], i: usize, found: &mut impl FnMut(Found<'_, T>)) -> usize {
         let i = skip_ws(b, i);
         let Some(&c) = b.get(i) else {
             return i;
@@ -538,7 +584,7 @@ impl Scanner {
         };
         match (frame.expect, c) {
             (Expect::FirstOrClose | Expect::NextOrClose, c) if c == close => {
-                self.close(found);
+                self.close(i, found);
                 i + 1
             }
             (Expect::NextOrClose, b',') => {
@@ -546,7 +592,7 @@ impl Scanner {
                 i + 1
             }
             (Expect::FirstOrClose | Expect::Item, b'"') if frame.kind == Kind::Object => {
-                self.key.clear();
+                self.key_len = 0;
                 self.key_escaped = false;
                 self.state = Scan::Key { escape: false };
                 i + 1
@@ -561,17 +607,18 @@ impl Scanner {
                 self.top().expect = Expect::NextOrClose;
                 self.value_start(b, i, found)
             }
-            _ => self.fail(),
+            _ => self.fail(i, found),
         }
     }
 
-    fn close(&mut self, found: &mut impl FnMut(Found<'_>)) {
-        let root = self.root_depth();
-        if self.frames[self.depth - 1].kind == Kind::Object && root.is_some_and(|r| self.depth > r)
-        {
-            self.path_len -= 1;
+    /// The innermost frame closes at `b[i]`.
+    fn close(&mut self, i: usize, found: &mut impl FnMut(Found<'_, T>)) {
+        let frame = *self.top();
+        if let Some((id, start)) = frame.read {
+            let read = self.fed + i + 1 - start <= MAX_OBJECT;
+            found(Found::End { id, read });
         }
-        if root == Some(self.depth) {
+        if self.root_depth() == Some(self.depth) {
             found(Found::RootEnd);
         }
         self.depth -= 1;
@@ -580,62 +627,59 @@ impl Scanner {
         }
     }
 
-    /// The first byte of a value: walked into, captured or stepped over.
-    fn value_start(&mut self, b: &[u8], i: usize, found: &mut impl FnMut(Found<'_>)) -> usize {
+    /// The first byte of a value: walked into, reported or stepped over.
+    fn value_start(&mut self, b: &[u8], i: usize, found: &mut impl FnMut(Found<'_, T>)) -> usize {
         let c = b[i];
         if matches!(c, b',' | b':' | b'}' | b']') {
-            return self.fail();
+            return self.fail(i, found);
         }
-        let in_array = self.frames[self.depth - 1].kind == Kind::Array;
-        let class = if in_array {
+        let want = if self.top().kind == Kind::Array {
             // An element of the top-level array: a root object, if an object.
             if c == b'{' {
-                self.push(Kind::Object);
+                self.push(Kind::Object, self.root, None);
                 found(Found::Root);
                 return i + 1;
             }
-            Class::Skip
+            None
         } else {
-            std::mem::replace(&mut self.class, Class::Skip)
+            self.want.take()
         };
-        match class {
-            Class::Step(name) if c == b'{' => {
-                self.path[self.path_len] = name;
-                self.path_len += 1;
-                self.push(Kind::Object);
+        let report = match want {
+            Some(&Want::Within(members)) if c == b'{' => {
+                self.push(Kind::Object, members, None);
                 return i + 1;
             }
-            Class::Leaf(path) => {
-                self.capture.clear();
-                self.capture_over = false;
-                self.state = Scan::Value {
-                    capture: Some(path),
-                };
+            Some(&Want::Object(id, members)) if c == b'{' => {
+                self.push(Kind::Object, members, Some((id, self.fed + i)));
+                found(Found::Open(id));
+                return i + 1;
             }
-            _ => self.state = Scan::Value { capture: None },
-        }
+            Some(&Want::Object(id, _)) => Report::NotObject(id),
+            Some(&Want::Value(id)) => {
+                self.small_len = 0;
+                Report::Value(id)
+            }
+            _ => Report::Nothing,
+        };
+        self.state = Scan::Value { report };
         self.value = ValueScan::default();
         match c {
             b'"' => self.value.in_string = true,
             b'{' | b'[' => self.value.depth = 1,
             _ => self.value.scalar = true,
         }
-        if let Scan::Value { capture: Some(_) } = self.state {
+        if let Report::Value(_) = report {
             self.keep(&b[i..i + 1]);
         }
         i + 1
     }
 
     fn keep(&mut self, bytes: &[u8]) {
-        if self.capture_over {
-            return;
+        let at = self.small_len;
+        self.small_len = at.saturating_add(bytes.len());
+        if let Some(room) = self.small.get_mut(at..self.small_len) {
+            room.copy_from_slice(bytes);
         }
-        if self.capture.len() + bytes.len() > MAX_CAPTURE {
-            self.capture_over = true;
-            self.capture = Vec::new();
-            return;
-        }
-        self.capture.extend_from_slice(bytes);
     }
 
     /// Bytes of a member name, up to its closing quote.
@@ -655,9 +699,24 @@ impl Scanner {
                     i += at + 1;
                 }
                 Some(at) => {
-                    self.key_part(&b[start..i + at]);
-                    self.key_done();
-                    return i + at + 1;
+                    let end = i + at;
+                    // A name within one chunk, as most are, is matched where it lies.
+                    let want = if self.key_len == 0 {
+                        let raw = &b[start..end];
+                        wanted(
+                            self.top().members,
+                            (raw.len() <= MAX_KEY).then_some(raw),
+                            self.key_escaped,
+                        )
+                    } else {
+                        self.key_part(&b[start..end]);
+                        let raw = self.key.get(..self.key_len);
+                        wanted(self.frames[self.depth - 1].members, raw, self.key_escaped)
+                    };
+                    self.top().expect = Expect::Colon;
+                    self.state = Scan::Structure;
+                    self.want = want;
+                    return end + 1;
                 }
             }
         }
@@ -667,56 +726,48 @@ impl Scanner {
     }
 
     fn key_part(&mut self, part: &[u8]) {
-        let room = (MAX_KEY + 1).saturating_sub(self.key.len());
-        self.key.extend_from_slice(&part[..part.len().min(room)]);
-    }
-
-    /// A name is complete: what is its value?
-    fn key_done(&mut self) {
-        self.top().expect = Expect::Colon;
-        self.state = Scan::Structure;
-        self.class = Class::Skip;
-        if self.key.len() > MAX_KEY {
-            return;
-        }
-        let key = Key {
-            raw: &self.key,
-            escaped: self.key_escaped,
-        };
-        let at = &self.path[..self.path_len];
-        for (n, p) in self.paths.iter().enumerate() {
-            if p.len() > at.len() && p[..at.len()] == *at && key.is(p[at.len()]) {
-                self.class = if p.len() == at.len() + 1 {
-                    Class::Leaf(n)
-                } else {
-                    Class::Step(p[at.len()])
-                };
-                return;
-            }
+        let at = self.key_len;
+        self.key_len = at.saturating_add(part.len());
+        if let Some(room) = self.key.get_mut(at..self.key_len) {
+            room.copy_from_slice(part);
         }
     }
 
-    /// Bytes of a value being stepped over or captured, up to its end.
+    /// Bytes of a value being stepped over or reported, up to its end.
     fn value_bytes(
         &mut self,
         b: &[u8],
         start: usize,
-        capture: Option<usize>,
-        found: &mut impl FnMut(Found<'_>),
+        report: Report<T>,
+        found: &mut impl FnMut(Found<'_, T>),
     ) -> usize {
         let (end, done) = self.value.advance(b, start);
-        if capture.is_some() {
+        if let Report::Value(_) = report {
             self.keep(&b[start..end]);
         }
         if done {
             self.state = Scan::Structure;
-            if let Some(path) = capture {
-                let value = (!self.capture_over).then_some(&self.capture[..]);
-                found(Found::Value { path, value });
+            match report {
+                Report::Nothing => {}
+                Report::Value(id) => {
+                    let value = self.small.get(..self.small_len);
+                    found(Found::Value { id, value });
+                }
+                Report::NotObject(id) => found(Found::End { id, read: false }),
             }
         }
         end
     }
+}
+
+/// The wanted member named `raw` (`None`: too long to be one).
+fn wanted<T>(
+    members: &'static [Member<T>],
+    raw: Option<&[u8]>,
+    escaped: bool,
+) -> Option<&'static Want<T>> {
+    let key = Key { raw: raw?, escaped };
+    members.iter().find(|m| key.is(m.name)).map(|m| &m.want)
 }
 
 impl ValueScan {

@@ -13,11 +13,13 @@
 //! So one rule covers them all: every count seen replaces the previous one
 //! of its kind, and the last one wins. A stream cut short reports what it
 //! carried so far. Bodies and events of any size are read as they pass, in
-//! bounded memory: nothing but the usage members is kept.
+//! bounded memory, in one pass: the scanner ([`json::Scanner`]) walks into
+//! the usage objects and reports each count as it goes by, so no usage
+//! object is kept to be walked a second time.
 
 use bytes::Bytes;
 
-use crate::json;
+use crate::json::{self, Found, Member, Want};
 
 /// Token counts, the same meaning whatever the provider. `None`: not
 /// reported.
@@ -155,21 +157,90 @@ impl UsageParser {
     }
 }
 
-/// Where usage sits in a JSON document or SSE event, from its root
-/// object: see the table above; and the event's `type`, which names the
-/// last event of an Anthropic or Responses stream.
-const USAGE_PATHS: &[&[&str]] = &[
-    &["usage"],
-    &["usageMetadata"],
-    &["message", "usage"],
-    &["response", "usage"],
-    &["type"],
+/// What the scan reports: the usage objects, their counts, and the
+/// event's `type`, which names the last event of an Anthropic or
+/// Responses stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Field {
+    /// `usage`.
+    Top,
+    /// `usageMetadata`.
+    Gemini,
+    /// `message.usage`.
+    Message,
+    /// `response.usage`.
+    Response,
+    PromptDetails,
+    InputDetails,
+    // The counts of the usage object being read.
+    PromptTokens,
+    CompletionTokens,
+    PromptCached,
+    InputTokens,
+    OutputTokens,
+    InputCached,
+    CacheRead,
+    CacheCreation,
+    PromptTokenCount,
+    CandidatesTokenCount,
+    ThoughtsTokenCount,
+    CachedContentTokenCount,
+    Type,
+}
+
+const fn member(name: &'static str, want: Want<Field>) -> Member<Field> {
+    Member { name, want }
+}
+
+/// A usage object's counts, OpenAI's names or Anthropic's.
+const COUNTS: &[Member<Field>] = &[
+    member("prompt_tokens", Want::Value(Field::PromptTokens)),
+    member("completion_tokens", Want::Value(Field::CompletionTokens)),
+    member(
+        "prompt_tokens_details",
+        Want::Object(Field::PromptDetails, PROMPT_DETAILS),
+    ),
+    member("input_tokens", Want::Value(Field::InputTokens)),
+    member("output_tokens", Want::Value(Field::OutputTokens)),
+    member(
+        "input_tokens_details",
+        Want::Object(Field::InputDetails, INPUT_DETAILS),
+    ),
+    member("cache_read_input_tokens", Want::Value(Field::CacheRead)),
+    member(
+        "cache_creation_input_tokens",
+        Want::Value(Field::CacheCreation),
+    ),
 ];
-const TOP: usize = 0;
-const GEMINI: usize = 1;
-const MESSAGE: usize = 2;
-const RESPONSE: usize = 3;
-const TYPE: usize = 4;
+const PROMPT_DETAILS: &[Member<Field>] =
+    &[member("cached_tokens", Want::Value(Field::PromptCached))];
+const INPUT_DETAILS: &[Member<Field>] = &[member("cached_tokens", Want::Value(Field::InputCached))];
+
+/// Gemini's `usageMetadata`.
+const GEMINI_COUNTS: &[Member<Field>] = &[
+    member("promptTokenCount", Want::Value(Field::PromptTokenCount)),
+    member(
+        "candidatesTokenCount",
+        Want::Value(Field::CandidatesTokenCount),
+    ),
+    member("thoughtsTokenCount", Want::Value(Field::ThoughtsTokenCount)),
+    member(
+        "cachedContentTokenCount",
+        Want::Value(Field::CachedContentTokenCount),
+    ),
+];
+
+/// Where usage sits in a JSON document or SSE event, from its root
+/// object (see the table above).
+const USAGE: &[Member<Field>] = &[
+    member("usage", Want::Object(Field::Top, COUNTS)),
+    member("usageMetadata", Want::Object(Field::Gemini, GEMINI_COUNTS)),
+    member("message", Want::Within(MESSAGE_USAGE)),
+    member("response", Want::Within(RESPONSE_USAGE)),
+    member("type", Want::Value(Field::Type)),
+];
+const MESSAGE_USAGE: &[Member<Field>] = &[member("usage", Want::Object(Field::Message, COUNTS))];
+const RESPONSE_USAGE: &[Member<Field>] = &[member("usage", Want::Object(Field::Response, COUNTS))];
 
 /// The `type`s of the events that end a stream as its protocol says:
 /// Anthropic's `message_stop`, and the Responses API's terminal events
@@ -195,18 +266,67 @@ struct RootCounts {
     response: Option<Counts>,
     /// The object is a stream's final event.
     final_event: bool,
+    /// The usage object being read, until it ends.
+    reading: Counts,
+    reading_gemini: GeminiCounts,
 }
 
 impl RootCounts {
     /// A later member of the same name replaces an earlier one, even with
-    /// `null`.
-    fn found(&mut self, path: usize, value: Option<&[u8]>) {
-        match path {
-            TOP => self.top = value.and_then(Counts::read),
-            GEMINI => self.gemini = value.and_then(GeminiCounts::read),
-            MESSAGE => self.message = value.and_then(Counts::read),
-            RESPONSE => self.response = value.and_then(Counts::read),
-            TYPE => self.final_event = value.is_some_and(|v| FINAL_EVENT_TYPES.contains(&v)),
+    /// `null`; a usage object counts once it has ended.
+    fn found(&mut self, found: Found<'_, Field>) {
+        match found {
+            Found::Open(Field::Top | Field::Message | Field::Response) => {
+                self.reading = Counts::default();
+            }
+            Found::Open(Field::Gemini) => self.reading_gemini = GeminiCounts::default(),
+            Found::Open(Field::PromptDetails) => self.reading.prompt_cached_tokens = None,
+            Found::Open(Field::InputDetails) => self.reading.input_cached_tokens = None,
+            Found::Value {
+                id: Field::Type,
+                value,
+            } => self.final_event = value.is_some_and(|v| FINAL_EVENT_TYPES.contains(&v)),
+            Found::Value { id, value } => self.count(id, value.and_then(json::as_u64)),
+            Found::End { id, read } => self.end(id, read),
+            Found::Open(_) | Found::Root | Found::RootEnd => {}
+        }
+    }
+
+    /// A count of the usage object being read; one that is not a plain
+    /// non-negative integer reads as absent.
+    fn count(&mut self, id: Field, n: Option<u64>) {
+        let (c, g) = (&mut self.reading, &mut self.reading_gemini);
+        let field = match id {
+            Field::PromptTokens => &mut c.prompt_tokens,
+            Field::CompletionTokens => &mut c.completion_tokens,
+            Field::PromptCached => &mut c.prompt_cached_tokens,
+            Field::InputTokens => &mut c.input_tokens,
+            Field::OutputTokens => &mut c.output_tokens,
+            Field::InputCached => &mut c.input_cached_tokens,
+            Field::CacheRead => &mut c.cache_read_input_tokens,
+            Field::CacheCreation => &mut c.cache_creation_input_tokens,
+            Field::PromptTokenCount => &mut g.prompt_token_count,
+            Field::CandidatesTokenCount => &mut g.candidates_token_count,
+            Field::ThoughtsTokenCount => &mut g.thoughts_token_count,
+            Field::CachedContentTokenCount => &mut g.cached_content_token_count,
+            _ => return,
+        };
+        *field = n;
+    }
+
+    /// A usage object's value ended: `read` if it was an object (else
+    /// `null`, say, and the usage reads as absent).
+    fn end(&mut self, id: Field, read: bool) {
+        let counts = |reading: &mut Counts| read.then(|| std::mem::take(reading));
+        match id {
+            Field::Top => self.top = counts(&mut self.reading),
+            Field::Message => self.message = counts(&mut self.reading),
+            Field::Response => self.response = counts(&mut self.reading),
+            Field::Gemini => {
+                self.gemini = read.then(|| std::mem::take(&mut self.reading_gemini));
+            }
+            Field::PromptDetails if !read => self.reading.prompt_cached_tokens = None,
+            Field::InputDetails if !read => self.reading.input_cached_tokens = None,
             _ => {}
         }
     }
@@ -229,13 +349,12 @@ impl RootCounts {
 
 /// Usage in a JSON document fed chunk by chunk: an object, or (Gemini's
 /// `streamGenerateContent` without `alt=sse`) an array of chunk objects, of
-/// which the last report wins. Nothing is kept but the usage members
-/// themselves, so a body of any size is read in bounded memory (see
+/// which the last report wins. Nothing is kept but the counts, so a body of any size is read in bounded memory (see
 /// [`json::Scanner`]), whether `usage` comes first or after megabytes of
 /// embeddings.
 #[derive(Debug)]
 pub struct JsonUsage {
-    scanner: json::Scanner,
+    scanner: json::Scanner<Field>,
     root: RootCounts,
     usage: Reported,
     /// A root object that closed was a stream's final event.
@@ -245,7 +364,7 @@ pub struct JsonUsage {
 impl Default for JsonUsage {
     fn default() -> JsonUsage {
         JsonUsage {
-            scanner: json::Scanner::new(USAGE_PATHS),
+            scanner: json::Scanner::new(USAGE),
             root: RootCounts::default(),
             usage: Reported::default(),
             final_event: false,
@@ -257,13 +376,13 @@ impl JsonUsage {
     pub fn feed(&mut self, chunk: &[u8]) {
         let (root, usage, final_event) = (&mut self.root, &mut self.usage, &mut self.final_event);
         self.scanner.feed(chunk, &mut |found| match found {
-            json::Found::Root => *root = RootCounts::default(),
-            json::Found::Value { path, value } => root.found(path, value),
-            json::Found::RootEnd => {
+            Found::Root => *root = RootCounts::default(),
+            Found::RootEnd => {
                 let closed = std::mem::take(root);
                 *final_event |= closed.final_event;
                 usage.merge(closed.reported());
             }
+            found => root.found(found),
         });
     }
 
@@ -450,22 +569,6 @@ impl SseUsage {
     }
 }
 
-/// The counts `names` in the object `value`; `None` unless it is an object
-/// (`null`, say). A count that is not a plain non-negative integer reads as
-/// absent.
-fn read_counts<const N: usize>(value: &[u8], names: [&str; N]) -> Option<[Option<u64>; N]> {
-    if value.first() != Some(&b'{') {
-        return None;
-    }
-    let mut counts = [None; N];
-    for (key, v) in json::members(value) {
-        if let Some(i) = names.iter().position(|name| key.is(name)) {
-            counts[i] = json::as_u64(v);
-        }
-    }
-    Some(counts)
-}
-
 /// A usage object's counts, OpenAI's names or Anthropic's.
 #[derive(Debug, Default)]
 struct Counts {
@@ -494,34 +597,6 @@ struct GeminiCounts {
 }
 
 impl Counts {
-    fn read(value: &[u8]) -> Option<Counts> {
-        if value.first() != Some(&b'{') {
-            return None;
-        }
-        let mut c = Counts::default();
-        let cached = |details: &[u8]| read_counts(details, ["cached_tokens"]).and_then(|[n]| n);
-        for (key, v) in json::members(value) {
-            if key.is("prompt_tokens") {
-                c.prompt_tokens = json::as_u64(v);
-            } else if key.is("completion_tokens") {
-                c.completion_tokens = json::as_u64(v);
-            } else if key.is("prompt_tokens_details") {
-                c.prompt_cached_tokens = cached(v);
-            } else if key.is("input_tokens") {
-                c.input_tokens = json::as_u64(v);
-            } else if key.is("output_tokens") {
-                c.output_tokens = json::as_u64(v);
-            } else if key.is("input_tokens_details") {
-                c.input_cached_tokens = cached(v);
-            } else if key.is("cache_read_input_tokens") {
-                c.cache_read_input_tokens = json::as_u64(v);
-            } else if key.is("cache_creation_input_tokens") {
-                c.cache_creation_input_tokens = json::as_u64(v);
-            }
-        }
-        Some(c)
-    }
-
     fn reported(&self) -> Reported {
         Reported {
             input: self.input_tokens.or(self.prompt_tokens),
@@ -534,21 +609,6 @@ impl Counts {
 }
 
 impl GeminiCounts {
-    fn read(value: &[u8]) -> Option<GeminiCounts> {
-        let names = [
-            "promptTokenCount",
-            "candidatesTokenCount",
-            "thoughtsTokenCount",
-            "cachedContentTokenCount",
-        ];
-        read_counts(value, names).map(|[p, c, t, cached]| GeminiCounts {
-            prompt_token_count: p,
-            candidates_token_count: c,
-            thoughts_token_count: t,
-            cached_content_token_count: cached,
-        })
-    }
-
     fn reported(&self) -> Reported {
         let output = match (self.candidates_token_count, self.thoughts_token_count) {
             (None, None) => None,
@@ -762,14 +822,11 @@ mod tests {
         let event = format!(
             "data: {{\"usage\":{{\"prompt_tokens\":2,\"completion_tokens\":3}}}}\n\ndata: {{\"choices\":[{{\"text\":\"{pad}\"}}],\"usage\":{{\"prompt_tokens\":7,\"completion_tokens\":8}}}}\n\n"
         );
+        // The scanner keeps nothing on the heap: its own size is its memory.
+        assert!(std::mem::size_of::<json::Scanner<Field>>() <= 1024);
         let mut p = SseUsage::default();
         for chunk in event.as_bytes().chunks(64 * 1024) {
             p.feed(chunk);
-            assert!(
-                p.event.scanner.buffered() <= 1024,
-                "kept {}",
-                p.event.scanner.buffered()
-            );
         }
         assert_eq!(p.finish(), usage(7, 8));
         let body = format!(
@@ -778,11 +835,6 @@ mod tests {
         let mut p = JsonUsage::default();
         for chunk in body.as_bytes().chunks(64 * 1024) {
             p.feed(chunk);
-            assert!(
-                p.scanner.buffered() <= 1024,
-                "kept {}",
-                p.scanner.buffered()
-            );
         }
         assert_eq!(
             p.finish(),
@@ -898,6 +950,99 @@ mod tests {
         );
     }
 
+    /// Whether `body`, fed whole and split at every byte, reads as `expected`.
+    fn every_json_split_gives(body: &str, expected: Usage) {
+        let b = body.as_bytes();
+        assert_eq!(json_usage(b), expected, "{body}");
+        for cut in 0..=b.len() {
+            let mut p = JsonUsage::default();
+            p.feed(&b[..cut]);
+            p.feed(&b[cut..]);
+            assert_eq!(p.finish(), expected, "{body} split at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_later_member_replaces_an_earlier_one() {
+        let only = |input, output| Usage {
+            input_tokens: input,
+            output_tokens: output,
+            ..Usage::default()
+        };
+        for (body, expected) in [
+            (
+                r#"{"usage":{"prompt_tokens":1,"completion_tokens":2},"usage":null}"#,
+                Usage::default(),
+            ),
+            (
+                r#"{"usage":{"prompt_tokens":1,"completion_tokens":2},"usage":{"prompt_tokens":3}}"#,
+                only(Some(3), None),
+            ),
+            (
+                r#"{"usage":{"prompt_tokens":1,"prompt_tokens":"1","completion_tokens":2}}"#,
+                only(None, Some(2)),
+            ),
+            (
+                r#"{"usage":{"prompt_tokens":5,"prompt_tokens_details":{"cached_tokens":4},"prompt_tokens_details":7,"completion_tokens":1}}"#,
+                usage(5, 1),
+            ),
+            (
+                r#"{"usageMetadata":{"promptTokenCount":1},"usageMetadata":{"candidatesTokenCount":2}}"#,
+                only(None, Some(2)),
+            ),
+            (
+                r#"{"message":{"usage":{"input_tokens":4}},"message":{"id":"m"}}"#,
+                only(Some(4), None),
+            ),
+            // Escaped names are the same names.
+            (
+                r#"{"us\u0061ge":{"prompt_t\u006fkens":6,"completion_tokens":1}}"#,
+                usage(6, 1),
+            ),
+        ] {
+            every_json_split_gives(body, expected);
+        }
+        // A later member the body was cut inside replaces nothing.
+        let mut p = JsonUsage::default();
+        p.feed(br#"{"usage":{"prompt_tokens":1,"completion_tokens":2},"usage":"cut"#);
+        assert_eq!(p.finish(), usage(1, 2));
+        let mut p = JsonUsage::default();
+        p.feed(br#"{"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":2"#);
+        assert_eq!(p.finish(), only(Some(1), None));
+    }
+
+    #[test]
+    fn a_usage_object_longer_than_the_cap_reads_as_absent() {
+        let body = |object_len: usize| {
+            let bare = r#"{"prompt_tokens":1,"completion_tokens":2,"pad":""}"#;
+            let pad = "x".repeat(object_len - bare.len());
+            format!(r#"{{"usage":{{"prompt_tokens":1,"completion_tokens":2,"pad":"{pad}"}}}}"#)
+        };
+        for (len, expected) in [
+            (json::MAX_OBJECT, usage(1, 2)),
+            (json::MAX_OBJECT + 1, Usage::default()),
+        ] {
+            let text = body(len);
+            assert_eq!(json_usage(text.as_bytes()), expected, "{len}");
+            let mut p = JsonUsage::default();
+            for chunk in text.as_bytes().chunks(1000) {
+                p.feed(chunk);
+            }
+            assert_eq!(p.finish(), expected, "{len} in chunks");
+        }
+    }
+
+    #[test]
+    fn a_broken_usage_object_counts_what_it_read_before_the_error() {
+        for body in [
+            r#"{"usage":{"prompt_tokens":3,"completion_tokens":4 "x":1},"usage":null}"#,
+            r#"{"usage":{"prompt_tokens":3,"completion_tokens":4,}}"#,
+            r#"{"usage":{"prompt_tokens":3,"completion_tokens":4,"prompt_tokens_details":{"cached_tokens":,}}}"#,
+        ] {
+            every_json_split_gives(body, usage(3, 4));
+        }
+    }
+
     #[test]
     fn content_types() {
         let kind = |s: &str| BodyKind::from_content_type(Some(s.as_bytes()));
@@ -987,6 +1132,83 @@ mod tests {
                 prop_assert_eq!(sse(event.as_bytes(), &split), expected);
             }
         }
+    }
+
+    proptest! {
+        /// A document cut short reads as what it carried: the root objects
+        /// that closed, and of the one it was cut inside, the members that
+        /// were complete (the oracle: a full parse of just those).
+        #[test]
+        fn a_document_cut_anywhere_counts_what_it_carried(
+            doc in usage_document(),
+            as_array in any::<bool>(),
+            pretty in any::<bool>(),
+            cut in any::<prop::sample::Index>(),
+            split in any::<prop::sample::Index>(),
+        ) {
+            let doc = if as_array {
+                Value::Array(vec![doc.clone(), Value::Object(Default::default()), doc])
+            } else {
+                doc
+            };
+            let text = if pretty {
+                serde_json::to_string_pretty(&doc).unwrap()
+            } else {
+                serde_json::to_string(&doc).unwrap()
+            };
+            let b = text.as_bytes();
+            let cut = cut.index(b.len() + 1);
+            let split = split.index(cut + 1);
+            let mut p = JsonUsage::default();
+            p.feed(&b[..split]);
+            p.feed(&b[split..cut]);
+            prop_assert_eq!(p.finish(), cut_reference(b, cut));
+        }
+    }
+
+    /// What `doc` cut after `cut` bytes carried, read by the reference.
+    fn cut_reference(doc: &[u8], cut: usize) -> Usage {
+        let body = doc.trim_ascii_start();
+        let roots: Vec<&[u8]> = if body.first() == Some(&b'[') {
+            crate::json::elements(doc).collect()
+        } else {
+            vec![body]
+        };
+        let mut carried = Vec::new();
+        for root in roots {
+            let start = crate::json::offset(doc, root);
+            if start >= cut {
+                break;
+            }
+            carried.push(if start + root.len() <= cut {
+                String::from_utf8(root.to_vec()).unwrap()
+            } else {
+                complete_members(doc, root, cut)
+            });
+        }
+        reference::json_usage(format!("[{}]", carried.join(",")).as_bytes())
+    }
+
+    /// The members of `object` (a slice of `doc`) that were complete after
+    /// `cut` bytes, as an object: a number or literal needs the delimiter
+    /// after it; `message` and `response` count with what they completed.
+    fn complete_members(doc: &[u8], object: &[u8], cut: usize) -> String {
+        let mut members = Vec::new();
+        for (key, value) in crate::json::members(object) {
+            let start = crate::json::offset(doc, value);
+            let end = start + value.len();
+            let delimited = matches!(value[0], b'{' | b'[' | b'"');
+            let name = String::from_utf8(key.raw().to_vec()).unwrap();
+            if end < cut || (delimited && end == cut) {
+                members.push(format!(
+                    "\"{name}\":{}",
+                    String::from_utf8(value.to_vec()).unwrap()
+                ));
+            } else if start < cut && value[0] == b'{' && (key.is("message") || key.is("response")) {
+                members.push(format!("\"{name}\":{}", complete_members(doc, value, cut)));
+            }
+        }
+        format!("{{{}}}", members.join(","))
     }
 
     fn chunked_json_usage(body: &[u8], cuts: &[prop::sample::Index]) -> Usage {
