@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/profile.sh [RESULTS_DIR]: instructions per request, counted by
+# bench/profile.sh [--short] [RESULTS_DIR]: instructions per request, counted by
 # callgrind, for strake-proxy (file mode) and for nginx doing the same job,
 # plus the functions that cost the most. Exact and repeatable, unlike
 # wall-clock time on a shared VM: use it to compare a proxy change before
@@ -10,14 +10,23 @@
 # Needs valgrind (Debian package) and the release binaries (bench/run.sh
 # builds them; the hyper floor, if built, is profiled too). Listens on
 # 127.0.0.1:19111-19115 (STRAKE_PROFILE_PORT moves the first; the rest
-# follow it) and stops what it starts.
+# follow it) and stops what it starts. --short (bench/run.sh --short): 50
+# warm-up and 500 counted requests, strake-proxy and nginx only; the counts
+# per request hardly move with the number of requests, the time under
+# callgrind does.
 set -euo pipefail
 
+short=0
+if [[ ${1:-} == --short ]]; then
+	short=1
+	shift
+fi
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin="${CARGO_TARGET_DIR:-$root/target}/${STRAKE_BUILD_PROFILE:-release}"
 out="$(mkdir -p "${1:-$root/target/bench/profile}" && cd "${1:-$root/target/bench/profile}" && pwd)"
 work="$root/target/bench/profile-work"
 warm=300 requests=2000
+((short)) && warm=50 requests=500
 base="${STRAKE_PROFILE_PORT:-19111}"
 MOCK_PORT=$base NGINX_PORT=$((base + 1)) STRAKE_PORT=$((base + 2)) STRAKE_ADMIN_PORT=$((base + 3))
 KEY=sk-bench-upstream-0123456789
@@ -120,23 +129,26 @@ measure strake "http://127.0.0.1:$STRAKE_PORT/v1/chat/completions" \
 kill -TERM -- "-$(<"$work/strake.pid")"
 for _ in $(seq 100); do kill -0 "$(<"$work/strake.pid")" 2>/dev/null || break; sleep 0.1; done
 
-log "strake-proxy under callgrind, access log filtered out"
-spawn strake-nolog "http://127.0.0.1:$STRAKE_ADMIN_PORT/readyz" \
-	env RUST_LOG=info,access=off "${grind[@]}" --callgrind-out-file="$work/callgrind.strake-nolog.%p.out" \
-	"$bin/strake-proxy" --config "$work/strake.yaml"
-measure strake-nolog "http://127.0.0.1:$STRAKE_PORT/v1/chat/completions" \
-	"$(head -n1 "$work/strake-tokens.txt")" "strake_proxy::"
+# The variants beside it, in the full profile only.
+if ((!short)); then
+	log "strake-proxy under callgrind, access log filtered out"
+	spawn strake-nolog "http://127.0.0.1:$STRAKE_ADMIN_PORT/readyz" \
+		env RUST_LOG=info,access=off "${grind[@]}" --callgrind-out-file="$work/callgrind.strake-nolog.%p.out" \
+		"$bin/strake-proxy" --config "$work/strake.yaml"
+	measure strake-nolog "http://127.0.0.1:$STRAKE_PORT/v1/chat/completions" \
+		"$(head -n1 "$work/strake-tokens.txt")" "strake_proxy::"
 
-# The floor: hyper's server and the same pooled legacy client, forwarding
-# with nothing in between (proxy/examples/floor.rs). What Strake costs over
-# it is its own stages; the rest is hyper's and tokio's.
-if [[ -x $bin/examples/floor ]]; then
-	log "the hyper floor under callgrind"
-	FLOOR_PORT=$((base + 4))
-	spawn floor "http://127.0.0.1:$FLOOR_PORT/__mock/health" \
-		"${grind[@]}" --callgrind-out-file="$work/callgrind.floor.%p.out" \
-		"$bin/examples/floor" "127.0.0.1:$FLOOR_PORT" "http://127.0.0.1:$MOCK_PORT" "$KEY"
-	measure floor "http://127.0.0.1:$FLOOR_PORT/v1/chat/completions" "sk-client" ""
+	# The floor: hyper's server and the same pooled legacy client, forwarding
+	# with nothing in between (proxy/examples/floor.rs). What Strake costs over
+	# it is its own stages; the rest is hyper's and tokio's.
+	if [[ -x $bin/examples/floor ]]; then
+		log "the hyper floor under callgrind"
+		FLOOR_PORT=$((base + 4))
+		spawn floor "http://127.0.0.1:$FLOOR_PORT/__mock/health" \
+			"${grind[@]}" --callgrind-out-file="$work/callgrind.floor.%p.out" \
+			"$bin/examples/floor" "127.0.0.1:$FLOOR_PORT" "http://127.0.0.1:$MOCK_PORT" "$KEY"
+		measure floor "http://127.0.0.1:$FLOOR_PORT/v1/chat/completions" "sk-client" ""
+	fi
 fi
 
 # nginx: one process (master_process off) so callgrind sees the worker.

@@ -68,7 +68,7 @@ fi
 # --- what each mode measures --------------------------------------------------
 
 if [[ $mode == full ]]; then
-	warmup=2 duration=10
+	warmup=2 duration=10 point_timeout=102
 	rates=(20 50 500 2000 5000)
 	litellm_rates=(20 50)
 	portkey_rates=(20 50 500)
@@ -80,9 +80,13 @@ if [[ $mode == full ]]; then
 	usage_tokens=10000 usage_window=60
 	kube_rates=(500 2000)
 	aa=1 # direct measured twice per rate: the run-to-run noise floor
+	profile_args=()
 else
-	warmup=1 duration=3
-	rates=(20 2000)
+	# Enough to show every section working, in the least time: each target
+	# at one rate (the gateways' rate: LiteLLM saturates below 100 rps) and
+	# short points; the scale and kube-mode rows keep 2000 rps.
+	warmup=0.5 duration=1.5 point_timeout=92
+	rates=(20)
 	litellm_rates=(20)
 	portkey_rates=(20)
 	stream_n=8 stream_c=4 stream_chunks=20 stream_ms=20
@@ -90,9 +94,10 @@ else
 	scale_rate=2000
 	revocation_trials=5 revocation_timeout=15
 	operator_tokens=100 operator_revocations=3 operator_revocation_every=0.5
-	usage_tokens=300 usage_window=10
+	usage_tokens=300 usage_window=5
 	kube_rates=(2000)
 	aa=0
+	profile_args=(--short)
 fi
 connections=32
 
@@ -190,7 +195,7 @@ load() {
 	local -a pidarg=()
 	[[ -f "$run/${SERVER[$target]:-none}.pid" ]] && pidarg=(--pid "$(pid "${SERVER[$target]}")")
 	pause_others "${SERVER[$target]:-none}"
-	timeout $((warmup + duration + 90)) "${pin_load[@]}" "$bin/strake-bench" load \
+	timeout "$point_timeout" "${pin_load[@]}" "$bin/strake-bench" load \
 		--target "$target" --experiment "$experiment" --out "$results/load-$name.json" \
 		--url "$url" --body "$work/conf/chat.json" --rate "$rate" \
 		--warmup "$warmup" --duration "$duration" --connections "$connections" \
@@ -415,9 +420,11 @@ timeout 1800 images/release.sh -q >&2 ||
 	die "cargo build failed"
 litellm_ok=0 venv="" portkey_ok=0 gateways=""
 if [[ -z $only ]]; then
-	# The hyper floor the profile compares with (proxy/examples/floor.rs).
-	timeout 600 images/release.sh -q -p strake-proxy --example floor >&2 ||
-		log "the hyper floor did not build; the profile leaves it out"
+	# The hyper floor the full profile compares with (proxy/examples/floor.rs).
+	if [[ $mode == full ]]; then
+		timeout 600 images/release.sh -q -p strake-proxy --example floor >&2 ||
+			log "the hyper floor did not build; the profile leaves it out"
+	fi
 	if venv="$(timeout 1300 bench/venv.sh | tail -n1)" && [[ -x "$venv/bin/litellm" ]]; then
 		litellm_ok=1
 	else
@@ -762,7 +769,7 @@ stop strake-nopricing
 # --- 5. instructions per request (callgrind) ----------------------------------------
 
 log "profile: instructions per request under callgrind"
-timeout 600 bench/profile.sh "$work/profile" >&2 || log "profile failed"
+timeout 600 bench/profile.sh "${profile_args[@]}" "$work/profile" >&2 || log "profile failed"
 cp "$work"/profile/profile-*.json "$results/" 2>/dev/null || true
 
 # --- 4. scale (file mode) ---------------------------------------------------------

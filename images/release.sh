@@ -6,8 +6,10 @@
 # (strake-operator, strake-proxy, strake-mock-upstream, strake-bench) in one
 # invocation: features are unified across the packages of one invocation,
 # so building a subset would give other binaries and a second build of the
-# dependencies. With arguments, cargo build --locked ARGS with the
-# same flags (the benchmarks' hyper floor: --example floor -p strake-proxy).
+# dependencies. Arguments that pick packages (-p, --package, --workspace)
+# replace that list: cargo build --locked ARGS with the same flags (the
+# benchmarks' hyper floor: -p strake-proxy --example floor). Any other
+# argument (-q, -v, --timings) is passed on with the default list.
 #
 # The only flag: cargo's home is remapped to /usr/local/cargo (where the
 # Dockerfiles' rust image keeps it), so the user who builds does not change
@@ -24,8 +26,14 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cargo_home="${CARGO_HOME:-$HOME/.cargo}"
 args=("$@")
-if ((${#args[@]} == 0)); then
-	args=(-p strake-operator -p strake-proxy -p strake-mock-upstream -p strake-bench)
+picks=0
+for arg in "$@"; do
+	case "$arg" in
+	-p* | --package | --package=* | --workspace | --all) picks=1 ;;
+	esac
+done
+if ((!picks)); then
+	args=(-p strake-operator -p strake-proxy -p strake-mock-upstream -p strake-bench "$@")
 fi
 RUSTFLAGS="--remap-path-prefix=$cargo_home=/usr/local/cargo" \
 	exec cargo build --profile "${STRAKE_BUILD_PROFILE:-release}" --locked --manifest-path "$root/Cargo.toml" "${args[@]}"

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use http_body_util::BodyExt;
 use tokio::sync::{Mutex, mpsc};
 
@@ -60,8 +60,10 @@ pub struct Args {
     /// The server under test (its process tree's CPU and memory are reported).
     #[arg(long)]
     pid: Option<u32>,
-    /// Closed loop only: stop after this many requests (for profiling runs,
-    /// where a fixed count matters more than a duration).
+    /// Stop after this many requests, warm-up ones included (for profiling
+    /// runs, where a fixed count matters more than a duration). Open loop:
+    /// the schedule ends after this many slots, and the measured window
+    /// with it.
     #[arg(long)]
     max_requests: Option<u64>,
 }
@@ -99,37 +101,54 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let server = args.pid.map(proc::tree);
-    let cpu = |pids: &[u32]| pids.iter().map(|&p| proc::cpu_ns(p)).sum::<u64>();
-
     let warmup = Duration::from_secs_f64(args.warmup);
     let duration = Duration::from_secs_f64(args.duration);
     let timeout = Duration::from_secs_f64(args.timeout);
+    let slots = (args.rate > 0.0)
+        .then(|| open_loop_slots(args.warmup + args.duration, args.rate, args.max_requests));
+    if let Some(slots) = slots
+        && open_loop_measured_s(slots, args.rate, args.warmup, args.duration) <= 0.0
+    {
+        bail!(
+            "--max-requests {slots} ends within the {} s warm-up at {} rps: nothing would be measured",
+            args.warmup,
+            args.rate
+        );
+    }
     // The measured window, sampled for the server's CPU by a thread of its own
-    // so the sampling never delays a request.
+    // so the sampling never delays a request. The server's process tree is
+    // read at both ends of the window, so that a process it starts or ends
+    // meanwhile is accounted for.
     let start = Instant::now() + Duration::from_millis(20);
     let window = (start + warmup, start + warmup + duration);
-    let sampler = server.clone().map(|pids| {
+    let (load_done, done) = std::sync::mpsc::channel::<()>();
+    let sampler = args.pid.map(|pid| {
         std::thread::spawn(move || {
             sleep_until(window.0);
-            let before = cpu(&pids);
-            sleep_until(window.1);
-            cpu(&pids) - before
+            let before = proc::CpuSample::of_tree(pid);
+            // The window ends at its end, or with the load if a request cap
+            // ends that first.
+            let _ = done.recv_timeout(window.1.saturating_duration_since(Instant::now()));
+            before.ns_until(&proc::CpuSample::of_tree(pid))
         })
     });
 
-    let (tally, pacer_lag) = if args.rate > 0.0 {
-        let (tally, lag) = rt.block_on(open_loop(&args, template, start, window, timeout))?;
-        (tally, Some(lag.summary()))
+    let (tally, pacer_lag, measured_s) = if let Some(slots) = slots {
+        let (tally, lag) =
+            rt.block_on(open_loop(&args, template, start, slots, window, timeout))?;
+        drop(load_done);
+        let measured_s = open_loop_measured_s(slots, args.rate, args.warmup, args.duration);
+        (tally, Some(lag.summary()), measured_s)
     } else {
         let tally = rt.block_on(closed_loop(&args, template, start, window, timeout))?;
-        (tally, None)
+        drop(load_done);
+        // A closed loop with --max-requests may finish before the window does.
+        let measured_s = Instant::now()
+            .saturating_duration_since(window.0)
+            .as_secs_f64()
+            .min(args.duration);
+        (tally, None, measured_s)
     };
-    // A closed loop with --max-requests may finish before the window does.
-    let measured_s = Instant::now()
-        .saturating_duration_since(window.0)
-        .as_secs_f64()
-        .min(args.duration);
 
     let requests = tally.latency.len();
     let errors: u64 = tally
@@ -191,13 +210,13 @@ async fn open_loop(
     args: &Args,
     template: Arc<Template>,
     start: Instant,
+    total: u64,
     window: (Instant, Instant),
     timeout: Duration,
 ) -> anyhow::Result<(Tally, Recorder)> {
     let (tx, rx) = mpsc::unbounded_channel::<Slot>();
     let rx = Arc::new(Mutex::new(rx));
     let interval = 1.0 / args.rate;
-    let total = ((window.1 - start).as_secs_f64() * args.rate).ceil() as u64;
     let pacer = std::thread::spawn(move || {
         let mut lag = Recorder::default();
         for n in 0..total {
@@ -219,7 +238,7 @@ async fn open_loop(
 
     // Slots still queued this long after the schedule ended are failures:
     // the server could not keep up.
-    let give_up = window.1 + timeout;
+    let give_up = start + Duration::from_secs_f64(total as f64 * interval) + timeout;
     let workers: Vec<_> = (0..args.connections)
         .map(|_| {
             let rx = rx.clone();
@@ -321,10 +340,144 @@ async fn send(
     }
 }
 
+/// How many slots an open loop releases over `span_s` seconds (warm-up and
+/// window) at `rate`: one every 1/rate from the start, at most `max`.
+fn open_loop_slots(span_s: f64, rate: f64, max: Option<u64>) -> u64 {
+    let all = (span_s * rate).ceil() as u64;
+    max.map_or(all, |max| all.min(max))
+}
+
+/// The measured seconds of an open loop of `slots` slots: from the end of the
+/// warm-up to the end of the schedule, which a request cap may bring forward.
+fn open_loop_measured_s(slots: u64, rate: f64, warmup_s: f64, duration_s: f64) -> f64 {
+    (slots as f64 / rate - warmup_s).clamp(0.0, duration_s)
+}
+
 /// Sleeps until `t` with the OS's fine-grained timer.
 fn sleep_until(t: Instant) {
     let now = Instant::now();
     if t > now {
         std::thread::sleep(t - now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn a_cap_shortens_the_open_loop_schedule_and_its_window() {
+        // 2 s + 10 s at 100 rps: 1,200 slots, 10 s measured.
+        assert_eq!(open_loop_slots(12.0, 100.0, None), 1200);
+        assert_eq!(open_loop_measured_s(1200, 100.0, 2.0, 10.0), 10.0);
+        // A cap of 500: the warm-up's 200 slots, then 3 s measured.
+        assert_eq!(open_loop_slots(12.0, 100.0, Some(500)), 500);
+        assert_eq!(open_loop_measured_s(500, 100.0, 2.0, 10.0), 3.0);
+        // A cap above the schedule changes nothing.
+        assert_eq!(open_loop_slots(12.0, 100.0, Some(5000)), 1200);
+        // A cap within the warm-up leaves nothing measured.
+        assert_eq!(open_loop_measured_s(150, 100.0, 2.0, 10.0), 0.0);
+    }
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    /// An HTTP/1.1 server answering every GET with 200 on keep-alive
+    /// connections; counts the requests it answered.
+    fn server() -> (String, Arc<AtomicU64>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let served = Arc::new(AtomicU64::new(0));
+        let count = served.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let count = count.clone();
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().unwrap());
+                    let mut conn = conn;
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if line == "\r\n" {
+                            count.fetch_add(1, Ordering::SeqCst);
+                            let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if conn.write_all(ok).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (url, served)
+    }
+
+    fn load(url: &str, out: &std::path::Path, rest: &[&str]) -> anyhow::Result<LoadResult> {
+        let mut argv = vec!["load", "--target", "t", "--experiment", "e", "--url", url];
+        let out_s = out.to_str().unwrap();
+        argv.extend(["--out", out_s, "--connections", "4"]);
+        argv.extend(rest);
+        run(Cli::try_parse_from(argv)?.args)?;
+        match serde_json::from_slice(&std::fs::read(out)?)? {
+            Record::Load(result) => Ok(result),
+            other => anyhow::bail!("not a load result: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_open_loop_with_a_cap_sends_that_many_requests_and_stops() {
+        let (url, served) = server();
+        let out =
+            std::env::temp_dir().join(format!("strake-bench-cap-{}.json", std::process::id()));
+        // Without the cap this schedule would be 30 s and 3,856 requests.
+        // (Rates and times that are exact in binary, so the slot at the end
+        // of the warm-up is the window's first.)
+        let result = load(
+            &url,
+            &out,
+            &[
+                "--rate",
+                "128",
+                "--warmup",
+                "0.125",
+                "--duration",
+                "30",
+                "--max-requests",
+                "48",
+            ],
+        )
+        .unwrap();
+        let _ = std::fs::remove_file(&out);
+        assert_eq!(served.load(Ordering::SeqCst), 48);
+        // The first 16 were warm-up; the window is the 32 after, 0.25 s of schedule.
+        assert_eq!((result.requests, result.ok), (32, 32));
+        assert_eq!(result.duration_s, 0.25);
+    }
+
+    #[test]
+    fn a_cap_within_the_warm_up_is_refused() {
+        let out =
+            std::env::temp_dir().join(format!("strake-bench-cap0-{}.json", std::process::id()));
+        let err = load(
+            "http://127.0.0.1:9/",
+            &out,
+            &["--rate", "100", "--warmup", "2", "--max-requests", "50"],
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("ends within the 2 s warm-up"),
+            "{err}"
+        );
     }
 }

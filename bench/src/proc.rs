@@ -2,7 +2,7 @@
 //! of a process tree (nginx's master and worker, LiteLLM's workers), and
 //! how long a freshly started server takes to become ready.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -16,16 +16,28 @@ use crate::results::{self, Meta, Record, StartupResult};
 
 /// A process and all its descendants, as found now.
 pub fn tree(root: u32) -> Vec<u32> {
+    descendants(root, &parents())
+}
+
+/// (pid, parent pid) of every process now.
+fn parents() -> Vec<(u32, u32)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+            Some((pid, ppid(pid)?))
+        })
+        .collect()
+}
+
+/// `root` and every process below it in a (pid, parent pid) table, each once.
+fn descendants(root: u32, parents: &[(u32, u32)]) -> Vec<u32> {
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for e in entries.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            if let Some(ppid) = ppid(pid) {
-                children.entry(ppid).or_default().push(pid);
-            }
-        }
+    for &(pid, ppid) in parents {
+        children.entry(ppid).or_default().push(pid);
     }
     let mut out = vec![root];
     let mut i = 0;
@@ -45,26 +57,62 @@ fn ppid(pid: u32) -> Option<u32> {
     after.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Nanoseconds on CPU, summed over every thread of every process in the tree
-/// (`/proc/*/task/*/schedstat`, nanosecond resolution unlike `stat`'s ticks).
-pub fn cpu_ns(root: u32) -> u64 {
-    let mut total = 0;
-    for pid in tree(root) {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            continue;
-        };
-        for t in tasks.flatten() {
-            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat"))
-                && let Some(ns) = s
-                    .split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse::<u64>().ok())
-            {
-                total += ns;
-            }
-        }
+/// The CPU time of every thread of a process tree at one moment, keyed by
+/// thread id, so that a window's figure can tell a thread that ran from one
+/// that came or went during it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CpuSample(BTreeMap<u32, u64>);
+
+impl CpuSample {
+    /// The tree under `root` as found now. Nanoseconds on CPU from
+    /// `/proc/*/task/*/schedstat` (nanosecond resolution, unlike `stat`'s ticks).
+    pub fn of_tree(root: u32) -> Self {
+        Self::from_table(root, &parents(), |pid| {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                return Vec::new();
+            };
+            tasks
+                .flatten()
+                .filter_map(|t| {
+                    let tid = t.file_name().to_str()?.parse::<u32>().ok()?;
+                    let s = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+                    Some((tid, s.split_whitespace().next()?.parse::<u64>().ok()?))
+                })
+                .collect()
+        })
     }
-    total
+
+    /// The threads (tid, ns) that `threads_of` gives for each process of the
+    /// tree under `root` in a (pid, parent pid) table, each process once.
+    fn from_table(
+        root: u32,
+        parents: &[(u32, u32)],
+        threads_of: impl Fn(u32) -> Vec<(u32, u64)>,
+    ) -> Self {
+        Self(
+            descendants(root, parents)
+                .into_iter()
+                .flat_map(threads_of)
+                .collect(),
+        )
+    }
+
+    /// CPU nanoseconds spent between this sample and a `later` one. A thread
+    /// in both counts its difference; one only in `later` started in between
+    /// and counts whole. One that exited in between counts nothing: the time
+    /// it spent in the window left with it, so the figure is a lower bound
+    /// when threads exit (a proxy's worker threads do not).
+    pub fn ns_until(&self, later: &CpuSample) -> u64 {
+        later
+            .0
+            .iter()
+            .map(|(tid, &ns)| match self.0.get(tid) {
+                // Less than before: the thread id was reused by a new thread.
+                Some(&before) if before <= ns => ns - before,
+                _ => ns,
+            })
+            .sum()
+    }
 }
 
 /// Resident set size in KiB, summed over the tree.
@@ -192,4 +240,62 @@ pub async fn get_status(url: &str) -> Option<u16> {
     let status = resp.status().as_u16();
     let _ = resp.into_body().collect().await;
     Some(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // nginx as run.sh starts it: the master (1000) under the shell (1), its
+    // worker (1001) under the master, and an unrelated process (2000).
+    const NGINX: &[(u32, u32)] = &[(1000, 1), (1001, 1000), (2000, 1)];
+
+    fn sample(root: u32, parents: &[(u32, u32)], threads: &[(u32, u32, u64)]) -> CpuSample {
+        CpuSample::from_table(root, parents, |pid| {
+            threads
+                .iter()
+                .filter(|(p, _, _)| *p == pid)
+                .map(|&(_, tid, ns)| (tid, ns))
+                .collect()
+        })
+    }
+
+    #[test]
+    fn a_master_and_its_worker_count_once_each() {
+        let before = sample(
+            1000,
+            NGINX,
+            &[(1000, 1000, 10), (1001, 1001, 100), (2000, 2000, 5)],
+        );
+        let after = sample(
+            1000,
+            NGINX,
+            &[(1000, 1000, 12), (1001, 1001, 190), (2000, 2000, 900)],
+        );
+        // The master's 2 ns and the worker's 90 ns; not the other process's.
+        assert_eq!(before.ns_until(&after), 92);
+    }
+
+    #[test]
+    fn a_worker_replaced_during_the_window_counts_its_own_time() {
+        let before = sample(1000, NGINX, &[(1000, 1000, 10), (1001, 1001, 100)]);
+        // Worker 1001 exited; 1002 was forked and ran 30 ns.
+        let parents = &[(1000, 1), (1002, 1000)];
+        let after = sample(1000, parents, &[(1000, 1000, 12), (1002, 1002, 30)]);
+        assert_eq!(before.ns_until(&after), 32);
+    }
+
+    #[test]
+    fn a_thread_id_reused_by_a_new_thread_counts_the_new_threads_time() {
+        let threads = |ns| [(1000, 1000, 10), (1000, 1005, ns)];
+        let before = sample(1000, NGINX, &threads(500));
+        let after = sample(1000, NGINX, &threads(20));
+        assert_eq!(before.ns_until(&after), 20);
+    }
+
+    #[test]
+    fn the_tree_of_a_process_with_no_children_is_itself() {
+        assert_eq!(descendants(2000, NGINX), vec![2000]);
+        assert_eq!(descendants(1000, NGINX), vec![1000, 1001]);
+    }
 }
