@@ -368,18 +368,15 @@ pub struct Scanner<T: 'static> {
     frames: [Frame<T>; MAX_FRAMES],
     depth: usize,
     state: Scan<T>,
-    /// The current member name, at object frames, when it spans chunks;
-    /// `key_len` counts past what fits.
-    key: [u8; MAX_KEY],
-    key_len: usize,
+    /// The current member name, at object frames, when it spans chunks.
+    key: Bounded<MAX_KEY>,
     key_escaped: bool,
     /// What the value after the current name is, if wanted.
     want: Option<&'static Want<T>>,
     /// The value being stepped over or reported.
     value: ValueScan,
-    /// A wanted value's text; `small_len` counts past what fits.
-    small: [u8; MAX_VALUE],
-    small_len: usize,
+    /// A wanted value's text.
+    value_text: Bounded<MAX_VALUE>,
     /// Bytes of the document fed before the current chunk: where objects
     /// start and end, for [`MAX_OBJECT`].
     fed: usize,
@@ -477,13 +474,11 @@ impl<T: Copy> Scanner<T> {
             }; MAX_FRAMES],
             depth: 0,
             state: Scan::Start,
-            key: [0; MAX_KEY],
-            key_len: 0,
+            key: Bounded::EMPTY,
             key_escaped: false,
             want: None,
             value: ValueScan::default(),
-            small: [0; MAX_VALUE],
-            small_len: 0,
+            value_text: Bounded::EMPTY,
             fed: 0,
         }
     }
@@ -592,7 +587,7 @@ impl<T: Copy> Scanner<T> {
                 i + 1
             }
             (Expect::FirstOrClose | Expect::Item, b'"') if frame.kind == Kind::Object => {
-                self.key_len = 0;
+                self.key.clear();
                 self.key_escaped = false;
                 self.state = Scan::Key { escape: false };
                 i + 1
@@ -656,7 +651,7 @@ impl<T: Copy> Scanner<T> {
             }
             Some(&Want::Object(id, _)) => Report::NotObject(id),
             Some(&Want::Value(id)) => {
-                self.small_len = 0;
+                self.value_text.clear();
                 Report::Value(id)
             }
             _ => Report::Nothing,
@@ -669,17 +664,9 @@ impl<T: Copy> Scanner<T> {
             _ => self.value.scalar = true,
         }
         if let Report::Value(_) = report {
-            self.keep(&b[i..i + 1]);
+            self.value_text.push(&b[i..i + 1]);
         }
         i + 1
-    }
-
-    fn keep(&mut self, bytes: &[u8]) {
-        let at = self.small_len;
-        self.small_len = at.saturating_add(bytes.len());
-        if let Some(room) = self.small.get_mut(at..self.small_len) {
-            room.copy_from_slice(bytes);
-        }
     }
 
     /// Bytes of a member name, up to its closing quote.
@@ -701,7 +688,7 @@ impl<T: Copy> Scanner<T> {
                 Some(at) => {
                     let end = i + at;
                     // A name within one chunk, as most are, is matched where it lies.
-                    let want = if self.key_len == 0 {
+                    let want = if self.key.is_empty() {
                         let raw = &b[start..end];
                         wanted(
                             self.top().members,
@@ -709,9 +696,8 @@ impl<T: Copy> Scanner<T> {
                             self.key_escaped,
                         )
                     } else {
-                        self.key_part(&b[start..end]);
-                        let raw = self.key.get(..self.key_len);
-                        wanted(self.frames[self.depth - 1].members, raw, self.key_escaped)
+                        self.key.push(&b[start..end]);
+                        wanted(self.top().members, self.key.get(), self.key_escaped)
                     };
                     self.top().expect = Expect::Colon;
                     self.state = Scan::Structure;
@@ -720,17 +706,9 @@ impl<T: Copy> Scanner<T> {
                 }
             }
         }
-        self.key_part(&b[start..]);
+        self.key.push(&b[start..]);
         self.state = Scan::Key { escape };
         i
-    }
-
-    fn key_part(&mut self, part: &[u8]) {
-        let at = self.key_len;
-        self.key_len = at.saturating_add(part.len());
-        if let Some(room) = self.key.get_mut(at..self.key_len) {
-            room.copy_from_slice(part);
-        }
     }
 
     /// Bytes of a value being stepped over or reported, up to its end.
@@ -743,20 +721,58 @@ impl<T: Copy> Scanner<T> {
     ) -> usize {
         let (end, done) = self.value.advance(b, start);
         if let Report::Value(_) = report {
-            self.keep(&b[start..end]);
+            self.value_text.push(&b[start..end]);
         }
         if done {
             self.state = Scan::Structure;
             match report {
                 Report::Nothing => {}
                 Report::Value(id) => {
-                    let value = self.small.get(..self.small_len);
-                    found(Found::Value { id, value });
+                    found(Found::Value {
+                        id,
+                        value: self.value_text.get(),
+                    });
                 }
                 Report::NotObject(id) => found(Found::End { id, read: false }),
             }
         }
         end
+    }
+}
+
+/// Bytes kept up to `N`, counting past what fits: a name or a value split
+/// between chunks, held without the heap.
+#[derive(Clone, Copy, Debug)]
+struct Bounded<const N: usize> {
+    bytes: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> Bounded<N> {
+    const EMPTY: Bounded<N> = Bounded {
+        bytes: [0; N],
+        len: 0,
+    };
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn push(&mut self, part: &[u8]) {
+        let at = self.len;
+        self.len = at.saturating_add(part.len());
+        if let Some(room) = self.bytes.get_mut(at..self.len) {
+            room.copy_from_slice(part);
+        }
+    }
+
+    /// What was kept; `None` once more than `N` bytes were pushed.
+    fn get(&self) -> Option<&[u8]> {
+        self.bytes.get(..self.len)
     }
 }
 
