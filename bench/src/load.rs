@@ -136,12 +136,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let (tally, pacer_lag, measured_s) = if let Some(slots) = slots {
         let (tally, lag) =
             rt.block_on(open_loop(&args, template, start, slots, window, timeout))?;
-        drop(load_done);
         let measured_s = open_loop_measured_s(slots, args.rate, args.warmup, args.duration);
         (tally, Some(lag.summary()), measured_s)
     } else {
         let tally = rt.block_on(closed_loop(&args, template, start, window, timeout))?;
-        drop(load_done);
         // A closed loop with --max-requests may finish before the window does.
         let measured_s = Instant::now()
             .saturating_duration_since(window.0)
@@ -149,6 +147,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             .min(args.duration);
         (tally, None, measured_s)
     };
+    // The load is over: the sampler's window ends now if it has not yet.
+    drop(load_done);
 
     let requests = tally.latency.len();
     let errors: u64 = tally
