@@ -51,6 +51,7 @@ pub mod client;
 pub mod config;
 pub mod credential;
 pub mod endpoint;
+pub mod fd_limit;
 pub mod federated;
 pub mod fleet;
 pub mod glob;
@@ -177,6 +178,7 @@ pub struct Running {
 pub async fn start(options: Options) -> Result<Running, StartError> {
     let worker_count = workers::check(options.settings.workers)?;
     let proxy = Proxy::new(options.settings.clone());
+    check_file_limit(&proxy, worker_count);
     if let Replicas::Fixed(n) = options.replicas {
         proxy.fleet().set(n);
         proxy
@@ -304,6 +306,42 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
         traffic,
         tasks,
     })
+}
+
+/// Raises the file descriptor limit (see [`fd_limit`]) and warns when it
+/// is still below what `--max-connections` needs: past it, accepts and
+/// upstream connects fail instead of waiting for a slot.
+fn check_file_limit(proxy: &Proxy, workers: usize) {
+    let max_connections = proxy.settings().max_connections;
+    let limit = match fd_limit::raise() {
+        Ok(outcome) => {
+            if outcome.now != outcome.before {
+                tracing::info!(
+                    from = outcome.before,
+                    to = outcome.now,
+                    "raised the file descriptor limit to the hard limit"
+                );
+            }
+            outcome.now
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the file descriptor limit");
+            None
+        }
+    };
+    proxy
+        .metrics()
+        .file_descriptor_limit
+        .set(limit.map_or(i64::MAX, |n| i64::try_from(n).unwrap_or(i64::MAX)));
+    let needed = fd_limit::needed(max_connections, workers);
+    if let Some(limit) = limit.filter(|&limit| limit < needed) {
+        tracing::warn!(
+            max_connections,
+            needed,
+            limit,
+            "--max-connections needs more file descriptors than the limit allows: near the cap, accepts and upstream connects fail; lower --max-connections or raise the hard limit (ulimit -Hn)"
+        );
+    }
 }
 
 /// Runs a config source. Sources return only at shutdown; one that ends

@@ -123,6 +123,7 @@ pub struct Metrics {
     pub client_connection_limit_waits: Counter,
     pub accept_errors: Counter,
     pub accept_warnings_suppressed: Counter,
+    pub file_descriptor_limit: Gauge,
     worker_connections: Family<WorkerLabels, Counter>,
 }
 
@@ -328,6 +329,12 @@ impl Metrics {
             ),
             accept_warnings_suppressed.clone(),
         );
+        let file_descriptor_limit = Gauge::default();
+        registry.register(
+            "file_descriptor_limit",
+            "The process's soft limit on open file descriptors, after start raised it to the hard limit; --max-connections should stay below half of it",
+            file_descriptor_limit.clone(),
+        );
         let worker_connections = Family::<WorkerLabels, Counter>::default();
         registry.register(
             "worker_connections",
@@ -369,6 +376,7 @@ impl Metrics {
             client_connection_limit_waits,
             accept_errors,
             accept_warnings_suppressed,
+            file_descriptor_limit,
             worker_connections,
         }
     }

@@ -35,17 +35,18 @@ impl Proc {
         Proc::start_with(config, args, None)
     }
 
-    /// Starts the proxy, with at most `fd_limit` open files if given.
-    fn start_with(config: &str, args: &[&str], fd_limit: Option<u32>) -> Proc {
+    /// Starts the proxy, under the file limit that `ulimit` arguments such
+    /// as `-n 48` (soft and hard) or `-Sn 64` (soft only) set, if given.
+    fn start_with(config: &str, args: &[&str], ulimit: Option<&str>) -> Proc {
         let dir = TempDir::new();
         let path = dir.path("strake.yaml");
         std::fs::write(&path, config).unwrap();
-        let mut command = match fd_limit {
+        let mut command = match ulimit {
             None => Command::new(BIN),
-            Some(n) => {
+            Some(limit) => {
                 let mut sh = Command::new("sh");
                 sh.arg("-c")
-                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(format!("ulimit {limit} && exec \"$0\" \"$@\""))
                     .arg(BIN);
                 sh
             }
@@ -631,8 +632,15 @@ async fn at_the_connection_cap_requests_wait_for_a_slot_instead_of_failing() {
     let t = TestToken::new("alice", &["openai"], "");
     let p = Proc::start_with(
         &config_yaml(&mock.url(), &[&t]),
-        &["--header-read-timeout", "300ms", "--max-connections", "32"],
-        Some(128),
+        &[
+            "--header-read-timeout",
+            "300ms",
+            "--max-connections",
+            "32",
+            "--workers",
+            "2",
+        ],
+        Some("-n 128"),
     );
     let sockets = silent_sockets(p.listen, 300, b"").await;
     assert!(p.metric("strake_client_connections").await <= 32.0);
@@ -653,6 +661,10 @@ async fn at_the_connection_cap_requests_wait_for_a_slot_instead_of_failing() {
         !logs.contains("accept failed"),
         "the cap keeps the proxy below its file limit:\n{logs}"
     );
+    assert!(
+        !logs.contains("needs more file descriptors"),
+        "32 connections fit in 128 descriptors:\n{logs}"
+    );
     mock.shutdown().await;
 }
 
@@ -665,7 +677,7 @@ async fn accept_failures_are_logged_at_most_once_per_interval_and_counted() {
     let p = Proc::start_with(
         &config_yaml(&mock.url(), &[&t]),
         &["--header-read-timeout", "2s", "--max-connections", "1000"],
-        Some(48),
+        Some("-n 48"),
     );
     let sockets = silent_sockets(p.listen, 100, b"").await;
     // Accepted as the last descriptors go, the request can find none left
@@ -690,8 +702,55 @@ async fn accept_failures_are_logged_at_most_once_per_interval_and_counted() {
     let suppressed = p.metric("strake_accept_warnings_suppressed_total").await;
     let logged = p.logs().matches("accept failed").count();
     assert!(errors >= 2.0, "no accept failed: {}", p.logs());
+    // It said so at start, and what to do about it.
+    assert!(
+        p.logs()
+            .contains("--max-connections needs more file descriptors than the limit allows"),
+        "{}",
+        p.logs()
+    );
+    assert_eq!(p.metric("strake_file_descriptor_limit").await, 48.0);
     assert!(logged <= 2, "{logged} warnings for {errors} failures");
     assert_eq!(errors, suppressed + logged as f64);
+    mock.shutdown().await;
+}
+
+/// The soft and hard "Max open files" of a process, from /proc.
+fn open_file_limits(pid: u32) -> (u64, u64) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let mut numbers = line
+        .split_whitespace()
+        .filter_map(|w| w.parse::<u64>().ok());
+    (numbers.next().unwrap(), numbers.next().unwrap())
+}
+
+#[tokio::test]
+async fn a_low_soft_file_limit_is_raised_to_the_hard_one_at_start() {
+    let mock = mock().await;
+    let t = TestToken::new("alice", &["openai"], "");
+    // What a container runtime commonly gives: a soft limit of 1024 (here
+    // 64) under a higher hard one, too low for the default cap.
+    let (_, hard) = open_file_limits(std::process::id());
+    assert!(
+        hard > 64,
+        "the test needs a hard limit above 64, not {hard}"
+    );
+    let p = Proc::start_with(&config_yaml(&mock.url(), &[&t]), &[], Some("-Sn 64"));
+    assert_eq!(open_file_limits(p.child.id()), (hard, hard));
+    assert_eq!(p.metric("strake_file_descriptor_limit").await, hard as f64);
+    let logs = p.logs();
+    assert!(logs.contains("raised the file descriptor limit"), "{logs}");
+    // 200 connections at once, each proxied, under a soft limit that
+    // would have held 30.
+    let c = client();
+    let requests = (0..200).map(|_| c.request(chat(p.listen, &t)));
+    for resp in futures::future::join_all(requests).await {
+        assert_eq!(resp.unwrap().status(), 200);
+    }
     mock.shutdown().await;
 }
 
