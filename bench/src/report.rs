@@ -94,6 +94,9 @@ const OPERATOR_TOKENS: f64 = 10_000.0;
 const OPERATOR_READY_S: f64 = 60.0;
 const OPERATOR_REVOCATION_P99_MS: f64 = 100.0;
 const THROUGHPUT_VS_LITELLM: f64 = 20.0;
+/// Issue 14's bound on Strake's instructions per request, as a multiple of
+/// nginx's doing the same job.
+const INSTRUCTIONS_VS_NGINX: f64 = 2.0;
 
 /// A rate counts as "below saturation" for the targets when it is at most
 /// this share of Strake's closed-loop maximum in the same run.
@@ -506,6 +509,22 @@ fn targets(w: &mut String, r: &Results) {
             verdict(Some(measured_ok))
         );
     }
+    let per_request = |target: &str| {
+        r.profiles
+            .iter()
+            .find(|p| p.meta.target == target)
+            .map(|p| p.per_request)
+    };
+    if let (Some(s), Some(n)) = (per_request("strake"), per_request("nginx")) {
+        let _ = writeln!(
+            w,
+            "| instructions per request (callgrind) | ≤ {INSTRUCTIONS_VS_NGINX:.0}× nginx's | {} vs {} ({}) | {} |",
+            thousands(s.round() as u64),
+            thousands(n.round() as u64),
+            ratio(s, n),
+            verdict(Some(s <= INSTRUCTIONS_VS_NGINX * n)),
+        );
+    }
     match (sat("strake"), sat("litellm")) {
         (Some(s), Some(l)) => {
             let _ = writeln!(
@@ -687,7 +706,11 @@ fn targets(w: &mut String, r: &Results) {
             ))
         );
     }
-    let _ = writeln!(w);
+    let _ = writeln!(
+        w,
+        "\nWhere a target is missed: what bounds it and what was tried, in \
+         [bench/README.md](../bench/README.md#where-the-targets-miss-and-what-bounds-them).\n"
+    );
 }
 
 /// The issue's target against an LLM gateway peer: Strake ahead on added
@@ -1601,6 +1624,41 @@ mod tests {
             short_name("<alloc::vec::Vec<T,A> as core::ops::Drop>::drop"),
             "<alloc::vec::Vec<…> as core::ops::Drop>::drop"
         );
+    }
+
+    fn profiled(target: &str, per_request: f64) -> ProfileResult {
+        ProfileResult {
+            meta: crate::results::Meta {
+                target: target.into(),
+                experiment: "profile".into(),
+            },
+            requests: 2000,
+            instructions: (per_request * 2000.0) as u64,
+            per_request,
+            top_self: Vec::new(),
+            top_own_inclusive: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn instructions_are_held_to_twice_nginx_s() {
+        let target_row = |strake: f64| {
+            let mut r = kube_fixture();
+            r.profiles = vec![profiled("nginx", 28_400.0), profiled("strake", strake)];
+            let md = render(&r, "", None);
+            let line = md
+                .lines()
+                .find(|l| l.starts_with("| instructions per request (callgrind) |"))
+                .unwrap_or_else(|| panic!("no instructions row in\n{md}"))
+                .to_owned();
+            assert!(md.contains("#where-the-targets-miss-and-what-bounds-them"));
+            line
+        };
+        assert_eq!(
+            target_row(92_029.0),
+            "| instructions per request (callgrind) | ≤ 2× nginx's | 92,029 vs 28,400 (3.24×) | **missed** |"
+        );
+        assert!(target_row(56_800.0).ends_with("| met |"));
     }
 
     fn kube_fixture() -> Results {
