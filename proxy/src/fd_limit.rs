@@ -49,40 +49,46 @@ pub fn needed(max_connections: usize, workers: usize) -> u64 {
 }
 
 /// What [`raise`] found and did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Outcome {
     /// The soft limit at start (`None`: unlimited).
     pub before: Option<u64>,
     /// The soft limit in force now.
     pub now: Option<u64>,
+    /// Why raising it failed, if it did (the limit then stays as it was).
+    pub error: Option<std::io::Error>,
 }
 
-/// Raises this process's soft limit as far as the hard limit allows. On a
-/// refusal the limit stays as it was, and the outcome says so.
-pub fn raise() -> std::io::Result<Outcome> {
+/// Raises this process's soft limit as far as the hard limit allows.
+pub fn raise() -> Outcome {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
     let before = limit.current;
+    let unchanged = |error| Outcome {
+        before,
+        now: before,
+        error,
+    };
     let Some(target) = raised(Limits {
         soft: limit.current,
         hard: limit.maximum,
     }) else {
-        return Ok(Outcome {
-            before,
-            now: before,
-        });
+        return unchanged(None);
     };
-    setrlimit(
+    match setrlimit(
         Resource::Nofile,
         Rlimit {
             current: Some(target),
             maximum: limit.maximum,
         },
-    )?;
-    Ok(Outcome {
-        before,
-        now: Some(target),
-    })
+    ) {
+        Ok(()) => Outcome {
+            before,
+            now: Some(target),
+            error: None,
+        },
+        Err(e) => unchanged(Some(e.into())),
+    }
 }
 
 #[cfg(test)]

@@ -313,22 +313,18 @@ pub async fn start(options: Options) -> Result<Running, StartError> {
 /// upstream connects fail instead of waiting for a slot.
 fn check_file_limit(proxy: &Proxy, workers: usize) {
     let max_connections = proxy.settings().max_connections;
-    let limit = match fd_limit::raise() {
-        Ok(outcome) => {
-            if outcome.now != outcome.before {
-                tracing::info!(
-                    from = outcome.before,
-                    to = outcome.now,
-                    "raised the file descriptor limit to the hard limit"
-                );
-            }
-            outcome.now
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot raise the file descriptor limit");
-            None
-        }
-    };
+    let outcome = fd_limit::raise();
+    if let Some(e) = &outcome.error {
+        tracing::warn!(error = %e, limit = outcome.now, "cannot raise the file descriptor limit");
+    } else if outcome.now != outcome.before {
+        tracing::info!(
+            from = outcome.before,
+            to = outcome.now,
+            "raised the file descriptor limit to the hard limit"
+        );
+    }
+    // Unlimited reads as the gauge's largest value.
+    let limit = outcome.now;
     proxy
         .metrics()
         .file_descriptor_limit
