@@ -509,13 +509,10 @@ fn targets(w: &mut String, r: &Results) {
             verdict(Some(measured_ok))
         );
     }
-    let per_request = |target: &str| {
-        r.profiles
-            .iter()
-            .find(|p| p.meta.target == target)
-            .map(|p| p.per_request)
-    };
-    if let (Some(s), Some(n)) = (per_request("strake"), per_request("nginx")) {
+    if let (Some(s), Some(n)) = (
+        instructions_per_request(r, "strake"),
+        instructions_per_request(r, "nginx"),
+    ) {
         let _ = writeln!(
             w,
             "| instructions per request (callgrind) | ≤ {INSTRUCTIONS_VS_NGINX:.0}× nginx's | {} vs {} ({}) | {} |",
@@ -1505,6 +1502,14 @@ fn scale(w: &mut String, r: &Results) {
     }
 }
 
+/// `target`'s instructions per request under callgrind, if it was profiled.
+fn instructions_per_request(r: &Results, target: &str) -> Option<f64> {
+    r.profiles
+        .iter()
+        .find(|p| p.meta.target == target)
+        .map(|p| p.per_request)
+}
+
 fn profile(w: &mut String, r: &Results) {
     if r.profiles.is_empty() {
         return;
@@ -1517,11 +1522,7 @@ fn profile(w: &mut String, r: &Results) {
          | server | instructions / request | ÷ nginx |\n| --- | ---: | ---: |",
         r.profiles[0].requests
     );
-    let nginx = r
-        .profiles
-        .iter()
-        .find(|p| p.meta.target == "nginx")
-        .map(|p| p.per_request);
+    let nginx = instructions_per_request(r, "nginx");
     for p in &r.profiles {
         let _ = writeln!(
             w,
